@@ -1,0 +1,1 @@
+"""Render an oracle result as plots, an HTML report, CSV and JSON."""

@@ -1,0 +1,1 @@
+"""The reference push backend, the embedded default system under test."""

@@ -1,0 +1,117 @@
+"""Self-describing device tokens.
+
+A token issued by the model carries its owning group, a sequence number and a MAC under the run
+key, so the gateways recognise it and route its pushes to the right shard without being told.
+
+Layout, before encoding: a 16-byte MAC followed by a 16-byte header masked with a keystream
+derived from the MAC. The header is ``version, platform, group id (8 bytes), sequence (4 bytes),
+2 reserved bytes``. Masking makes every byte look random, as real tokens do.
+
+- APNs: the 32 bytes as 64 lowercase hex characters.
+- FCM: ``<instance id>:APA91b<suffix>`` in URL-safe base64, where the instance id encodes the MAC
+  and the suffix the masked header followed by keystream padding, giving the observed length of
+  about 150 characters.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import struct
+from dataclasses import dataclass
+
+TOKEN_VERSION = 1
+PLATFORMS = ("ios", "android")
+_PLATFORM_CODE = {"ios": 1, "android": 2}
+_HEADER = struct.Struct(">BBQI2x")
+_MAC_BYTES = 16
+_FCM_PAD_BYTES = 80
+
+APNS_TOKEN_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
+# Registration tokens seen from FCM: an instance id, a colon, then "APA91b" and base64url text.
+FCM_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{11,64}:APA91b[A-Za-z0-9_-]{20,400}$")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What an issued token's bytes carry."""
+
+    platform: str
+    group_id: int
+    sequence: int
+
+
+def derive_run_key(seed: int) -> bytes:
+    """Return the run key for a seed, so the same seed gives the same tokens."""
+    return hashlib.blake2b(str(seed).encode(), digest_size=32, person=b"pushsim-runkey").digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _keystream(run_key: bytes, mac: bytes, length: int) -> bytes:
+    # SHAKE-256 output for a shorter length is a prefix of a longer one, so parsing needs only
+    # the first header-sized bytes whatever the platform.
+    return hashlib.shake_256(b"pushsim-mask" + run_key + mac).digest(length)
+
+
+def _mac(run_key: bytes, header: bytes) -> bytes:
+    return hmac.new(run_key, header, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def issue_token(run_key: bytes, platform: str, group_id: int, sequence: int) -> str:
+    """Return the device token for ``(group_id, sequence)`` in the platform's wire shape."""
+    if platform not in _PLATFORM_CODE:
+        raise ValueError(f"invalid platform {platform!r}: use one of {', '.join(PLATFORMS)}")
+    header = _HEADER.pack(TOKEN_VERSION, _PLATFORM_CODE[platform], group_id, sequence)
+    mac = _mac(run_key, header)
+
+    if platform == "ios":
+        mask = _keystream(run_key, mac, len(header))
+        return (mac + bytes(a ^ b for a, b in zip(header, mask, strict=True))).hex()
+
+    stream = _keystream(run_key, mac, len(header) + _FCM_PAD_BYTES)
+    masked = bytes(a ^ b for a, b in zip(header, stream, strict=False))
+    return f"{_b64(mac)}:APA91b{_b64(masked + stream[len(header):])}"
+
+
+def is_well_formed(token: str, platform: str) -> bool:
+    """Tell whether ``token`` has the wire shape of its platform, whoever issued it."""
+    pattern = APNS_TOKEN_PATTERN if platform == "ios" else FCM_TOKEN_PATTERN
+    return bool(pattern.match(token))
+
+
+def parse_token(run_key: bytes, token: str) -> TokenInfo | None:
+    """Return what an issued token carries, or None when the run key did not issue it."""
+    try:
+        if APNS_TOKEN_PATTERN.match(token):
+            raw = bytes.fromhex(token)
+            mac, masked = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
+        elif FCM_TOKEN_PATTERN.match(token):
+            instance, _, rest = token.partition(":")
+            mac = _unb64(instance)
+            masked = _unb64(rest[len("APA91b"):])[: _HEADER.size]
+        else:
+            return None
+    except ValueError:
+        return None
+    if len(mac) != _MAC_BYTES or len(masked) != _HEADER.size:
+        return None
+
+    mask = _keystream(run_key, mac, _HEADER.size)
+    header = bytes(a ^ b for a, b in zip(masked, mask, strict=True))
+    if not hmac.compare_digest(_mac(run_key, header), mac):
+        return None
+
+    version, platform_code, group_id, sequence = _HEADER.unpack(header)
+    if version != TOKEN_VERSION:
+        return None
+    platform = "ios" if platform_code == 1 else "android"
+    return TokenInfo(platform=platform, group_id=group_id, sequence=sequence)

@@ -1,0 +1,1 @@
+"""The SimPy world: population, shopper and device processes, identity and push reactions."""

@@ -1,0 +1,1 @@
+"""Joins truth, deliveries and backend observations into verdicts and the funnel."""
