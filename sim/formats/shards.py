@@ -29,5 +29,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     except ValueError:
         index, count = -1, 0
     if not slash or count < 1 or not 0 <= index < count:
-        raise ValueError(f"invalid shard {text!r}: write it as i/N with 0 <= i < N, for example 0/2")
+        raise ValueError(
+            f"invalid shard {text!r}: write it as i/N with 0 <= i < N, for example 0/2"
+        )
     return index, count

@@ -79,7 +79,7 @@ def issue_token(run_key: bytes, platform: str, group_id: int, sequence: int) -> 
 
     stream = _keystream(run_key, mac, len(header) + _FCM_PAD_BYTES)
     masked = bytes(a ^ b for a, b in zip(header, stream, strict=False))
-    return f"{_b64(mac)}:APA91b{_b64(masked + stream[len(header):])}"
+    return f"{_b64(mac)}:APA91b{_b64(masked + stream[len(header) :])}"
 
 
 def is_well_formed(token: str, platform: str) -> bool:
@@ -97,7 +97,7 @@ def parse_token(run_key: bytes, token: str) -> TokenInfo | None:
         elif FCM_TOKEN_PATTERN.match(token):
             instance, _, rest = token.partition(":")
             mac = _unb64(instance)
-            masked = _unb64(rest[len("APA91b"):])[: _HEADER.size]
+            masked = _unb64(rest[len("APA91b") :])[: _HEADER.size]
         else:
             return None
     except ValueError:
