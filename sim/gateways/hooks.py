@@ -1,0 +1,124 @@
+"""Seams between the gateways' wire servers and the world behind them.
+
+A wire server parses a push, asks its rule set for the answer, and reports what it did. The
+rule set consults a token policy (open mode, or the registry of issued tokens) and a fault policy
+(nothing, or a scripted timeline). Each seam is a small protocol with a do-nothing default, so the
+registry, the ledger and the fault timeline plug in without touching the servers.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Service(enum.StrEnum):
+    APNS = "apns"
+    FCM = "fcm"
+
+
+@dataclass
+class PushRequest:
+    """One push as a gateway received it, before any rule ran.
+
+    ``audience`` is the APNs topic or the FCM project id. ``headers`` holds the request headers
+    that matter for the ledger (lower-case names). ``received_at`` is wall Unix time in seconds.
+    """
+
+    service: Service
+    token: str
+    audience: str
+    headers: dict[str, str]
+    payload: bytes
+    connection_id: str
+    received_at: float
+    message_id: str = ""
+
+
+class TokenState(enum.Enum):
+    """What the push service knows about a device token, independent of wire reasons."""
+
+    ALIVE = "alive"
+    UNKNOWN = "unknown"  # well formed, but never issued to a device of this run
+    DEAD = "dead"  # invalidated, and the service already reports it gone
+    WRONG_AUDIENCE = "wrong_audience"  # issued for another APNs topic or FCM project
+    THROTTLED = "throttled"  # too many pushes to this one device in the window
+
+
+@dataclass(frozen=True)
+class TokenVerdict:
+    """A token policy's answer. ``died_at_ms`` is the wall Unix time in ms the token died."""
+
+    state: TokenState
+    died_at_ms: int | None = None
+
+
+ALIVE = TokenVerdict(TokenState.ALIVE)
+
+
+class TokenPolicy(Protocol):
+    def check(self, request: PushRequest) -> TokenVerdict:
+        """Return what the service knows about ``request.token`` at ``request.received_at``."""
+
+
+class OpenTokenPolicy:
+    """Open mode: every well-formed token is alive. The rule set checks the shape first."""
+
+    def check(self, request: PushRequest) -> TokenVerdict:
+        return ALIVE
+
+
+@dataclass(frozen=True)
+class FaultAction:
+    """What the fault timeline does to one push.
+
+    ``delay`` is added latency in wall seconds. When ``status`` is set the push is rejected with
+    that status and the service's ``reason`` instead of running the rules. ``retry_after`` is in
+    whole wall seconds.
+    """
+
+    delay: float = 0.0
+    status: int | None = None
+    reason: str | None = None
+    retry_after: int | None = None
+
+
+NO_FAULT = FaultAction()
+
+
+class FaultPolicy(Protocol):
+    def action(self, request: PushRequest) -> FaultAction:
+        """Return the fault to apply to ``request``; ``NO_FAULT`` when there is none."""
+
+
+class NoFaults:
+    def action(self, request: PushRequest) -> FaultAction:
+        return NO_FAULT
+
+
+@dataclass
+class Outcome:
+    """The answer a gateway sent for one push, as the ledger records it.
+
+    ``delivery_id`` is set only for an accepted push to a live token. ``timestamp_ms`` is the
+    APNs 410 timestamp. ``added_latency`` is in wall seconds.
+    """
+
+    status: int
+    reason: str | None = None
+    delivery_id: str | None = None
+    timestamp_ms: int | None = None
+    retry_after: int | None = None
+    added_latency: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class DeliverySink(Protocol):
+    def record(self, request: PushRequest, outcome: Outcome) -> None:
+        """Record one answered push. Called on the event loop, so it must not block."""
+
+
+class DiscardSink:
+    def record(self, request: PushRequest, outcome: Outcome) -> None:
+        return None
