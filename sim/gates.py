@@ -1,0 +1,95 @@
+"""Gate metrics: the names a scenario's ``gates`` may check, and how a gate is parsed and judged.
+
+A gate reads ``metric op value``, such as ``delivery_rate >= 0.9``. The report computes each
+metric into ``summary.json``; validation checks gate names against this list before a run.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GateMetric:
+    """A metric a gate may check: its meaning and its unit."""
+
+    name: str
+    description: str
+    unit: str
+
+
+GATE_METRICS: dict[str, GateMetric] = {
+    metric.name: metric
+    for metric in (
+        GateMetric(
+            "delivery_rate",
+            "share of eligible triggers whose push reached the phone that owns the token",
+            "ratio 0..1",
+        ),
+        GateMetric(
+            "wrong_person_pushes",
+            "pushes about one person displayed to another person",
+            "count",
+        ),
+        GateMetric(
+            "pushes_after_conversion",
+            "pushes sent after the conversion that should have exited their journey",
+            "count",
+        ),
+        GateMetric(
+            "trigger_lateness_p99",
+            "99th percentile of push arrival after trigger plus delay, in simulated time",
+            "seconds",
+        ),
+        GateMetric(
+            "generator_drops",
+            "share of scheduled SDK actions the load generator dropped past its lag budget",
+            "ratio 0..1",
+        ),
+    )
+}
+
+OPERATORS = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A parsed gate."""
+
+    metric: str
+    op: str
+    threshold: float
+
+    def passes(self, value: float) -> bool:
+        return OPERATORS[self.op](value, self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.threshold:g}"
+
+
+def parse_gate(text: str) -> Gate:
+    """Parse ``metric op value``, raising ValueError that names the problem and the fix."""
+    match = _GATE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"invalid gate {text!r}: write 'metric op value', such as 'delivery_rate >= 0.9', "
+            f"with op one of {', '.join(OPERATORS)}"
+        )
+    metric, op, value = match.groups()
+    if metric not in GATE_METRICS:
+        raise ValueError(f"unknown gate metric {metric!r}")
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise ValueError(f"invalid gate {text!r}: threshold {value!r} is not a number") from None
+    return Gate(metric, op, threshold)

@@ -1,0 +1,241 @@
+"""Rules that look across fields of a built scenario: shares, funnel rows, journeys and gates."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from urllib.parse import urlparse
+
+from sim import catalogue
+from sim.gates import GATE_METRICS, parse_gate
+from sim.scenario.schema import FUNNEL_STATES, PLATFORMS, Journey, Scenario
+from sim.scenario.source import Path
+from sim.scenario.validate import Collector, suggest
+
+SHARE_TOLERANCE = 1e-3
+# A fault window shorter than this in wall time is over before anyone can watch it.
+MIN_WALL_WINDOW = 5.0
+LINK_FIELDS = ("cart_id", "sku", "order_id", "person_id", "product_id")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def check(scenario: Scenario, collector: Collector) -> None:
+    """Record every cross-field problem of ``scenario`` in ``collector``."""
+    _check_clock(scenario, collector)
+    _check_population(scenario, collector)
+    _check_permission(scenario, collector)
+    _check_funnel(scenario, collector)
+    _check_journeys(scenario, collector)
+    _check_target(scenario, collector)
+    _check_faults(scenario, collector)
+    _check_gates(scenario, collector)
+
+
+def _check_shares(shares: dict, path: Path, collector: Collector) -> None:
+    total = sum(v for v in shares.values() if isinstance(v, int | float))
+    if shares and abs(total - 1.0) > SHARE_TOLERANCE:
+        collector.error(path, f"shares sum to {total:g}; they must sum to 1")
+
+
+def _check_clock(scenario: Scenario, collector: Collector) -> None:
+    if scenario.clock.duration <= 0:
+        collector.error(("clock", "duration"), "invalid duration: the run must last longer than 0")
+
+
+def _check_population(scenario: Scenario, collector: Collector) -> None:
+    population = scenario.population
+    _check_shares(population.platforms, ("population", "platforms"), collector)
+    _check_shares(population.timezones, ("population", "timezones"), collector)
+    for name in population.timezones:
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            collector.error(
+                ("population", "timezones", name),
+                f"unknown time zone {name!r}: use an IANA name such as Europe/Berlin",
+            )
+
+    for key, length in (("hourly", 24), ("weekday", 7)):
+        weights = getattr(population.arrival, key)
+        path = ("population", "arrival", key)
+        if len(weights) != length:
+            collector.error(path, f"expected {length} weights, got {len(weights)}")
+        elif not any(w for w in weights if w):
+            collector.error(path, "at least one weight must be greater than 0")
+
+
+def _check_permission(scenario: Scenario, collector: Collector) -> None:
+    permission = scenario.permission
+    if catalogue.canonical_name(permission.value_moment) not in catalogue.TRACKABLE_EVENTS:
+        collector.error(
+            ("permission", "value_moment"),
+            _unknown_event(permission.value_moment),
+        )
+    for platform in PLATFORMS:
+        granted = permission.opt_in.get(platform, 0.0)
+        undecided = permission.not_determined.get(platform, 0.0)
+        if granted + undecided > 1 + SHARE_TOLERANCE:
+            collector.error(
+                ("permission", "not_determined", platform),
+                f"opt_in ({granted:g}) plus not_determined ({undecided:g}) is above 1",
+            )
+
+
+def _unknown_event(name: str) -> str:
+    return (
+        f"unknown event {name!r}{suggest(name, catalogue.TRACKABLE_EVENTS)} "
+        f"Catalogue events: {', '.join(catalogue.TRACKABLE_EVENTS)}"
+    )
+
+
+def _check_funnel(scenario: Scenario, collector: Collector) -> None:
+    transitions = scenario.funnel.transitions
+    for state, row in transitions.items():
+        row_path: Path = ("funnel", "transitions", state)
+        if state not in FUNNEL_STATES:
+            collector.error(
+                row_path,
+                f"unknown funnel state {state!r}{suggest(state, FUNNEL_STATES)} "
+                f"States: {', '.join(FUNNEL_STATES)}",
+            )
+            continue
+        if not isinstance(row, dict):
+            continue
+        for event in row:
+            if event not in catalogue.RETENTION_EVENTS:
+                collector.error(
+                    (*row_path, event),
+                    f"unknown retention event {event!r}{suggest(event, catalogue.RETENTION_EVENTS)}"
+                    f" Retention events: {', '.join(catalogue.RETENTION_EVENTS)}",
+                )
+        total = sum(v for v in row.values() if isinstance(v, int | float))
+        if total > 1 + SHARE_TOLERANCE:
+            collector.error(
+                row_path,
+                f"transition probabilities sum to {total:g}; a row may sum to at most 1, "
+                "and what it leaves over ends the session",
+            )
+
+
+def _check_event(name: str, path: Path, collector: Collector, required: bool) -> bool:
+    if not name:
+        if required:
+            collector.error(path, "missing event: name a catalogue event")
+        return False
+    if name not in catalogue.TRACKABLE_EVENTS:
+        canonical = catalogue.canonical_name(name)
+        if canonical:
+            collector.error(path, f"{name!r} is an alias; name the catalogue event {canonical!r}")
+        else:
+            collector.error(path, _unknown_event(name))
+        return False
+    return True
+
+
+def _check_property(event: str, prop: str, path: Path, collector: Collector) -> None:
+    spec = catalogue.BY_NAME[event]
+    if prop and prop not in spec.required:
+        carried = ", ".join(spec.required) or "no properties"
+        collector.error(path, f"property {prop!r} is not carried by {event} (it carries {carried})")
+
+
+def _check_journey(journey: Journey, path: Path, collector: Collector) -> None:
+    kind = journey.kind
+    if not journey.name:
+        collector.error((*path, "name"), "missing name: give each journey a unique name")
+
+    if kind in ("event", "repeated_event", "delay_range"):
+        trigger_ok = _check_event(
+            journey.trigger.event, (*path, "trigger", "event"), collector, required=True
+        )
+        if trigger_ok and journey.trigger.same:
+            _check_property(
+                journey.trigger.event, journey.trigger.same, (*path, "trigger", "same"), collector
+            )
+        for part in ("exit", "absence"):
+            match = getattr(journey, part)
+            if _check_event(match.event, (*path, part, "event"), collector, required=False):
+                _check_property(match.event, match.match, (*path, part, "match"), collector)
+                if trigger_ok:
+                    _check_property(
+                        journey.trigger.event, match.match, (*path, part, "match"), collector
+                    )
+
+    if kind == "repeated_event" and journey.trigger.count < 2:
+        collector.error(
+            (*path, "trigger", "count"), "a repeated_event journey needs a count of at least 2"
+        )
+    if kind == "delay_range" and journey.delay_max <= journey.delay:
+        collector.error(
+            (*path, "delay_max"), "delay_max must be longer than delay for a delay_range journey"
+        )
+    if kind == "broadcast" and journey.at is None:
+        collector.error((*path, "at"), "missing start time: a broadcast needs at")
+
+    for placeholder in _PLACEHOLDER.findall(journey.link):
+        if placeholder not in LINK_FIELDS:
+            collector.error(
+                (*path, "link"),
+                f"unknown placeholder {{{placeholder}}} in the link; use {', '.join(LINK_FIELDS)}",
+            )
+
+
+def _check_journeys(scenario: Scenario, collector: Collector) -> None:
+    seen: set[str] = set()
+    for index, journey in enumerate(scenario.journeys):
+        if journey is None:
+            continue
+        path: Path = ("journeys", index)
+        _check_journey(journey, path, collector)
+        if journey.name in seen:
+            collector.error((*path, "name"), f"duplicate journey name {journey.name!r}")
+        seen.add(journey.name)
+
+
+def _check_target(scenario: Scenario, collector: Collector) -> None:
+    target = scenario.target
+    if target.backend == "external":
+        parsed = urlparse(target.url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            collector.error(
+                ("target", "url"),
+                f"invalid URL {target.url!r}: an external backend needs an http or https URL, "
+                "such as http://127.0.0.1:8080",
+            )
+
+
+def _check_faults(scenario: Scenario, collector: Collector) -> None:
+    scale = scenario.clock.time_scale
+    for index, fault in enumerate(scenario.gateways.faults):
+        if fault is None:
+            continue
+        path: Path = ("gateways", "faults", index)
+        wall = fault.duration / scale if scale > 0 else 0.0
+        if wall < MIN_WALL_WINDOW:
+            collector.warning(
+                (*path, "duration"),
+                f"the window lasts {wall:.2g} wall seconds at time_scale {scale:g}, too short to "
+                f"rehearse; make it at least {MIN_WALL_WINDOW * scale:g} simulated seconds",
+            )
+        if fault.kind == "errors" and not fault.reason:
+            collector.error((*path, "reason"), "missing reason: an errors fault needs a reason")
+        if fault.kind == "errors" and fault.rate == 0:
+            collector.warning((*path, "rate"), "rate is 0, so this errors fault does nothing")
+        if fault.kind in ("quota", "stream_limit") and fault.limit == 0:
+            collector.error((*path, "limit"), f"a {fault.kind} fault needs a limit above 0")
+        if fault.kind == "quota" and fault.service == "apns":
+            collector.error((*path, "service"), "quota faults exist only on FCM: use fcm")
+
+
+def _check_gates(scenario: Scenario, collector: Collector) -> None:
+    for index, text in enumerate(scenario.gates):
+        if text is None:
+            continue
+        try:
+            parse_gate(text)
+        except ValueError as error:
+            message = str(error)
+            if message.startswith("unknown gate metric"):
+                metric = text.split()[0]
+                message += f"{suggest(metric, GATE_METRICS)} Metrics: {', '.join(GATE_METRICS)}"
+            collector.error(("gates", index), message)
