@@ -1,0 +1,1 @@
+"""The ``pushsim`` subcommands, one module each, every one exposing ``register(subparsers)``."""
