@@ -1,0 +1,411 @@
+"""The mock FCM HTTP v1 gateway and its OAuth2 token endpoint, served by hypercorn.
+
+One TLS port carries HTTP/1.1 and HTTP/2, chosen by ALPN, as fcm.googleapis.com does; a plain
+port takes HTTP/1.1 or HTTP/2 with prior knowledge (h2c). Both ports serve the send method
+(``POST /v1/projects/{project}/messages:send``) and the token endpoint (``POST /token``), so
+fcm.googleapis.com and oauth2.googleapis.com can both point at the TLS port.
+
+The rules live in ``fcm_rules``; this module parses HTTP, checks the access token, adds
+injected latency without blocking other requests, and reports each send to the delivery sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+from hypercorn.utils import wrap_app
+
+from sim.gateways import pki
+from sim.gateways.fcm_rules import (
+    Answer,
+    FcmRules,
+    google_error,
+    unauthenticated_answer,
+)
+from sim.gateways.hooks import DeliverySink, DiscardSink, Outcome
+from sim.gateways.oauth import ServiceAccount, TokenIssuer
+
+log = logging.getLogger(__name__)
+
+SEND_PATH = re.compile(r"^/v1/projects/(?P<project>[^/]+)/messages:send$")
+TOKEN_PATH = "/token"
+
+# Largest request body read, in bytes. A valid send is at most a few KiB, so anything bigger is
+# rejected with 413 before it fills memory.
+MAX_BODY_BYTES = 256 * 1024
+
+# Headers kept in the ledger. The Authorization header carries a secret and is never kept.
+_LEDGER_HEADERS = frozenset(
+    {"content-type", "user-agent", "x-goog-api-format-version", "x-firebase-client"}
+)
+
+
+def _json_response_headers(body: bytes, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"content-type", b"application/json; charset=UTF-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(name.lower().encode(), value.encode()) for name, value in extra.items()]
+    return headers
+
+
+async def _send_json(send, status: int, payload: dict, extra: dict[str, str] | None = None):
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": _json_response_headers(body, extra or {}),
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    """The request body is over ``MAX_BODY_BYTES``."""
+
+
+async def _read_body(receive) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            break
+        chunk = event.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge(size)
+        chunks.append(chunk)
+        if not event.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+class FcmApp:
+    """The ASGI application behind both ports: routes, access-token checks and the sink.
+
+    With ``issuer=None`` every send is accepted without an access token, for teams whose
+    sender cannot be pointed at the mock's token endpoint.
+    """
+
+    def __init__(
+        self,
+        rules: FcmRules | None = None,
+        issuer: TokenIssuer | None = None,
+        sink: DeliverySink | None = None,
+    ) -> None:
+        self.rules = rules or FcmRules()
+        self.issuer = issuer
+        self.sink = sink or DiscardSink()
+        self._errors_logged = 0
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+
+        try:
+            await self._route(scope, receive, send)
+        except Exception:
+            # A bug in a rule or a sink must cost one 500 answer, never the server.
+            self._log_error("internal error answering %s %s", scope["method"], scope["path"])
+            await _send_json(send, 500, google_error(500, "Internal error encountered."))
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _log_error(self, message: str, *args: Any) -> None:
+        # Log the first 20 errors with their traceback, then every 100th, so a fuzzing or
+        # misbehaving client cannot flood the log.
+        self._errors_logged += 1
+        count = self._errors_logged
+        if count <= 20 or count % 100 == 0:
+            log.exception(message + " (error %d)", *args, count)
+
+    async def _route(self, scope: dict, receive, send) -> None:
+        path = scope["path"]
+        method = scope["method"]
+
+        match = SEND_PATH.match(path)
+        if match:
+            if method != "POST":
+                await self._method_not_allowed(send, method, path)
+                return
+            await self._send_message(scope, receive, send, match["project"])
+            return
+
+        if path == TOKEN_PATH:
+            if method != "POST":
+                await self._method_not_allowed(send, method, path)
+                return
+            await self._token(scope, receive, send)
+            return
+
+        message = (
+            f"The requested URL {path} was not found on this server; "
+            "use POST /v1/projects/PROJECT/messages:send or POST /token"
+        )
+        await _send_json(send, 404, google_error(404, message))
+
+    async def _method_not_allowed(self, send, method: str, path: str) -> None:
+        message = f"Method {method} is not allowed on {path}; use POST"
+        await _send_json(send, 405, google_error(405, message), {"Allow": "POST"})
+
+    async def _token(self, scope: dict, receive, send) -> None:
+        if self.issuer is None:
+            body = {
+                "error": "invalid_request",
+                "error_description": "This gateway runs "
+                "without a token endpoint; senders need no access token.",
+            }
+            await _send_json(send, 404, body)
+            return
+        try:
+            body = await _read_body(receive)
+        except BodyTooLarge:
+            payload = {
+                "error": "invalid_request",
+                "error_description": f"The request body is over {MAX_BODY_BYTES} bytes.",
+            }
+            await _send_json(send, 413, payload)
+            return
+
+        headers = dict(_decode_headers(scope))
+        response = self.issuer.token_request(body, headers.get("content-type", ""))
+        if response.status != 200:
+            log.info("token request rejected: %s", response.body.get("error_description"))
+        await _send_json(send, response.status, response.body, {"Cache-Control": "no-store"})
+
+    async def _send_message(self, scope: dict, receive, send, project: str) -> None:
+        received_at = time.time()
+        try:
+            body = await _read_body(receive)
+        except BodyTooLarge as error:
+            message = (
+                f"Request body of {error.args[0]}+ bytes is over the {MAX_BODY_BYTES}-byte limit"
+            )
+            await _send_json(send, 413, google_error(413, message))
+            return
+
+        headers = dict(_decode_headers(scope))
+        client = scope.get("client") or ("", 0)
+        connection_id = f"{client[0]}:{client[1]}/{scope.get('http_version', '')}"
+        ledger_headers = {name: value for name, value in headers.items() if name in _LEDGER_HEADERS}
+        push = self.rules.push_request(project, body, ledger_headers, connection_id, received_at)
+
+        answer = self._auth_answer(headers.get("authorization"), project)
+        if answer is None:
+            answer = self.rules.decide(push, project)
+        if answer.delay > 0:
+            # Sleeping on the event loop delays this answer only; other streams go on.
+            await asyncio.sleep(answer.delay)
+
+        self.sink.record(push, _outcome(answer))
+        await _send_json(send, answer.status, answer.body, answer.headers)
+
+    def _auth_answer(self, authorization: str | None, project: str) -> Answer | None:
+        if self.issuer is None:
+            return None
+        grant, reason, message = self.issuer.check_bearer(authorization)
+        if grant is None:
+            return unauthenticated_answer(reason, message)
+        if grant.project_id != project:
+            message = (
+                f"Permission 'cloudmessaging.messages.create' denied on project {project!r}: "
+                f"the service account {grant.client_email} belongs to {grant.project_id!r}"
+            )
+            return Answer(403, google_error(403, message), reason="PERMISSION_DENIED")
+        return None
+
+
+def _decode_headers(scope: dict):
+    for name, value in scope.get("headers", ()):
+        yield name.decode("latin-1").lower(), value.decode("latin-1")
+
+
+def _outcome(answer: Answer) -> Outcome:
+    extra = {"validate_only": "true"} if answer.validate_only else {}
+    return Outcome(
+        status=answer.status,
+        reason=answer.reason,
+        delivery_id=answer.delivery_id,
+        retry_after=answer.retry_after,
+        added_latency=answer.delay,
+        extra=extra,
+    )
+
+
+class _TlsConfig(Config):
+    """A hypercorn config whose TLS context comes from ``pki``, with h2 and http/1.1 ALPN."""
+
+    def __init__(self, credentials: pki.Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+        self.certfile = str(credentials.server_cert)
+        self.keyfile = str(credentials.server_key)
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        return pki.server_ssl_context(self._credentials, alpn=["h2", "http/1.1"])
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(
+            error.errno,
+            f"cannot bind the FCM gateway to {host}:{port}: {error.strerror}; "
+            "pick a free port or use 0",
+        ) from error
+    # Listening before hypercorn takes over queues early connections in the backlog, so the
+    # ports are usable as soon as start() returns.
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass(frozen=True)
+class FcmPorts:
+    """The ports a started gateway listens on; ``plain`` is None when h2c is off."""
+
+    host: str
+    tls: int
+    plain: int | None
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.host}:{self.tls}"
+
+    @property
+    def token_uri(self) -> str:
+        return f"{self.base_url}{TOKEN_PATH}"
+
+
+class FcmGateway:
+    """The mock FCM gateway with its token endpoint on one TLS port and one plain port.
+
+    Example::
+
+        gateway = FcmGateway(credentials)
+        ports = await gateway.start()   # FcmPorts(host="127.0.0.1", tls=..., plain=...)
+        ...
+        await gateway.stop()
+    """
+
+    def __init__(
+        self,
+        credentials: pki.Credentials,
+        *,
+        rules: FcmRules | None = None,
+        issuer: TokenIssuer | None = None,
+        sink: DeliverySink | None = None,
+        require_auth: bool = True,
+        access_token_lifetime: int = 3600,
+        host: str = "127.0.0.1",
+        tls_port: int = 0,
+        plain_port: int | None = 0,
+        graceful_timeout: float = 5.0,
+    ) -> None:
+        if require_auth and issuer is None:
+            account = ServiceAccount.from_file(credentials.fcm_service_account)
+            token_uri = json.loads(credentials.fcm_service_account.read_text()).get("token_uri")
+            issuer = TokenIssuer(
+                [account],
+                audiences=[token_uri] if token_uri else [],
+                lifetime=access_token_lifetime,
+            )
+        self.app = FcmApp(rules, issuer if require_auth else None, sink)
+        self.credentials = credentials
+        self.host = host
+        self.tls_port = tls_port
+        self.plain_port = plain_port
+        self.graceful_timeout = graceful_timeout
+        self.ports: FcmPorts | None = None
+        self._shutdown: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def issuer(self) -> TokenIssuer | None:
+        return self.app.issuer
+
+    async def start(self) -> FcmPorts:
+        """Bind the ports and start serving; return the bound ports (port 0 picks a free one)."""
+        if self._task is not None:
+            raise RuntimeError("the FCM gateway is already running; call stop() first")
+
+        tls_socket = _listen_socket(self.host, self.tls_port)
+        plain_socket = None
+        if self.plain_port is not None:
+            try:
+                plain_socket = _listen_socket(self.host, self.plain_port)
+            except OSError:
+                tls_socket.close()
+                raise
+        sockets = Sockets(
+            secure_sockets=[tls_socket],
+            insecure_sockets=[plain_socket] if plain_socket else [],
+            quic_sockets=[],
+        )
+        self.ports = FcmPorts(
+            host=self.host,
+            tls=tls_socket.getsockname()[1],
+            plain=plain_socket.getsockname()[1] if plain_socket else None,
+        )
+
+        config = _TlsConfig(self.credentials)
+        config.graceful_timeout = self.graceful_timeout
+        config.errorlog = logging.getLogger("hypercorn.error")
+        config.accesslog = None
+
+        self._shutdown = asyncio.Event()
+        app = wrap_app(self.app, config.wsgi_max_body_size, "asgi")
+        self._task = asyncio.create_task(
+            worker_serve(app, config, sockets=sockets, shutdown_trigger=self._shutdown.wait)
+        )
+        # Give hypercorn a moment to start, so a startup failure raises here.
+        await asyncio.sleep(0.05)
+        if self._task.done():
+            self._task.result()
+
+        log.info(
+            "FCM gateway listening on %s (TLS, HTTP/1.1 and HTTP/2) and %s (plain)",
+            f"{self.host}:{self.ports.tls}",
+            f"{self.host}:{self.ports.plain}" if self.ports.plain else "off",
+        )
+        return self.ports
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (up to ``graceful_timeout``), close."""
+        if self._task is None or self._shutdown is None:
+            return
+        self._shutdown.set()
+        try:
+            await asyncio.wait_for(self._task, self.graceful_timeout + 5)
+        except TimeoutError:
+            log.warning("FCM gateway did not stop within %.1f s", self.graceful_timeout + 5)
+        self._task = None
+        log.info("FCM gateway stopped")
