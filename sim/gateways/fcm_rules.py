@@ -252,8 +252,12 @@ def _android_violations(android: Any) -> list[tuple[str, str]]:
             )
         )
 
+    # firebase-admin sends "high" and "normal" in lower case, and FCM accepts enum names in
+    # either case.
     priority = android.get("priority")
-    if priority is not None and priority not in ANDROID_PRIORITIES:
+    if priority is not None and (
+        not isinstance(priority, str) or priority.upper() not in ANDROID_PRIORITIES
+    ):
         violations.append(
             (
                 f"{path}.priority",

@@ -1,4 +1,4 @@
-"""The mock FCM HTTP v1 gateway and its OAuth2 token endpoint, served by hypercorn.
+"""The mock FCM HTTP v1 gateway and its OAuth2 token endpoint, served by hypercorn's protocols.
 
 One TLS port carries HTTP/1.1 and HTTP/2, chosen by ALPN, as fcm.googleapis.com does; a plain
 port takes HTTP/1.1 or HTTP/2 with prior knowledge (h2c). Both ports serve the send method
@@ -7,6 +7,9 @@ fcm.googleapis.com and oauth2.googleapis.com can both point at the TLS port.
 
 The rules live in ``fcm_rules``; this module parses HTTP, checks the access token, adds
 injected latency without blocking other requests, and reports each send to the delivery sink.
+It runs hypercorn's connection handler (``TCPServer``) on its own asyncio servers, instead of
+``hypercorn.asyncio.serve``, so that stop() can bound the TLS close and abort connections left
+open after the graceful timeout.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import json
 import logging
 import re
 import socket
-import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from hypercorn.asyncio.run import worker_serve
-from hypercorn.config import Config, Sockets
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import WorkerContext
+from hypercorn.config import Config
 from hypercorn.utils import wrap_app
 
 from sim.gateways import pki
@@ -43,6 +46,11 @@ TOKEN_PATH = "/token"
 # Largest request body read, in bytes. A valid send is at most a few KiB, so anything bigger is
 # rejected with 413 before it fills memory.
 MAX_BODY_BYTES = 256 * 1024
+
+# Seconds a client gets to finish the TLS handshake, and to answer the TLS close at shutdown.
+# asyncio waits 30 s for the close by default, which a pooled idle client never sends.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+TLS_SHUTDOWN_TIMEOUT = 1.0
 
 # Headers kept in the ledger. The Authorization header carries a secret and is never kept.
 _LEDGER_HEADERS = frozenset(
@@ -254,19 +262,6 @@ def _outcome(answer: Answer) -> Outcome:
     )
 
 
-class _TlsConfig(Config):
-    """A hypercorn config whose TLS context comes from ``pki``, with h2 and http/1.1 ALPN."""
-
-    def __init__(self, credentials: pki.Credentials) -> None:
-        super().__init__()
-        self._credentials = credentials
-        self.certfile = str(credentials.server_cert)
-        self.keyfile = str(credentials.server_key)
-
-    def create_ssl_context(self) -> ssl.SSLContext:
-        return pki.server_ssl_context(self._credentials, alpn=["h2", "http/1.1"])
-
-
 def _listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -281,9 +276,6 @@ def _listen_socket(host: str, port: int) -> socket.socket:
             f"cannot bind the FCM gateway to {host}:{port}: {error.strerror}; "
             "pick a free port or use 0",
         ) from error
-    # Listening before hypercorn takes over queues early connections in the backlog, so the
-    # ports are usable as soon as start() returns.
-    sock.listen(128)
     sock.setblocking(False)
     return sock
 
@@ -345,8 +337,9 @@ class FcmGateway:
         self.plain_port = plain_port
         self.graceful_timeout = graceful_timeout
         self.ports: FcmPorts | None = None
-        self._shutdown: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
+        self._servers: list[asyncio.Server] = []
+        self._context: WorkerContext | None = None
+        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
 
     @property
     def issuer(self) -> TokenIssuer | None:
@@ -354,7 +347,7 @@ class FcmGateway:
 
     async def start(self) -> FcmPorts:
         """Bind the ports and start serving; return the bound ports (port 0 picks a free one)."""
-        if self._task is not None:
+        if self._servers:
             raise RuntimeError("the FCM gateway is already running; call stop() first")
 
         tls_socket = _listen_socket(self.host, self.tls_port)
@@ -365,31 +358,39 @@ class FcmGateway:
             except OSError:
                 tls_socket.close()
                 raise
-        sockets = Sockets(
-            secure_sockets=[tls_socket],
-            insecure_sockets=[plain_socket] if plain_socket else [],
-            quic_sockets=[],
-        )
         self.ports = FcmPorts(
             host=self.host,
             tls=tls_socket.getsockname()[1],
             plain=plain_socket.getsockname()[1] if plain_socket else None,
         )
 
-        config = _TlsConfig(self.credentials)
-        config.graceful_timeout = self.graceful_timeout
+        config = Config()
         config.errorlog = logging.getLogger("hypercorn.error")
         config.accesslog = None
-
-        self._shutdown = asyncio.Event()
+        self._context = WorkerContext(None)
         app = wrap_app(self.app, config.wsgi_max_body_size, "asgi")
-        self._task = asyncio.create_task(
-            worker_serve(app, config, sockets=sockets, shutdown_trigger=self._shutdown.wait)
+        loop = asyncio.get_running_loop()
+
+        async def serve_connection(reader, writer) -> None:
+            task = asyncio.current_task()
+            self._connections[task] = writer
+            try:
+                await TCPServer(app, loop, config, self._context, {}, reader, writer)
+            finally:
+                self._connections.pop(task, None)
+
+        tls_context = pki.server_ssl_context(self.credentials, alpn=["h2", "http/1.1"])
+        self._servers.append(
+            await asyncio.start_server(
+                serve_connection,
+                sock=tls_socket,
+                ssl=tls_context,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+            )
         )
-        # Give hypercorn a moment to start, so a startup failure raises here.
-        await asyncio.sleep(0.05)
-        if self._task.done():
-            self._task.result()
+        if plain_socket is not None:
+            self._servers.append(await asyncio.start_server(serve_connection, sock=plain_socket))
 
         log.info(
             "FCM gateway listening on %s (TLS, HTTP/1.1 and HTTP/2) and %s (plain)",
@@ -400,12 +401,33 @@ class FcmGateway:
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (up to ``graceful_timeout``), close."""
-        if self._task is None or self._shutdown is None:
+        if not self._servers:
             return
-        self._shutdown.set()
-        try:
-            await asyncio.wait_for(self._task, self.graceful_timeout + 5)
-        except TimeoutError:
-            log.warning("FCM gateway did not stop within %.1f s", self.graceful_timeout + 5)
-        self._task = None
+        for server in self._servers:
+            server.close()
+
+        # Setting `terminated` makes hypercorn close idle keep-alive connections and finish
+        # the ones with requests in flight.
+        if self._context is not None:
+            await self._context.terminated.set()
+        connections = set(self._connections)
+        if connections:
+            _, pending = await asyncio.wait(connections, timeout=self.graceful_timeout)
+            if pending:
+                log.warning(
+                    "FCM gateway aborting %d connections still open after %.1f s",
+                    len(pending),
+                    self.graceful_timeout,
+                )
+                for task in pending:
+                    writer = self._connections.get(task)
+                    if writer is not None:
+                        writer.transport.abort()
+                _, pending = await asyncio.wait(pending, timeout=1.0)
+                for task in pending:
+                    task.cancel()
+
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
         log.info("FCM gateway stopped")

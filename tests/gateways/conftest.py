@@ -7,6 +7,10 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+# Imported first: on CPython 3.11.7, hypothesis's pytest plugin importing it late (at the
+# terminal summary) failed with "AST constructor recursion depth mismatch" once the
+# firebase-admin and pyfcm tests had run.
+import hypothesis  # noqa: F401
 import pytest
 
 from sim.gateways import pki

@@ -277,7 +277,8 @@ def test_data_rejects_reserved_keys(client, fcm, key):
     [
         ({"priority": "HIGH", "ttl": "3.5s"}, True),
         ({"priority": "NORMAL", "ttl": "86400s", "collapse_key": "cart"}, True),
-        ({"priority": "high"}, False),
+        ({"priority": "high"}, True),
+        ({"priority": "URGENT"}, False),
         ({"ttl": "3.5"}, False),
         ({"ttl": 60}, False),
         ({"ttl": "2419201s"}, False),
@@ -288,6 +289,7 @@ def test_data_rejects_reserved_keys(client, fcm, key):
         "high",
         "normal",
         "lowercase-priority",
+        "unknown-priority",
         "ttl-no-suffix",
         "ttl-number",
         "ttl-over-4w",
