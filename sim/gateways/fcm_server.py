@@ -364,6 +364,13 @@ class FcmGateway:
             plain=plain_socket.getsockname()[1] if plain_socket else None,
         )
 
+        # Senders that sign for the token URI they post to get the mock's own URIs accepted.
+        if self.app.issuer is not None:
+            for name in {self.host, "localhost"}:
+                self.app.issuer.audiences.add(f"https://{name}:{self.ports.tls}{TOKEN_PATH}")
+                if self.ports.plain:
+                    self.app.issuer.audiences.add(f"http://{name}:{self.ports.plain}{TOKEN_PATH}")
+
         config = Config()
         config.errorlog = logging.getLogger("hypercorn.error")
         config.accesslog = None

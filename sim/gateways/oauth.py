@@ -106,7 +106,7 @@ class TokenIssuer:
         if lifetime <= 0:
             raise ValueError(f"invalid access token lifetime {lifetime!r}: use whole seconds > 0")
         self.accounts = {account.client_email: account for account in accounts}
-        self.audiences = frozenset(audiences) | {GOOGLE_TOKEN_URI}
+        self.audiences = set(audiences) | {GOOGLE_TOKEN_URI}
         self.lifetime = lifetime
         self.clock = clock
         self._grants: dict[str, AccessGrant] = {}
