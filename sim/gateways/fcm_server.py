@@ -79,25 +79,47 @@ async def _send_json(send, status: int, payload: dict, extra: dict[str, str] | N
     await send({"type": "http.response.body", "body": body})
 
 
+# Largest body drained and discarded before an error answer, in bytes. hypercorn 0.18 drops the
+# whole HTTP/2 connection (KeyError in its stream table) when DATA arrives for a stream it has
+# already answered, so the gateway reads a request to its end before answering it.
+MAX_DRAIN_BYTES = 16 * 1024 * 1024
+
+
 class BodyTooLarge(Exception):
-    """The request body is over ``MAX_BODY_BYTES``."""
+    """The request body is over ``MAX_BODY_BYTES``; ``args[0]`` is its size in bytes."""
 
 
-async def _read_body(receive) -> bytes:
+async def _read_body(receive, limit: int = MAX_BODY_BYTES) -> bytes:
+    """Read the request body; past ``limit`` bytes, drain the rest and raise BodyTooLarge."""
     chunks = []
     size = 0
-    while True:
+    more = True
+    while more and size <= limit:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            return b"".join(chunks)
+        chunk = event.get("body", b"")
+        size += len(chunk)
+        chunks.append(chunk)
+        more = event.get("more_body", False)
+    if size <= limit:
+        return b"".join(chunks)
+
+    chunks.clear()
+    while more and size <= MAX_DRAIN_BYTES:
         event = await receive()
         if event["type"] == "http.disconnect":
             break
-        chunk = event.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BodyTooLarge(size)
-        chunks.append(chunk)
-        if not event.get("more_body", False):
-            break
-    return b"".join(chunks)
+        size += len(event.get("body", b""))
+        more = event.get("more_body", False)
+    raise BodyTooLarge(size)
+
+
+async def _drain(receive) -> None:
+    try:
+        await _read_body(receive, limit=0)
+    except BodyTooLarge:
+        pass
 
 
 class FcmApp:
@@ -130,7 +152,11 @@ class FcmApp:
         except Exception:
             # A bug in a rule or a sink must cost one 500 answer, never the server.
             self._log_error("internal error answering %s %s", scope["method"], scope["path"])
-            await _send_json(send, 500, google_error(500, "Internal error encountered."))
+            try:
+                await _send_json(send, 500, google_error(500, "Internal error encountered."))
+            except Exception:
+                # The answer had already started; hypercorn closes the stream.
+                pass
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -154,6 +180,10 @@ class FcmApp:
         method = scope["method"]
 
         match = SEND_PATH.match(path)
+        routed = (match is not None or path == TOKEN_PATH) and method == "POST"
+        if not routed:
+            await _drain(receive)
+
         if match:
             if method != "POST":
                 await self._method_not_allowed(send, method, path)
@@ -340,6 +370,7 @@ class FcmGateway:
         self._servers: list[asyncio.Server] = []
         self._context: WorkerContext | None = None
         self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
+        self._connection_errors = 0
 
     @property
     def issuer(self) -> TokenIssuer | None:
@@ -381,8 +412,18 @@ class FcmGateway:
         async def serve_connection(reader, writer) -> None:
             task = asyncio.current_task()
             self._connections[task] = writer
+            peer = writer.get_extra_info("peername")
             try:
                 await TCPServer(app, loop, config, self._context, {}, reader, writer)
+            except TimeoutError:
+                # The client did not answer the TLS close within TLS_SHUTDOWN_TIMEOUT.
+                log.debug("FCM connection from %s closed without a TLS close reply", peer)
+            except Exception:
+                # A protocol error inside hypercorn ends this connection only.
+                self._connection_errors += 1
+                count = self._connection_errors
+                if count <= 20 or count % 100 == 0:
+                    log.exception("FCM connection from %s failed (error %d)", peer, count)
             finally:
                 self._connections.pop(task, None)
 
