@@ -1,7 +1,7 @@
 """The rules of the FCM HTTP v1 send method, separate from the server that carries them.
 
 ``FcmRules.decide`` takes the body of ``POST /v1/projects/{project}/messages:send`` and returns
-the answer Google would send: ``{"name": "projects/P/messages/ID"}`` on success, or Google's
+the response Google would send: ``{"name": "projects/P/messages/ID"}`` on success, or Google's
 error body with a canonical ``status`` and a ``details`` list naming the FCM ``errorCode``.
 Error codes, HTTP statuses and the 4096-byte limit follow the FCM v1 REST reference
 (https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode).
@@ -117,8 +117,8 @@ _FCM_ERROR_MESSAGES = {
 
 
 @dataclass
-class Answer:
-    """One HTTP answer: status, JSON body, extra headers, and what the ledger records.
+class FcmResponse:
+    """One HTTP response: status, JSON body, extra headers, and what the ledger records.
 
     ``reason`` is the FCM errorCode or canonical status of an error and None on success.
     ``delay`` is the latency to add before answering, in wall seconds.
@@ -148,27 +148,27 @@ def google_error(
     return {"error": error}
 
 
-def fcm_error_answer(error_code: str, message: str | None = None) -> Answer:
-    """Build the answer for one FCM ``errorCode`` such as ``UNREGISTERED``."""
+def fcm_error_response(error_code: str, message: str | None = None) -> FcmResponse:
+    """Build the response for one FCM ``errorCode`` such as ``UNREGISTERED``."""
     http_status = FCM_ERROR_STATUS[error_code]
     details = [{"@type": FCM_ERROR_TYPE, "errorCode": error_code}]
     body = google_error(http_status, message or _FCM_ERROR_MESSAGES[error_code], details)
-    return Answer(http_status, body, reason=error_code)
+    return FcmResponse(http_status, body, reason=error_code)
 
 
-def bad_request_answer(violations: list[tuple[str, str]]) -> Answer:
-    """Build a 400 INVALID_ARGUMENT answer listing ``(field, description)`` violations."""
+def bad_request_response(violations: list[tuple[str, str]]) -> FcmResponse:
+    """Build a 400 INVALID_ARGUMENT response listing ``(field, description)`` violations."""
     message = violations[0][1]
     field_violations = [
         {"field": name, "description": description} if name else {"description": description}
         for name, description in violations
     ]
     details = [{"@type": BAD_REQUEST_TYPE, "fieldViolations": field_violations}]
-    return Answer(400, google_error(400, message, details), reason="INVALID_ARGUMENT")
+    return FcmResponse(400, google_error(400, message, details), reason="INVALID_ARGUMENT")
 
 
-def unauthenticated_answer(reason: str, message: str) -> Answer:
-    """Build a 401 UNAUTHENTICATED answer with an ErrorInfo ``reason`` such as
+def unauthenticated_response(reason: str, message: str) -> FcmResponse:
+    """Build a 401 UNAUTHENTICATED response with an ErrorInfo ``reason`` such as
     ``ACCESS_TOKEN_EXPIRED``, which pyfcm reads to decide to fetch a new access token."""
     details = [
         {
@@ -178,7 +178,7 @@ def unauthenticated_answer(reason: str, message: str) -> Answer:
             "metadata": {"service": "fcm.googleapis.com"},
         }
     ]
-    return Answer(401, google_error(401, message, details), reason="UNAUTHENTICATED")
+    return FcmResponse(401, google_error(401, message, details), reason="UNAUTHENTICATED")
 
 
 def _data_violations(data: Any, path: str) -> list[tuple[str, str]]:
@@ -394,13 +394,13 @@ def _new_message_id() -> str:
 
 
 class FcmRules:
-    """Decide the answer to one FCM send, consulting the token and fault policies.
+    """Decide the response to one FCM send, consulting the token and fault policies.
 
     Example::
 
         rules = FcmRules()
-        answer = rules.decide(push_request, "my-project")
-        answer.status, answer.body
+        response = rules.decide(push_request, "my-project")
+        response.status, response.body
     """
 
     def __init__(
@@ -439,61 +439,63 @@ class FcmRules:
             received_at=time.time() if received_at is None else received_at,
         )
 
-    def decide(self, push: PushRequest, project: str) -> Answer:
-        """Return the answer to ``push``: a fault first, then the payload and token rules."""
+    def decide(self, push: PushRequest, project: str) -> FcmResponse:
+        """Return the response to ``push``: a fault first, then the payload and token rules."""
         fault = self.fault_policy.action(push)
         if fault.status is not None:
-            answer = self._fault_answer(fault)
+            response = self._fault_response(fault)
         else:
-            answer = self._rule_answer(push, project)
-        answer.delay = max(0.0, fault.delay)
-        return answer
+            response = self._rule_response(push, project)
+        response.delay = max(0.0, fault.delay)
+        return response
 
     @staticmethod
-    def _fault_answer(fault: FaultAction) -> Answer:
+    def _fault_response(fault: FaultAction) -> FcmResponse:
         status = fault.status or 500
         code = fault.reason or _DEFAULT_FAULT_CODE.get(status)
         if code in FCM_ERROR_STATUS and FCM_ERROR_STATUS[code] == status:
-            answer = fcm_error_answer(code)
+            response = fcm_error_response(code)
         else:
             message = f"Injected fault: HTTP {status}" + (f" ({code})" if code else "")
-            answer = Answer(status, google_error(status, message), reason=code)
+            response = FcmResponse(status, google_error(status, message), reason=code)
         if fault.retry_after is not None:
-            answer.retry_after = fault.retry_after
-            answer.headers["Retry-After"] = str(fault.retry_after)
-        return answer
+            response.retry_after = fault.retry_after
+            response.headers["Retry-After"] = str(fault.retry_after)
+        return response
 
-    def _rule_answer(self, push: PushRequest, project: str) -> Answer:
+    def _rule_response(self, push: PushRequest, project: str) -> FcmResponse:
         request, target_field, target = parse_target(push.payload)
         if request is None:
-            return bad_request_answer(
+            return bad_request_response(
                 [("", "Invalid JSON payload received. The body is not valid JSON.")]
             )
         violations = message_violations(request)
         if violations:
-            return bad_request_answer(violations)
+            return bad_request_response(violations)
 
         if target_field in ("token", "fid"):
-            answer = self._token_answer(push, target_field, target)
-            if answer is not None:
-                return answer
+            response = self._token_response(push, target_field, target)
+            if response is not None:
+                return response
 
         validate_only = bool(request.get("validate_only", request.get("validateOnly", False)))
         if validate_only:
-            # FCM answers a dry run with this fixed name and delivers nothing.
+            # FCM returns this fixed name for a dry run and delivers nothing.
             body = {"name": f"projects/{project}/messages/fake_message_id"}
-            return Answer(200, body, validate_only=True)
+            return FcmResponse(200, body, validate_only=True)
         message_id = self._new_message_id()
         body = {"name": f"projects/{project}/messages/{message_id}"}
-        return Answer(200, body, delivery_id=message_id)
+        return FcmResponse(200, body, delivery_id=message_id)
 
-    def _token_answer(self, push: PushRequest, target_field: str, target: str) -> Answer | None:
+    def _token_response(
+        self, push: PushRequest, target_field: str, target: str
+    ) -> FcmResponse | None:
         # A FID target may be an installation id or, from older senders, a registration token.
         well_formed = is_well_formed(target, "android") or (
             target_field == "fid" and bool(_FID.match(target))
         )
         if not well_formed:
-            return fcm_error_answer(
+            return fcm_error_response(
                 "INVALID_ARGUMENT",
                 f"The registration token is not a valid FCM registration token: "
                 f"message.{target_field} has the wrong shape",
@@ -501,22 +503,22 @@ class FcmRules:
 
         state = self.token_policy.check(push).state
         if state is TokenState.UNKNOWN:
-            return fcm_error_answer("INVALID_ARGUMENT")
+            return fcm_error_response("INVALID_ARGUMENT")
         if state is TokenState.DEAD:
-            return fcm_error_answer("UNREGISTERED")
+            return fcm_error_response("UNREGISTERED")
         if state is TokenState.WRONG_AUDIENCE:
-            return fcm_error_answer("SENDER_ID_MISMATCH")
+            return fcm_error_response("SENDER_ID_MISMATCH")
         if state is TokenState.THROTTLED:
-            return fcm_error_answer("QUOTA_EXCEEDED")
+            return fcm_error_response("QUOTA_EXCEEDED")
         return None
 
 
 __all__ = [
-    "Answer",
+    "FcmResponse",
     "FcmRules",
-    "bad_request_answer",
-    "fcm_error_answer",
+    "bad_request_response",
+    "fcm_error_response",
     "google_error",
     "message_violations",
-    "unauthenticated_answer",
+    "unauthenticated_response",
 ]

@@ -5,8 +5,8 @@ port takes HTTP/1.1 or HTTP/2 with prior knowledge (h2c). Both ports serve the s
 (``POST /v1/projects/{project}/messages:send``) and the token endpoint (``POST /token``), so
 fcm.googleapis.com and oauth2.googleapis.com can both point at the TLS port.
 
-The rules live in ``fcm_rules``; this module parses HTTP, checks the access token, adds
-injected latency without blocking other requests, and reports each send to the delivery sink.
+The rules live in ``fcm_rules``. This module parses HTTP and checks the access token. It also
+adds injected latency without blocking other requests, and reports each send to the sink.
 It runs hypercorn's connection handler (``TCPServer``) on its own asyncio servers, instead of
 ``hypercorn.asyncio.serve``, so that stop() can bound the TLS close and abort connections left
 open after the graceful timeout.
@@ -30,10 +30,10 @@ from hypercorn.utils import wrap_app
 
 from sim.gateways import pki
 from sim.gateways.fcm_rules import (
-    Answer,
+    FcmResponse,
     FcmRules,
     google_error,
-    unauthenticated_answer,
+    unauthenticated_response,
 )
 from sim.gateways.hooks import DeliverySink, DiscardSink, Outcome
 from sim.gateways.oauth import ServiceAccount, TokenIssuer
@@ -47,7 +47,7 @@ TOKEN_PATH = "/token"
 # rejected with 413 before it fills memory.
 MAX_BODY_BYTES = 256 * 1024
 
-# Seconds a client gets to finish the TLS handshake, and to answer the TLS close at shutdown.
+# Seconds a client gets to finish the TLS handshake, and to reply to the TLS close at shutdown.
 # asyncio waits 30 s for the close by default, which a pooled idle client never sends.
 TLS_HANDSHAKE_TIMEOUT = 10.0
 TLS_SHUTDOWN_TIMEOUT = 1.0
@@ -79,7 +79,7 @@ async def _send_json(send, status: int, payload: dict, extra: dict[str, str] | N
     await send({"type": "http.response.body", "body": body})
 
 
-# Largest body drained and discarded before an error answer, in bytes. hypercorn 0.18 drops the
+# Largest body drained and discarded before an error response, in bytes. hypercorn 0.18 drops the
 # whole HTTP/2 connection (KeyError in its stream table) when DATA arrives for a stream it has
 # already answered, so the gateway reads a request to its end before answering it.
 MAX_DRAIN_BYTES = 16 * 1024 * 1024
@@ -150,12 +150,14 @@ class FcmApp:
         try:
             await self._route(scope, receive, send)
         except Exception:
-            # A bug in a rule or a sink must cost one 500 answer, never the server.
-            self._log_error("internal error answering %s %s", scope["method"], scope["path"])
+            # A bug in a rule or a sink must cost one 500 response, never the server.
+            self._log_error(
+                "internal error while responding to %s %s", scope["method"], scope["path"]
+            )
             try:
                 await _send_json(send, 500, google_error(500, "Internal error encountered."))
             except Exception:
-                # The answer had already started; hypercorn closes the stream.
+                # The response had already started; hypercorn closes the stream.
                 pass
 
     async def _lifespan(self, receive, send) -> None:
@@ -250,28 +252,28 @@ class FcmApp:
         ledger_headers = {name: value for name, value in headers.items() if name in _LEDGER_HEADERS}
         push = self.rules.push_request(project, body, ledger_headers, connection_id, received_at)
 
-        answer = self._auth_answer(headers.get("authorization"), project)
-        if answer is None:
-            answer = self.rules.decide(push, project)
-        if answer.delay > 0:
-            # Sleeping on the event loop delays this answer only; other streams go on.
-            await asyncio.sleep(answer.delay)
+        response = self._auth_response(headers.get("authorization"), project)
+        if response is None:
+            response = self.rules.decide(push, project)
+        if response.delay > 0:
+            # Sleeping on the event loop delays this response only; other streams go on.
+            await asyncio.sleep(response.delay)
 
-        self.sink.record(push, _outcome(answer))
-        await _send_json(send, answer.status, answer.body, answer.headers)
+        self.sink.record(push, _outcome(response))
+        await _send_json(send, response.status, response.body, response.headers)
 
-    def _auth_answer(self, authorization: str | None, project: str) -> Answer | None:
+    def _auth_response(self, authorization: str | None, project: str) -> FcmResponse | None:
         if self.issuer is None:
             return None
         grant, reason, message = self.issuer.check_bearer(authorization)
         if grant is None:
-            return unauthenticated_answer(reason, message)
+            return unauthenticated_response(reason, message)
         if grant.project_id != project:
             message = (
                 f"Permission 'cloudmessaging.messages.create' denied on project {project!r}: "
                 f"the service account {grant.client_email} belongs to {grant.project_id!r}"
             )
-            return Answer(403, google_error(403, message), reason="PERMISSION_DENIED")
+            return FcmResponse(403, google_error(403, message), reason="PERMISSION_DENIED")
         return None
 
 
@@ -280,14 +282,14 @@ def _decode_headers(scope: dict):
         yield name.decode("latin-1").lower(), value.decode("latin-1")
 
 
-def _outcome(answer: Answer) -> Outcome:
-    extra = {"validate_only": "true"} if answer.validate_only else {}
+def _outcome(response: FcmResponse) -> Outcome:
+    extra = {"validate_only": "true"} if response.validate_only else {}
     return Outcome(
-        status=answer.status,
-        reason=answer.reason,
-        delivery_id=answer.delivery_id,
-        retry_after=answer.retry_after,
-        added_latency=answer.delay,
+        status=response.status,
+        reason=response.reason,
+        delivery_id=response.delivery_id,
+        retry_after=response.retry_after,
+        added_latency=response.delay,
         extra=extra,
     )
 
@@ -416,7 +418,7 @@ class FcmGateway:
             try:
                 await TCPServer(app, loop, config, self._context, {}, reader, writer)
             except TimeoutError:
-                # The client did not answer the TLS close within TLS_SHUTDOWN_TIMEOUT.
+                # The client did not reply to the TLS close within TLS_SHUTDOWN_TIMEOUT.
                 log.debug("FCM connection from %s closed without a TLS close reply", peer)
             except Exception:
                 # A protocol error inside hypercorn ends this connection only.

@@ -3,7 +3,7 @@
 A sender posts ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT`` to
 ``/token``. The assertion is an RS256 JWT signed with the service account's private key:
 ``iss`` is the account's ``client_email``, ``aud`` the token endpoint, and ``scope`` the
-requested scopes. The endpoint answers ``{"access_token", "expires_in", "token_type"}``, and
+requested scopes. The endpoint returns ``{"access_token", "expires_in", "token_type"}``, and
 the FCM gateway then checks the ``Authorization: Bearer`` header of each send against the
 tokens it issued.
 
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 
-# Scopes that allow sending with FCM v1. firebase-admin asks for cloud-platform and firebase
-# among others; pyfcm asks for firebase.messaging.
+# Scopes that allow sending with FCM v1. firebase-admin requests cloud-platform and firebase
+# among others, and pyfcm requests firebase.messaging.
 SEND_SCOPES = frozenset(
     {
         "https://www.googleapis.com/auth/firebase.messaging",
@@ -91,7 +91,7 @@ class TokenIssuer:
     """Verify jwt-bearer assertions, issue opaque access tokens, and check them on sends.
 
     ``audiences`` lists the ``aud`` values accepted. google-auth 2.63 always signs for
-    ``https://oauth2.googleapis.com/token``, whatever ``token_uri`` says, so that one is
+    ``https://oauth2.googleapis.com/token``, whatever the ``token_uri`` setting, so that one is
     always accepted. ``lifetime`` is the access token lifetime in wall seconds.
     """
 
@@ -112,7 +112,7 @@ class TokenIssuer:
         self._grants: dict[str, AccessGrant] = {}
 
     def token_request(self, body: bytes, content_type: str = "") -> TokenResponse:
-        """Answer one ``POST /token`` with a form body."""
+        """Verify one ``POST /token`` form (or JSON) body and return the token response."""
         if "json" in content_type:
             try:
                 form = {key: str(value) for key, value in json.loads(body).items()}
@@ -212,7 +212,7 @@ class TokenIssuer:
 
     def _forget_expired(self, now: float) -> None:
         # Keep expired grants for one lifetime, so a late send still gets ACCESS_TOKEN_EXPIRED
-        # rather than an unknown-token answer.
+        # rather than an unknown-token error.
         horizon = now - self.lifetime
         expired = [token for token, grant in self._grants.items() if grant.expires_at < horizon]
         for token in expired:

@@ -62,7 +62,7 @@ class _Reply:
 
 
 class ConnectProxy:
-    """Tunnel ``CONNECT host:port`` to 127.0.0.1 for allowed targets; answer 403 to the rest.
+    """Tunnel ``CONNECT host:port`` to 127.0.0.1 for allowed targets and reject the rest with 403.
 
     ``routes`` maps ``(host, port)`` (host in lower case) to a port on 127.0.0.1.
     """

@@ -1,8 +1,8 @@
 """Run gateway servers on an asyncio event loop in a background thread.
 
-Blocking clients (firebase-admin, pyfcm, a Locust worker) need the servers running beside them
-in the same process; ``BackgroundLoop`` runs a loop in a daemon thread and passes coroutines to
-it.
+Blocking callers that run the gateways in their own process (tests with firebase-admin or
+pyfcm, a Locust worker) need an event loop beside them. ``BackgroundLoop`` runs one in a daemon
+thread and passes coroutines to it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 class BackgroundLoop:
-    """An event loop in a daemon thread; ``run`` waits for a coroutine's result on it.
+    """An event loop in a daemon thread, with ``run`` to wait for a coroutine's result on it.
 
     Example::
 

@@ -28,18 +28,18 @@ def decide(rules: FcmRules, body: dict | bytes):
 def test_accepted_send_gets_delivery_id():
     rules = FcmRules(new_message_id=lambda: "m-1")
 
-    push, answer = decide(rules, {"message": {"token": fcm_token(1)}})
+    push, response = decide(rules, {"message": {"token": fcm_token(1)}})
 
-    assert answer.status == 200
-    assert answer.body == {"name": "projects/shop/messages/m-1"}
-    assert answer.delivery_id == "m-1"
+    assert response.status == 200
+    assert response.body == {"name": "projects/shop/messages/m-1"}
+    assert response.delivery_id == "m-1"
     assert push.token == fcm_token(1)
 
 
 def test_topic_recorded_with_prefix():
-    push, answer = decide(FcmRules(), {"message": {"topic": "deals"}})
+    push, response = decide(FcmRules(), {"message": {"topic": "deals"}})
 
-    assert answer.status == 200
+    assert response.status == 200
     assert push.token == "/topics/deals"
 
 
@@ -72,11 +72,11 @@ def test_token_states_map_to_fcm_errors(state, status, code):
     token = fcm_token(4)
     tokens.states[token] = state
 
-    _, answer = decide(FcmRules(token_policy=tokens), {"message": {"token": token}})
+    _, response = decide(FcmRules(token_policy=tokens), {"message": {"token": token}})
 
-    assert answer.status == status
-    assert answer.reason == code
-    assert answer.body["error"]["details"] == [{"@type": FCM_ERROR_TYPE, "errorCode": code}]
+    assert response.status == status
+    assert response.reason == code
+    assert response.body["error"]["details"] == [{"@type": FCM_ERROR_TYPE, "errorCode": code}]
 
 
 def test_token_policy_sees_fid():
@@ -84,18 +84,18 @@ def test_token_policy_sees_fid():
     fid = "cXyZ0123456789abcdEFgh"
     tokens.states[fid] = TokenState.DEAD
 
-    _, answer = decide(FcmRules(token_policy=tokens), {"message": {"fid": fid}})
+    _, response = decide(FcmRules(token_policy=tokens), {"message": {"fid": fid}})
 
-    assert answer.status == 404
+    assert response.status == 404
 
 
 def test_topic_skips_token_policy():
     tokens = ScriptedTokens()
     tokens.states["/topics/deals"] = TokenState.DEAD
 
-    _, answer = decide(FcmRules(token_policy=tokens), {"message": {"topic": "deals"}})
+    _, response = decide(FcmRules(token_policy=tokens), {"message": {"topic": "deals"}})
 
-    assert answer.status == 200
+    assert response.status == 200
 
 
 def test_fault_runs_before_payload_rules():
@@ -103,12 +103,12 @@ def test_fault_runs_before_payload_rules():
     token = fcm_token(5)
     faults.actions[token] = FaultAction(status=503, retry_after=3, delay=0.25)
 
-    _, answer = decide(FcmRules(fault_policy=faults), {"message": {"token": token, "x": 1}})
+    _, response = decide(FcmRules(fault_policy=faults), {"message": {"token": token, "x": 1}})
 
-    assert answer.status == 503
-    assert answer.reason == "UNAVAILABLE"
-    assert answer.headers == {"Retry-After": "3"}
-    assert answer.delay == 0.25
+    assert response.status == 503
+    assert response.reason == "UNAVAILABLE"
+    assert response.headers == {"Retry-After": "3"}
+    assert response.delay == 0.25
 
 
 def test_fault_with_named_reason():
@@ -116,10 +116,10 @@ def test_fault_with_named_reason():
     token = fcm_token(6)
     faults.actions[token] = FaultAction(status=429, reason="QUOTA_EXCEEDED")
 
-    _, answer = decide(FcmRules(fault_policy=faults), {"message": {"token": token}})
+    _, response = decide(FcmRules(fault_policy=faults), {"message": {"token": token}})
 
-    assert answer.body["error"]["status"] == "RESOURCE_EXHAUSTED"
-    assert answer.body["error"]["details"][0]["errorCode"] == "QUOTA_EXCEEDED"
+    assert response.body["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert response.body["error"]["details"][0]["errorCode"] == "QUOTA_EXCEEDED"
 
 
 def test_fault_with_other_status_uses_plain_error():
@@ -127,11 +127,11 @@ def test_fault_with_other_status_uses_plain_error():
     token = fcm_token(7)
     faults.actions[token] = FaultAction(status=502)
 
-    _, answer = decide(FcmRules(fault_policy=faults), {"message": {"token": token}})
+    _, response = decide(FcmRules(fault_policy=faults), {"message": {"token": token}})
 
-    assert answer.status == 502
-    assert answer.body["error"]["code"] == 502
-    assert "details" not in answer.body["error"]
+    assert response.status == 502
+    assert response.body["error"]["code"] == 502
+    assert "details" not in response.body["error"]
 
 
 def test_delay_alone_keeps_rules():
@@ -139,18 +139,18 @@ def test_delay_alone_keeps_rules():
     token = fcm_token(8)
     faults.actions[token] = FaultAction(delay=0.5)
 
-    _, answer = decide(FcmRules(fault_policy=faults), {"message": {"token": token}})
+    _, response = decide(FcmRules(fault_policy=faults), {"message": {"token": token}})
 
-    assert answer.status == 200
-    assert answer.delay == 0.5
+    assert response.status == 200
+    assert response.delay == 0.5
 
 
 def test_violations_name_fields():
     body = {"message": {"token": fcm_token(9), "apns": [], "android": {"ttl": "1m"}}}
 
-    _, answer = decide(FcmRules(), body)
+    _, response = decide(FcmRules(), body)
 
-    violations = answer.body["error"]["details"][0]
+    violations = response.body["error"]["details"][0]
     assert violations["@type"] == BAD_REQUEST_TYPE
     fields = [violation["field"] for violation in violations["fieldViolations"]]
     assert fields == ["message.android.ttl", "message.apns"]
@@ -163,6 +163,6 @@ def test_unknown_request_field_rejected():
 
 
 def test_deeply_nested_body_is_bad_request():
-    _, answer = decide(FcmRules(), b"[" * 50_000 + b"]" * 50_000)
+    _, response = decide(FcmRules(), b"[" * 50_000 + b"]" * 50_000)
 
-    assert answer.status == 400
+    assert response.status == 400
