@@ -52,6 +52,11 @@ MAX_BODY_BYTES = 256 * 1024
 TLS_HANDSHAKE_TIMEOUT = 10.0
 TLS_SHUTDOWN_TIMEOUT = 1.0
 
+# Seconds an idle connection stays open. hypercorn's default of 5 s would make pooled senders
+# reconnect between bursts and show up as connection churn.
+# NOTE: Google does not document its idle timeout; 300 s is an estimate.
+DEFAULT_KEEP_ALIVE_TIMEOUT = 300.0
+
 # Headers kept in the ledger. The Authorization header carries a secret and is never kept.
 _LEDGER_HEADERS = frozenset(
     {"content-type", "user-agent", "x-goog-api-format-version", "x-firebase-client"}
@@ -139,6 +144,7 @@ class FcmApp:
         self.issuer = issuer
         self.sink = sink or DiscardSink()
         self._errors_logged = 0
+        self._token_rejections = 0
 
     async def __call__(self, scope: dict, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -232,7 +238,14 @@ class FcmApp:
         headers = dict(_decode_headers(scope))
         response = self.issuer.token_request(body, headers.get("content-type", ""))
         if response.status != 200:
-            log.info("token request rejected: %s", response.body.get("error_description"))
+            self._token_rejections += 1
+            count = self._token_rejections
+            if count <= 20 or count % 100 == 0:
+                log.info(
+                    "token request rejected: %s (rejection %d)",
+                    response.body.get("error_description"),
+                    count,
+                )
         await _send_json(send, response.status, response.body, {"Cache-Control": "no-store"})
 
     async def _send_message(self, scope: dict, receive, send, project: str) -> None:
@@ -322,7 +335,8 @@ class FcmPorts:
 
     @property
     def base_url(self) -> str:
-        return f"https://{self.host}:{self.tls}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.tls}"
 
     @property
     def token_uri(self) -> str:
@@ -353,6 +367,7 @@ class FcmGateway:
         tls_port: int = 0,
         plain_port: int | None = 0,
         graceful_timeout: float = 5.0,
+        keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     ) -> None:
         if require_auth and issuer is None:
             account = ServiceAccount.from_file(credentials.fcm_service_account)
@@ -368,6 +383,7 @@ class FcmGateway:
         self.tls_port = tls_port
         self.plain_port = plain_port
         self.graceful_timeout = graceful_timeout
+        self.keep_alive_timeout = keep_alive_timeout
         self.ports: FcmPorts | None = None
         self._servers: list[asyncio.Server] = []
         self._context: WorkerContext | None = None
@@ -407,6 +423,7 @@ class FcmGateway:
         config = Config()
         config.errorlog = logging.getLogger("hypercorn.error")
         config.accesslog = None
+        config.keep_alive_timeout = self.keep_alive_timeout
         self._context = WorkerContext(None)
         app = wrap_app(self.app, config.wsgi_max_body_size, "asgi")
         loop = asyncio.get_running_loop()
