@@ -33,12 +33,15 @@ FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 
-# Total size of the `data` map (keys plus values, UTF-8 bytes), per FCM's message-type guide.
+# FCM's message-type guide gives 4096 bytes as the maximum payload. The mock counts the UTF-8
+# keys and values of `data` against it, because Google does not document its exact accounting.
 DATA_LIMIT_BYTES = 4096
 
 # The REST reference reserves "from", "message_type" and keys starting with "google" or "gcm",
-# and the legacy API also reserved "collapse_key". The mock checks the dotted prefixes, which is
-# what the legacy docs named, so a key such as "googleAnalytics" stays allowed.
+# and the Admin SDK docs name the prefix "google.". The mock checks the dotted prefixes, so a
+# key such as "googleAnalytics" stays allowed. It also rejects "collapse_key", a message option
+# in the legacy API.
+# NOTE: whether FCM v1 rejects "collapse_key" as a data key is not verified.
 RESERVED_DATA_KEYS = frozenset({"from", "message_type", "collapse_key"})
 RESERVED_DATA_PREFIXES = ("google.", "gcm.")
 
@@ -168,8 +171,10 @@ def bad_request_response(violations: list[tuple[str, str]]) -> FcmResponse:
 
 
 def unauthenticated_response(reason: str, message: str) -> FcmResponse:
-    """Build a 401 UNAUTHENTICATED response with an ErrorInfo ``reason`` such as
-    ``ACCESS_TOKEN_EXPIRED``, which pyfcm reads to decide to fetch a new access token."""
+    """Build a 401 UNAUTHENTICATED response with Google's ErrorInfo ``reason``.
+
+    pyfcm 2.1 fetches a new access token when the reason is ``ACCESS_TOKEN_EXPIRED``.
+    """
     details = [
         {
             "@type": ERROR_INFO_TYPE,
@@ -193,7 +198,12 @@ def _data_violations(data: Any, path: str) -> list[tuple[str, str]]:
                 (f"{path}[{key}]", f"Invalid value at '{path}[{key}]': expected a string")
             )
             continue
-        size += len(key.encode()) + len(value.encode())
+        try:
+            size += len(key.encode()) + len(value.encode())
+        except UnicodeEncodeError:
+            # JSON escapes can carry lone surrogates, which have no UTF-8 form.
+            violations.append((path, f"Invalid value at '{path}': {key!r} is not valid UTF-8"))
+            continue
         lowered = key.lower()
         if lowered in RESERVED_DATA_KEYS or lowered.startswith(RESERVED_DATA_PREFIXES):
             violations.append(

@@ -218,11 +218,8 @@ class FcmApp:
 
     async def _token(self, scope: dict, receive, send) -> None:
         if self.issuer is None:
-            body = {
-                "error": "invalid_request",
-                "error_description": "This gateway runs "
-                "without a token endpoint; senders need no access token.",
-            }
+            description = "This gateway runs without access tokens, so senders need none."
+            body = {"error": "invalid_request", "error_description": description}
             await _send_json(send, 404, body)
             return
         try:
@@ -250,21 +247,26 @@ class FcmApp:
 
     async def _send_message(self, scope: dict, receive, send, project: str) -> None:
         received_at = time.time()
-        try:
-            body = await _read_body(receive)
-        except BodyTooLarge as error:
-            message = (
-                f"Request body of {error.args[0]}+ bytes is over the {MAX_BODY_BYTES}-byte limit"
-            )
-            await _send_json(send, 413, google_error(413, message))
-            return
-
         headers = dict(_decode_headers(scope))
         client = scope.get("client") or ("", 0)
         connection_id = f"{client[0]}:{client[1]}/{scope.get('http_version', '')}"
         ledger_headers = {name: value for name, value in headers.items() if name in _LEDGER_HEADERS}
-        push = self.rules.push_request(project, body, ledger_headers, connection_id, received_at)
 
+        try:
+            body = await _read_body(receive)
+        except BodyTooLarge as error:
+            # The ledger gets the rejection without the body, which was never kept.
+            push = self.rules.push_request(project, b"", ledger_headers, connection_id, received_at)
+            message = (
+                f"Request body of {error.args[0]} bytes or more is over the "
+                f"{MAX_BODY_BYTES}-byte limit; send at most 4096 bytes of data"
+            )
+            response = FcmResponse(413, google_error(413, message), reason="INVALID_ARGUMENT")
+            self.sink.record(push, _outcome(response))
+            await _send_json(send, response.status, response.body)
+            return
+
+        push = self.rules.push_request(project, body, ledger_headers, connection_id, received_at)
         response = self._auth_response(headers.get("authorization"), project)
         if response is None:
             response = self.rules.decide(push, project)

@@ -97,6 +97,8 @@ def test_fuzzed_bytes_get_400(fcm_env, client, body):
         (b'{"message": {"token": "' + b"a" * 300_000 + b'"}}', 413),
         ('{"message": {"topic": "caf\u00e9"}}'.encode(), 400),
         (b'{"message": {"token": "\xff\xfe"}}', 400),
+        (b'{"message": {"topic": "a", "data": {"\\ud800": "x"}}}', 400),
+        (b'{"message": {"topic": "a", "data": {"k": "\\udfff"}}}', 400),
     ],
     ids=[
         "empty",
@@ -108,6 +110,8 @@ def test_fuzzed_bytes_get_400(fcm_env, client, body):
         "oversized",
         "bad-topic",
         "bad-utf8",
+        "surrogate-key",
+        "surrogate-value",
     ],
 )
 def test_bad_bodies_get_errors(fcm, client, body, status):
