@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import firebase_admin
@@ -13,6 +14,7 @@ from pyfcm.baseapi import BaseAPI
 from pyfcm.errors import FCMNotRegisteredError, FCMSenderIdMismatchError
 
 from sim.gateways.hooks import TokenState
+from sim.gateways.recipes import all_recipes
 from tests.gateways.fcm_helpers import FcmEnv, fcm_token
 
 # firebase-admin 7.5+ warns that Message.token is deprecated in favour of fid; backends still
@@ -30,11 +32,23 @@ def trust_ca(fcm: FcmEnv, monkeypatch) -> FcmEnv:
     return fcm
 
 
+def recipe_for(env: FcmEnv, client: str) -> dict:
+    return all_recipes(
+        fcm_base_url=f"https://localhost:{env.ports.tls}",
+        service_account=env.credentials.fcm_service_account,
+        ca_cert=env.credentials.ca_cert,
+        proxy_port=env.proxy_port,
+    )[client]
+
+
 @pytest.fixture
 def firebase_app(trust_ca: FcmEnv, monkeypatch):
-    """A firebase-admin app with the generated service account, sending to the mock."""
-    url = f"https://localhost:{trust_ca.ports.tls}/v1/projects/{{0}}/messages:send"
+    """A firebase-admin app with the generated service account, set up by its recipe."""
+    recipe = recipe_for(trust_ca, "firebase-admin")
+    url = recipe["set"]["firebase_admin.messaging._MessagingService.FCM_URL"]
     monkeypatch.setattr(messaging._MessagingService, "FCM_URL", url)
+    for name, value in recipe["env"].items():
+        monkeypatch.setenv(name, value)
     credential = firebase_credentials.Certificate(str(trust_ca.credentials.fcm_service_account))
     app = firebase_admin.initialize_app(credential, name=f"pushsim-{uuid.uuid4().hex[:8]}")
     yield app
@@ -120,7 +134,8 @@ def test_firebase_admin_through_proxy(trust_ca, fail_closed, monkeypatch):
     real_token_uri = text.replace(trust_ca.ports.token_uri, "https://oauth2.googleapis.com/token")
     account_copy = account.with_name("fcm-service-account-real-hosts.json")
     account_copy.write_text(real_token_uri)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{trust_ca.proxy_port}")
+    for name, value in recipe_for(trust_ca, "firebase-admin")["proxy_env"].items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     upstream_before = trust_ca.proxy.upstream_connections
@@ -140,7 +155,8 @@ def test_firebase_admin_through_proxy(trust_ca, fail_closed, monkeypatch):
 
 @pytest.fixture
 def pyfcm_client(trust_ca: FcmEnv, monkeypatch) -> FCMNotification:
-    base = f"https://localhost:{trust_ca.ports.tls}/v1/projects"
+    recipe = recipe_for(trust_ca, "pyfcm")
+    base = recipe["set"]["pyfcm.baseapi.BaseAPI.FCM_END_POINT_BASE"]
     monkeypatch.setattr(BaseAPI, "FCM_END_POINT_BASE", base)
     return FCMNotification(service_account_file=str(trust_ca.credentials.fcm_service_account))
 
@@ -169,3 +185,31 @@ def test_pyfcm_errors(pyfcm_client, fcm, state, error_type):
 
     with pytest.raises(error_type):
         pyfcm_client.notify(fcm_token=token, notification_title="Hi")
+
+
+def test_pyfcm_through_proxy(trust_ca, monkeypatch):
+    recipe = recipe_for(trust_ca, "pyfcm")
+    monkeypatch.setattr(BaseAPI, "FCM_END_POINT_BASE", "https://fcm.googleapis.com/v1/projects")
+    client = FCMNotification(
+        service_account_file=str(trust_ca.credentials.fcm_service_account),
+        **recipe["constructor_with_proxy"],
+    )
+
+    result = client.notify(fcm_token=fcm_token(132), notification_title="Hi")
+
+    assert result["name"].startswith(f"projects/{trust_ca.project}/messages/")
+
+
+def test_recipes_cover_known_clients(fcm):
+    recipes = all_recipes(
+        fcm_base_url=fcm.ports.base_url,
+        service_account=fcm.credentials.fcm_service_account,
+        ca_cert=fcm.credentials.ca_cert,
+        apns_port=2197,
+        proxy_port=fcm.proxy_port,
+    )
+
+    assert set(recipes) == {"firebase-admin", "pyfcm", "aioapns", "@parse/node-apn"}
+    assert recipes["aioapns"]["constructor_with_proxy"]["proxy_port"] == fcm.proxy_port
+    assert recipes["@parse/node-apn"]["provider_options"]["port"] == 2197
+    assert json.loads(json.dumps(recipes)) == recipes
