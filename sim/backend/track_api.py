@@ -293,7 +293,9 @@ def parse_device(device: object, errors: list[str]) -> DeviceRegistration | None
             f"invalid 'platform' {platform!r:.60}: use one of {', '.join(devices.PLATFORMS)}"
         )
     last_used = _timestamp_field(device, "last_used", errors)
-    attributes = device.get("attributes", {}) or {}
+    attributes = device.get("attributes")
+    if attributes is None:
+        attributes = {}
     if not isinstance(attributes, dict):
         errors.append(
             f"invalid 'attributes': expected a JSON object, got {type(attributes).__name__}"
