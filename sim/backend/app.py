@@ -18,9 +18,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 
-# Seconds that a shutdown waits for requests in flight before it closes the store.
-SHUTDOWN_TIMEOUT_SECONDS = 10.0
-
 
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
@@ -132,7 +129,12 @@ class BackendServer:
 
     async def start(self) -> int:
         """Open the store, bind the port and return it (useful when ``port`` was 0)."""
-        self._runner = web.AppRunner(self.app, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
+        # NOTE: aiohttp 3.14 drops bytes that arrive after shutdown begins, so a request whose
+        # body is still in transit then waits out the whole shutdown timeout and is cancelled
+        # without a response. Its write, if any, was never acknowledged.
+        self._runner = web.AppRunner(
+            self.app, shutdown_timeout=self.config.shutdown_timeout_seconds
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

@@ -41,6 +41,8 @@ class BackendConfig:
     cdp_strict: bool = False
     write_batch_max: int = 500
     write_linger_seconds: float = 0.002
+    # Seconds a shutdown waits for requests in flight before it cancels them.
+    shutdown_timeout_seconds: float = 10.0
     # Request bodies larger than this are read and discarded, never buffered (bytes).
     max_body_bytes: int = 4 * 1024 * 1024
     # Naive behaviours that a rehearsal can switch on to show what they cost.

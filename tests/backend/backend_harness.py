@@ -21,7 +21,9 @@ API_KEY = "track-key-test"
 WRITE_KEY = "write-key-test"
 CONTROL_TOKEN = "control-token-test"
 
-# Seconds a test waits for the server to start or stop before failing.
+# Seconds a test waits for the server to start or stop before failing. A stop can take the
+# whole shutdown timeout when a request body was in transit as shutdown began.
+SHUTDOWN_TIMEOUT = 1.0
 LIFECYCLE_TIMEOUT = 10.0
 
 
@@ -95,4 +97,5 @@ def default_config(db_path: Path) -> BackendConfig:
         track_credentials=(TrackCredential(SITE_ID, API_KEY),),
         cdp_write_keys=(WRITE_KEY,),
         control_token=CONTROL_TOKEN,
+        shutdown_timeout_seconds=SHUTDOWN_TIMEOUT,
     )
