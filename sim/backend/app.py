@@ -37,7 +37,7 @@ def _error_for_path(path: str, status: int, message: str, headers=None) -> web.R
 async def protocol_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Answer routing errors and unexpected failures with the protocol's own error body."""
+    """Convert routing errors and unexpected failures into the protocol's own error body."""
     try:
         return await handler(request)
     except web.HTTPMethodNotAllowed as error:
@@ -51,7 +51,7 @@ async def protocol_errors(
     except web.HTTPNotFound:
         return _error_for_path(request.path, 404, f"no route for {request.path}")
     except StoreClosedError as error:
-        log.warning("%s %s refused during shutdown: %s", request.method, request.path, error)
+        log.warning("%s %s rejected during shutdown: %s", request.method, request.path, error)
         return _error_for_path(request.path, 503, "the backend is shutting down: retry later")
     except web.HTTPException:
         raise

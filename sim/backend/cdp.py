@@ -2,7 +2,7 @@
 
 Requests authenticate with HTTP Basic, the write key as the username and an empty password.
 As in Segment's HTTP API, a call that breaks a size limit or fails validation is dropped with a
-200, unless the request sends ``X-Strict-Mode: 1``, which answers 400 and applies nothing.
+200, unless the request sends ``X-Strict-Mode: 1``, which gets 400 and applies nothing.
 A message whose ``messageId`` was processed before is acknowledged and skipped.
 """
 

@@ -37,7 +37,7 @@ class BackendConfig:
     rate_limit_per_second: float | None = None
     rate_limit_burst: int = 100
     # A CDP call without X-Strict-Mode: 1 that breaks a limit is dropped with a 200, as Segment
-    # does. True answers 400 to every such call, as if each sent the header.
+    # does. True returns 400 for every such call, as if each sent the header.
     cdp_strict: bool = False
     write_batch_max: int = 500
     write_linger_seconds: float = 0.002

@@ -23,7 +23,7 @@ PLATFORMS = ("ios", "android")
 
 @dataclass(frozen=True)
 class DeviceRegistration:
-    """What an app reports about one device token. None leaves the stored value unchanged."""
+    """A device token as an app reports it. A None field leaves the stored value unchanged."""
 
     token: str
     platform: str
@@ -183,5 +183,5 @@ def delete_device(connection: sqlite3.Connection, profile_id: int, token: str, n
 
 
 def prune_device(connection: sqlite3.Connection, token: str, reason: str, now: float) -> bool:
-    """Mark ``token`` pruned after a gateway said it is no longer valid; False if unknown."""
+    """Mark ``token`` pruned after a gateway reported it invalid; False if the token is unknown."""
     return set_status(connection, token, PRUNED, reason, now)

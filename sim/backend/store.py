@@ -165,7 +165,7 @@ class StoreClosedError(RuntimeError):
 
 
 class _Stop:
-    """Queue marker after which the writer commits what it holds and exits."""
+    """Queue marker after which the writer commits its current batch and exits."""
 
 
 _STOP = _Stop()
@@ -355,7 +355,7 @@ class Store:
             try:
                 pending.loop.call_soon_threadsafe(_settle, pending.future, result, error)
             except RuntimeError:
-                # The caller's event loop closed first, so nobody waits for this answer.
+                # The caller's event loop closed first, so no caller waits for this result.
                 log.warning("write committed after its event loop closed")
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Customer.io Track API v1 intake: identify, devices, events, anonymous events, merges, metrics.
 
-Requests authenticate with HTTP Basic ``site_id:api_key``. Errors answer with Customer.io's body,
+Requests authenticate with HTTP Basic ``site_id:api_key``. Errors use Customer.io's body,
 ``{"meta": {"error": "..."}}``, or ``{"meta": {"errors": [...]}}`` when there are several.
 """
 
@@ -42,7 +42,7 @@ OS_VERSION_KEYS = ("os_version", "device_os")
 
 
 class TrackApiError(Exception):
-    """An error answered with Customer.io's error body and the given HTTP status."""
+    """An error returned as Customer.io's error body with the given HTTP status."""
 
     def __init__(self, status: int, *messages: str, headers: dict[str, str] | None = None):
         super().__init__("; ".join(messages))
@@ -136,11 +136,13 @@ async def _read_object(request: web.Request, services: Services, *, optional: bo
     return value
 
 
-def _check_id(value: str, what: str, errors: list[str]) -> None:
+def _check_id(value: str, field_name: str, errors: list[str]) -> None:
     if not value:
-        errors.append(f"missing {what}: it must be a non-empty string")
+        errors.append(f"missing {field_name}: it must be a non-empty string")
     elif utf8_size(value) > ID_MAX_BYTES:
-        errors.append(f"{what} too long: {utf8_size(value)} bytes, the limit is {ID_MAX_BYTES}")
+        errors.append(
+            f"{field_name} too long: {utf8_size(value)} bytes, the limit is {ID_MAX_BYTES}"
+        )
 
 
 def _string_field(
@@ -286,6 +288,7 @@ def parse_device(device: object, errors: list[str]) -> DeviceRegistration | None
     if not isinstance(device, dict):
         errors.append('missing field \'device\': send {"device": {"id": ..., "platform": ...}}')
         return None
+
     token = _string_field(device, "id", errors, required=True, max_bytes=DEVICE_TOKEN_MAX_BYTES)
     platform = device.get("platform")
     if platform not in devices.PLATFORMS:
@@ -293,6 +296,7 @@ def parse_device(device: object, errors: list[str]) -> DeviceRegistration | None
             f"invalid 'platform' {platform!r:.60}: use one of {', '.join(devices.PLATFORMS)}"
         )
     last_used = _timestamp_field(device, "last_used", errors)
+
     attributes = device.get("attributes")
     if attributes is None:
         attributes = {}
@@ -304,6 +308,7 @@ def parse_device(device: object, errors: list[str]) -> DeviceRegistration | None
     _check_attributes(attributes, errors, where="device attribute")
     push_enabled = _push_enabled(attributes.get("push_enabled"), errors)
     push_enabled_at = _timestamp_field(attributes, "push_enabled_at", errors)
+
     if token is None or platform not in devices.PLATFORMS:
         return None
     return DeviceRegistration(
@@ -455,16 +460,17 @@ def _merge_party(body: dict, role: str, errors: list[str]) -> tuple[str, str] | 
     if not isinstance(party, dict):
         errors.append(f"missing field {role!r}: send an object with one of {', '.join(MERGE_KEYS)}")
         return None
-    given = [key for key in MERGE_KEYS if key in party]
-    if len(given) != 1:
+    present_keys = [key for key in MERGE_KEYS if key in party]
+    if len(present_keys) != 1:
         errors.append(f"invalid {role!r}: give exactly one of {', '.join(MERGE_KEYS)}")
         return None
-    value = party[given[0]]
+    key = present_keys[0]
+    value = party[key]
     if not isinstance(value, str):
-        errors.append(f"invalid {role}.{given[0]}: expected a string, got {value!r:.60}")
+        errors.append(f"invalid {role}.{key}: expected a string, got {value!r:.60}")
         return None
-    _check_id(value, f"{role}.{given[0]}", errors)
-    return given[0], value
+    _check_id(value, f"{role}.{key}", errors)
+    return key, value
 
 
 def _lookup_party(connection: sqlite3.Connection, kind: str, value: str) -> int | None:

@@ -17,10 +17,10 @@ CLIENT_CONNECTIONS = 50
 
 
 async def post_events(url: str, ids: list[str], stop_after: int | None = None, stop=None):
-    """Post one event per id concurrently; return the ids answered 200.
+    """Post one event per id concurrently and return the ids acknowledged with 200.
 
-    With ``stop_after``, ``stop`` runs in a thread once that many answers arrived, so the server
-    shuts down while requests are still in flight.
+    With ``stop_after``, ``stop`` runs in a thread once that many acknowledgements arrived, so
+    the server shuts down while requests are still in flight.
     """
     limits = httpx.Limits(max_connections=CLIENT_CONNECTIONS)
     acknowledged: list[str] = []
