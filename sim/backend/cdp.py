@@ -436,6 +436,24 @@ async def _apply(services: Services, messages: list[Message]) -> None:
         services.metrics.count_duplicate(events.CDP)
 
 
+def _with_batch_fields(item: object, payload: dict) -> object:
+    """Return a message with the batch's ``sentAt`` and ``context`` filled in where it has none.
+
+    Mobile Segment libraries set ``sentAt`` once per batch, and a batch-level ``context``
+    applies to every message in it, the message's own keys winning.
+    """
+    if not isinstance(item, dict):
+        return item
+    message = dict(item)
+    if "sentAt" not in message and "sentAt" in payload:
+        message["sentAt"] = payload["sentAt"]
+    shared_context = payload.get("context")
+    own_context = message.get("context")
+    if isinstance(shared_context, dict) and (own_context is None or isinstance(own_context, dict)):
+        message["context"] = {**shared_context, **(own_context or {})}
+    return message
+
+
 @_endpoint(CDP_BATCH_MAX_BYTES)
 async def batch(
     request: web.Request, services: Services, body: bytes, strict: bool
@@ -451,7 +469,7 @@ async def batch(
     errors: list[str] = []
     for index, item in enumerate(items):
         try:
-            parsed = parse_message(item, None, now)
+            parsed = parse_message(_with_batch_fields(item, payload), None, now)
         except ValueError as error:
             errors.append(f"batch[{index}]: {error}")
             continue

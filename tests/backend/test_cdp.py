@@ -379,3 +379,34 @@ def test_unsupported_content_is_still_json_error(cdp):
 def test_json_error_body_shape(cdp):
     response = cdp.post("/v1/batch", content=b"not json")
     assert set(response.json()) == {"success", "error"}
+
+
+def test_batch_level_sent_at_and_context(backend, cdp):
+    # The device clock runs ahead; the batch's sentAt lets the backend undo that skew.
+    batch = {
+        "batch": [
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "Device Created or Updated",
+                "originalTimestamp": "2030-01-01T00:00:50Z",
+            }
+        ],
+        "sentAt": "2030-01-01T00:01:00Z",
+        "context": {"device": {"token": "tok-batch", "type": "android"}},
+    }
+    response = cdp.post("/v1/batch", json=batch)
+
+    assert response.status_code == 200
+    [device] = backend.query("SELECT * FROM devices")
+    assert device["token"] == "tok-batch"
+    assert device["platform"] == "android"
+    assert device["registered_at"] - device["last_used"] == pytest.approx(10.0, abs=0.5)
+
+
+@pytest.mark.parametrize("path", ["/v1/batch", "/v1/b", "/v1/identify", "/v1/track"])
+def test_every_route_requires_write_key(backend, path):
+    with backend.client(("wrong", "")) as client:
+        response = client.post(path, json={"batch": [], "userId": "u", "event": "x"})
+    assert response.status_code == 401
+    assert response.json()["success"] is False

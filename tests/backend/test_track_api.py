@@ -504,3 +504,22 @@ def test_push_metrics_bad_input(track, body, fragment):
     response = track.post("/api/v1/push/events", json=body)
     assert response.status_code == 400
     assert fragment in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/api/v1/customers/u1"),
+        ("PUT", "/api/v1/customers/u1/devices"),
+        ("DELETE", "/api/v1/customers/u1/devices/tok"),
+        ("POST", "/api/v1/customers/u1/events"),
+        ("POST", "/api/v1/events"),
+        ("POST", "/api/v1/merge_customers"),
+        ("POST", "/api/v1/push/events"),
+    ],
+)
+def test_every_route_requires_credentials(backend, method, path):
+    with backend.client((SITE_ID, "wrong-key")) as client:
+        response = client.request(method, path, json={"name": "x"})
+    assert response.status_code == 401
+    assert "not valid" in meta_error(response)
