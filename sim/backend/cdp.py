@@ -43,7 +43,8 @@ DEVICE_DELETED = "Device Deleted"
 DELIVERY_EVENT = "Report Delivery Event"
 
 # Message types that are acknowledged but not stored: they carry nothing that journeys need.
-IGNORED_TYPES = ("page", "screen", "group", "alias")
+IGNORED_TYPES = ("page", "screen", "group")
+APPLIED_TYPES = ("identify", "track", "alias")
 
 # Device tokens are not ids: an FCM token is about 160 characters, above the 150-byte id limit.
 DEVICE_TOKEN_MAX_BYTES = ATTRIBUTE_VALUE_MAX_BYTES
@@ -88,6 +89,7 @@ class Message:
     device_token: str | None = None
     delivery_id: str | None = None
     metric: str | None = None
+    previous_id: str | None = None
 
 
 @dataclass
@@ -303,8 +305,10 @@ def parse_message(message: object, message_type: str | None, now: float) -> Mess
     kind = message_type or message.get("type")
     if kind in IGNORED_TYPES:
         return None
-    if kind not in ("identify", "track"):
-        raise ValueError(f"invalid 'type' {kind!r:.60}: use identify or track")
+    if kind not in APPLIED_TYPES:
+        raise ValueError(
+            f"invalid 'type' {kind!r:.60}: use one of {', '.join(APPLIED_TYPES + IGNORED_TYPES)}"
+        )
 
     message_id = _id_field(message, "messageId")
     user_id = _id_field(message, "userId")
@@ -316,6 +320,12 @@ def parse_message(message: object, message_type: str | None, now: float) -> Mess
     if kind == "identify":
         parsed.traits = _object_field(message, "traits")
         _check_traits(parsed.traits)
+        return parsed
+
+    if kind == "alias":
+        parsed.previous_id = _id_field(message, "previousId")
+        if parsed.previous_id is None or user_id is None:
+            raise ValueError("missing 'previousId' or 'userId': an alias message needs both")
         return parsed
 
     event = message.get("event")
@@ -356,6 +366,26 @@ def _profile_of(connection: sqlite3.Connection, message: Message, now: float) ->
     return identity.ensure_anonymous(connection, message.anonymous_id, now)
 
 
+def _apply_alias(
+    connection: sqlite3.Connection, profile_id: int, message: Message, now: float
+) -> None:
+    """Merge the profile known by ``previousId`` (a user id or an anonymous id) into the user.
+
+    An alias is an explicit merge, so the no_anonymous_merge switch does not apply to it. An
+    unknown ``previousId`` changes nothing.
+    """
+    assert message.previous_id is not None
+    previous = identity.lookup(connection, identity.ID, message.previous_id)
+    if previous is None:
+        previous = identity.lookup(connection, identity.ANONYMOUS_ID, message.previous_id)
+    if previous is None:
+        log.info(
+            "alias from unknown id %s to user %s ignored", message.previous_id, message.user_id
+        )
+        return
+    identity.merge(connection, profile_id, previous, reason="alias", now=now)
+
+
 def apply_message(
     connection: sqlite3.Connection,
     message: Message,
@@ -377,6 +407,10 @@ def apply_message(
         both_ids = message.user_id is not None and message.anonymous_id is not None
         if both_ids and not config.no_anonymous_merge:
             identity.stitch_anonymous(connection, profile_id, message.anonymous_id, now)
+        return
+
+    if message.type == "alias":
+        _apply_alias(connection, profile_id, message, now)
         return
 
     if message.device is not None:

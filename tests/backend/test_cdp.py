@@ -410,3 +410,30 @@ def test_every_route_requires_write_key(backend, path):
         response = client.post(path, json={"batch": [], "userId": "u", "event": "x"})
     assert response.status_code == 401
     assert response.json()["success"] is False
+
+
+def test_alias_merges_previous_id(backend, cdp):
+    cdp.post("/v1/track", json={"userId": "old-id", "event": "order_completed"})
+    cdp.post("/v1/track", json={"anonymousId": "anon-5", "event": "product_viewed"})
+
+    for previous_id in ("old-id", "anon-5"):
+        response = cdp.post(
+            "/v1/batch",
+            json={"batch": [{"type": "alias", "previousId": previous_id, "userId": "new-id"}]},
+        )
+        assert response.status_code == 200
+
+    person = backend.profile_of("id", "new-id")
+    assert backend.profile_of("id", "old-id") == person
+    assert backend.profile_of("anonymous_id", "anon-5") == person
+    owners = {row["profile_id"] for row in backend.query("SELECT profile_id FROM events")}
+    assert owners == {person}
+    reasons = [row["reason"] for row in backend.query("SELECT reason FROM merges")]
+    assert reasons == ["alias", "alias"]
+
+
+def test_alias_without_previous_id_strict(cdp):
+    message = {"type": "alias", "userId": "new-id"}
+    response = cdp.post("/v1/batch", json={"batch": [message]}, headers=STRICT)
+    assert response.status_code == 400
+    assert "previousId" in response.json()["errors"][0]
