@@ -246,7 +246,8 @@ def _push_enabled(properties: dict, context: dict) -> bool | None:
     ):
         if isinstance(value, bool):
             return value
-        # Customer.io's SDKs send the permission as the strings "true" and "false".
+        # The strings "true" and "false" are accepted too, because clients often send every
+        # device attribute as a string.
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
     return None

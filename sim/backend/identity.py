@@ -41,10 +41,16 @@ def lookup(connection: sqlite3.Connection, kind: str, value: str) -> int | None:
 
 
 def lookup_reference(connection: sqlite3.Connection, reference: str) -> int | None:
-    """Return the profile named by a path identifier: a customer id, an email or ``cio_<n>``."""
-    profile_id = lookup(connection, ID, reference)
-    if profile_id is None and "@" in reference:
+    """Return the profile named by a path identifier: a customer id, an email or ``cio_<n>``.
+
+    As in the Customer.io Track API, the shape decides: a value with ``@`` is tried as an email
+    first, then as an id.
+    """
+    profile_id = None
+    if "@" in reference:
         profile_id = lookup(connection, EMAIL, reference)
+    if profile_id is None:
+        profile_id = lookup(connection, ID, reference)
     if profile_id is None and reference.startswith(CIO_ID_PREFIX):
         number = reference.removeprefix(CIO_ID_PREFIX)
         if number.isdigit():

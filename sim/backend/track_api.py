@@ -6,6 +6,7 @@ Requests authenticate with HTTP Basic ``site_id:api_key``. Errors use Customer.i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hmac
 import json
@@ -266,7 +267,8 @@ async def identify(request: web.Request, services: Services) -> web.Response:
 
 
 def _push_enabled(value: object, errors: list[str]) -> bool | None:
-    # Customer.io's SDKs send the permission as the strings "true" and "false".
+    # The strings "true" and "false" are accepted too, because clients often send every device
+    # attribute as a string.
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
@@ -335,6 +337,9 @@ async def register_device(request: web.Request, services: Services) -> web.Respo
 
     single_device = services.config.single_device_per_person
     now = services.clock.wall_now()
+    if device.last_used is None:
+        # Customer.io's add_device uses the request time when last_used is missing.
+        device = dataclasses.replace(device, last_used=now)
 
     def op(connection: sqlite3.Connection) -> devices.RegisterResult:
         profile_id, _ = identity.ensure_person(connection, identifier, now)

@@ -523,3 +523,18 @@ def test_every_route_requires_credentials(backend, method, path):
         response = client.request(method, path, json={"name": "x"})
     assert response.status_code == 401
     assert "not valid" in meta_error(response)
+
+
+def test_device_last_used_defaults_to_now(backend, track):
+    track.put(DEVICES.format("u1"), json={"device": {"id": "tok-1", "platform": "ios"}})
+    [device] = backend.query("SELECT last_used, registered_at FROM devices")
+    assert device["last_used"] == pytest.approx(device["registered_at"], abs=1.0)
+
+
+def test_email_path_finds_person_by_email(backend, track):
+    track.put(IDENTIFY.format("ann"), json={"email": "ann@example.com"})
+    track.post(EVENTS.format("ann@example.com"), json={"name": "order_completed"})
+
+    [event] = backend.query("SELECT profile_id FROM events")
+    assert event["profile_id"] == backend.profile_of("id", "ann")
+    assert backend.profile_of("id", "ann@example.com") is None
