@@ -42,6 +42,7 @@ async def protocol_errors(
         return await handler(request)
     except web.HTTPMethodNotAllowed as error:
         allowed = ", ".join(sorted(error.allowed_methods))
+        log.info("%s %s rejected with 405: allowed %s", request.method, request.path, allowed)
         return _error_for_path(
             request.path,
             405,
@@ -49,6 +50,7 @@ async def protocol_errors(
             headers={"Allow": allowed},
         )
     except web.HTTPNotFound:
+        log.info("%s %s rejected with 404: no route", request.method, request.path)
         return _error_for_path(request.path, 404, f"no route for {request.path}")
     except StoreClosedError as error:
         log.warning("%s %s rejected during shutdown: %s", request.method, request.path, error)
