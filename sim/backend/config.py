@@ -1,0 +1,65 @@
+"""Configuration of the reference push backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrackCredential:
+    """One Customer.io Track API credential pair, sent as HTTP Basic ``site_id:api_key``."""
+
+    site_id: str
+    api_key: str
+
+    def __repr__(self) -> str:
+        # The API key is a secret, so a logged or printed config never shows it.
+        return f"TrackCredential(site_id={self.site_id!r}, api_key='***')"
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Settings of one backend instance.
+
+    ``rate_limit_per_second`` is the sustained request rate allowed per credential (a Track API
+    site id or a CDP write key), and ``rate_limit_burst`` the bucket size in requests. None turns
+    rate limiting off. ``write_batch_max`` caps the writes committed in one SQLite transaction,
+    and ``write_linger_seconds`` is how long the writer waits for more writes after the queue
+    runs empty, so a batch can grow under load.
+    """
+
+    db_path: Path
+    track_credentials: tuple[TrackCredential, ...] = ()
+    # Write keys and the control token are secrets, so the config's repr leaves them out.
+    cdp_write_keys: tuple[str, ...] = field(default=(), repr=False)
+    control_token: str | None = field(default=None, repr=False)
+    rate_limit_per_second: float | None = None
+    rate_limit_burst: int = 100
+    # A CDP call without X-Strict-Mode: 1 that breaks a limit is dropped with a 200, as Segment
+    # does. True returns 400 for every such call, as if each sent the header.
+    cdp_strict: bool = False
+    write_batch_max: int = 500
+    write_linger_seconds: float = 0.002
+    # Seconds a shutdown waits for requests in flight before it cancels them.
+    shutdown_timeout_seconds: float = 10.0
+    # Request bodies larger than this are read and discarded, never buffered (bytes).
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Naive behaviours that a rehearsal can switch on to show what they cost.
+    no_anonymous_merge: bool = False
+    single_device_per_person: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_per_second is not None and not self.rate_limit_per_second > 0:
+            raise ValueError(
+                f"invalid rate_limit_per_second {self.rate_limit_per_second!r}: "
+                "give a rate above 0, or None to turn rate limiting off"
+            )
+        if self.rate_limit_burst < 1:
+            raise ValueError(f"invalid rate_limit_burst {self.rate_limit_burst!r}: it must be >= 1")
+        if self.write_batch_max < 1:
+            raise ValueError(f"invalid write_batch_max {self.write_batch_max!r}: it must be >= 1")
+        if self.write_linger_seconds < 0:
+            raise ValueError(
+                f"invalid write_linger_seconds {self.write_linger_seconds!r}: it must be >= 0"
+            )

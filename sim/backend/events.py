@@ -1,0 +1,82 @@
+"""Tracked events, push delivery metrics and CDP message deduplication.
+
+Every function here runs inside a write on the store's writer thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+TRACK = "track"
+CDP = "cdp"
+
+DELIVERY_METRICS = ("delivered", "opened", "converted")
+
+
+def insert_event(
+    connection: sqlite3.Connection,
+    *,
+    profile_id: int | None,
+    anonymous_id: str | None,
+    name: str,
+    data: dict,
+    timestamp: float,
+    source: str,
+    dedupe_id: str | None,
+    now: float,
+) -> int | None:
+    """Store an event and return its id, or None when ``dedupe_id`` was already stored."""
+    cursor = connection.execute(
+        "INSERT OR IGNORE INTO events (profile_id, anonymous_id, name, data, timestamp, "
+        "received_at, source, dedupe_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            profile_id,
+            anonymous_id,
+            name,
+            json.dumps(data, sort_keys=True),
+            timestamp,
+            now,
+            source,
+            dedupe_id,
+        ),
+    )
+    return cursor.lastrowid if cursor.rowcount == 1 else None
+
+
+def is_duplicate_event(connection: sqlite3.Connection, source: str, dedupe_id: str) -> bool:
+    """Return True when an event with ``dedupe_id`` from ``source`` is already stored."""
+    row = connection.execute(
+        "SELECT 1 FROM events WHERE source = ? AND dedupe_id = ?", (source, dedupe_id)
+    ).fetchone()
+    return row is not None
+
+
+def insert_delivery_metric(
+    connection: sqlite3.Connection,
+    *,
+    delivery_id: str,
+    metric: str,
+    device_token: str | None,
+    timestamp: float,
+    source: str,
+    now: float,
+) -> bool:
+    """Store one metric of a delivery; False when that metric was already stored for it."""
+    cursor = connection.execute(
+        "INSERT OR IGNORE INTO delivery_metrics (delivery_id, metric, device_token, timestamp, "
+        "received_at, source) VALUES (?, ?, ?, ?, ?, ?)",
+        (delivery_id, metric, device_token, timestamp, now, source),
+    )
+    return cursor.rowcount == 1
+
+
+def claim_message(
+    connection: sqlite3.Connection, message_id: str, message_type: str, now: float
+) -> bool:
+    """Record a CDP messageId; False when it was processed before and must be skipped."""
+    cursor = connection.execute(
+        "INSERT OR IGNORE INTO cdp_messages (message_id, type, received_at) VALUES (?, ?, ?)",
+        (message_id, message_type, now),
+    )
+    return cursor.rowcount == 1

@@ -1,0 +1,126 @@
+"""The backend's counters and their Prometheus text exposition (format version 0.0.4)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Upper bounds of the write batch size histogram (writes per commit).
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**labels: str) -> str:
+    pairs = (f'{name}="{_escape(value)}"' for name, value in labels.items())
+    return "{" + ",".join(pairs) + "}"
+
+
+class Metrics:
+    """Counters that the handlers and the store's writer update, rendered for ``/metrics``.
+
+    Every method is safe to call from the writer thread as well as from the event loop.
+    """
+
+    def __init__(self, queue_depth: Callable[[], int] = lambda: 0) -> None:
+        self.queue_depth = queue_depth
+        self._lock = threading.Lock()
+        self._requests: Counter[tuple[str, str, int]] = Counter()
+        self._events: Counter[str] = Counter()
+        self._duplicates: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+        self._rate_limited: Counter[str] = Counter()
+        self._batch_buckets = [0] * len(BATCH_SIZE_BUCKETS)
+        self._batch_count = 0
+        self._batch_sum = 0
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        with self._lock:
+            self._requests[(route, method, status)] += 1
+
+    def count_event(self, source: str) -> None:
+        with self._lock:
+            self._events[source] += 1
+
+    def count_duplicate(self, source: str) -> None:
+        with self._lock:
+            self._duplicates[source] += 1
+
+    def count_dropped(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self._dropped[reason] += count
+
+    def count_rate_limited(self, api: str) -> None:
+        with self._lock:
+            self._rate_limited[api] += 1
+
+    def observe_batch(self, size: int) -> None:
+        with self._lock:
+            self._batch_count += 1
+            self._batch_sum += size
+            for index, bound in enumerate(BATCH_SIZE_BUCKETS):
+                if size <= bound:
+                    self._batch_buckets[index] += 1
+
+    def render(self) -> str:
+        """Return every metric in the Prometheus text format."""
+        with self._lock:
+            lines = [
+                "# HELP pushsim_backend_requests_total HTTP requests by route, method and status.",
+                "# TYPE pushsim_backend_requests_total counter",
+            ]
+            for (route, method, status), count in sorted(self._requests.items()):
+                labels = _labels(route=route, method=method, status=str(status))
+                lines.append(f"pushsim_backend_requests_total{labels} {count}")
+
+            lines += [
+                "# HELP pushsim_backend_events_stored_total Events stored, by intake API.",
+                "# TYPE pushsim_backend_events_stored_total counter",
+            ]
+            for source, count in sorted(self._events.items()):
+                lines.append(f"pushsim_backend_events_stored_total{_labels(api=source)} {count}")
+
+            lines += [
+                "# HELP pushsim_backend_duplicates_total Messages skipped as already processed.",
+                "# TYPE pushsim_backend_duplicates_total counter",
+            ]
+            for source, count in sorted(self._duplicates.items()):
+                lines.append(f"pushsim_backend_duplicates_total{_labels(api=source)} {count}")
+
+            lines += [
+                "# HELP pushsim_backend_dropped_total CDP messages dropped, by reason.",
+                "# TYPE pushsim_backend_dropped_total counter",
+            ]
+            for reason, count in sorted(self._dropped.items()):
+                lines.append(f"pushsim_backend_dropped_total{_labels(reason=reason)} {count}")
+
+            lines += [
+                "# HELP pushsim_backend_rate_limited_total Requests answered 429, by intake API.",
+                "# TYPE pushsim_backend_rate_limited_total counter",
+            ]
+            for api, count in sorted(self._rate_limited.items()):
+                lines.append(f"pushsim_backend_rate_limited_total{_labels(api=api)} {count}")
+
+            lines += [
+                "# HELP pushsim_backend_write_batch_size Writes committed per SQLite transaction.",
+                "# TYPE pushsim_backend_write_batch_size histogram",
+            ]
+            for bound, count in zip(BATCH_SIZE_BUCKETS, self._batch_buckets, strict=True):
+                lines.append(f'pushsim_backend_write_batch_size_bucket{{le="{bound}"}} {count}')
+            lines.append(
+                f'pushsim_backend_write_batch_size_bucket{{le="+Inf"}} {self._batch_count}'
+            )
+            lines.append(f"pushsim_backend_write_batch_size_sum {self._batch_sum}")
+            lines.append(f"pushsim_backend_write_batch_size_count {self._batch_count}")
+
+        lines += [
+            "# HELP pushsim_backend_write_queue_depth Writes waiting to be committed.",
+            "# TYPE pushsim_backend_write_queue_depth gauge",
+            f"pushsim_backend_write_queue_depth {self.queue_depth()}",
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,373 @@
+"""The backend's SQLite store: its schema and the group-commit writer.
+
+Every write is a function of a ``sqlite3.Connection`` that runs on one writer thread. The writer
+takes the writes queued since its last commit, runs each inside its own savepoint and commits
+them in one transaction. ``Store.write`` returns only after that commit, so a write that a
+request acknowledged survives a restart of the process.
+
+Reads run on a separate connection in WAL mode. A read started after a write returned sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WriteOp = Callable[[sqlite3.Connection], T]
+
+SCHEMA_VERSION = 1
+
+# Times are wall Unix seconds (REAL) throughout. JSON columns hold objects encoded as text.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- A profile is a person (customer_id set) or an anonymous visitor (customer_id NULL).
+-- A merged profile keeps its row, and merged_into names the profile that absorbed it.
+CREATE TABLE IF NOT EXISTS profiles (
+    id INTEGER PRIMARY KEY,
+    customer_id TEXT UNIQUE,
+    email TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    merged_into INTEGER REFERENCES profiles(id)
+);
+
+-- Every identifier the backend has seen, pointing at the live profile that owns it.
+CREATE TABLE IF NOT EXISTS identities (
+    kind TEXT NOT NULL CHECK (kind IN ('id', 'email', 'anonymous_id')),
+    value TEXT NOT NULL,
+    profile_id INTEGER NOT NULL REFERENCES profiles(id),
+    created_at REAL NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+CREATE INDEX IF NOT EXISTS identities_by_profile ON identities (profile_id);
+
+CREATE TABLE IF NOT EXISTS merges (
+    id INTEGER PRIMARY KEY,
+    primary_profile INTEGER NOT NULL REFERENCES profiles(id),
+    secondary_profile INTEGER NOT NULL REFERENCES profiles(id),
+    reason TEXT NOT NULL,
+    merged_at REAL NOT NULL
+);
+
+-- One row per device token. A token belongs to one profile at a time.
+CREATE TABLE IF NOT EXISTS devices (
+    token TEXT PRIMARY KEY,
+    profile_id INTEGER NOT NULL REFERENCES profiles(id),
+    platform TEXT NOT NULL,
+    last_used REAL,
+    first_registered_at REAL NOT NULL,
+    registered_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    push_enabled INTEGER,
+    push_enabled_at REAL,
+    app_version TEXT,
+    os_version TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deleted', 'pruned')),
+    status_reason TEXT,
+    status_at REAL
+);
+CREATE INDEX IF NOT EXISTS devices_by_profile ON devices (profile_id, status);
+
+-- Every change of a token's owner or status, so ownership at any past time can be answered.
+CREATE TABLE IF NOT EXISTS device_history (
+    id INTEGER PRIMARY KEY,
+    token TEXT NOT NULL,
+    profile_id INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS device_history_by_token ON device_history (token, at);
+
+-- id grows with every insert, so a journey engine can follow new events with id > last seen.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    profile_id INTEGER REFERENCES profiles(id),
+    anonymous_id TEXT,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}',
+    timestamp REAL NOT NULL,
+    received_at REAL NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('track', 'cdp')),
+    dedupe_id TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_dedupe_id
+    ON events (source, dedupe_id) WHERE dedupe_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_profile ON events (profile_id, name, timestamp);
+
+CREATE TABLE IF NOT EXISTS delivery_metrics (
+    id INTEGER PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    device_token TEXT,
+    timestamp REAL NOT NULL,
+    received_at REAL NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('track', 'cdp')),
+    UNIQUE (delivery_id, metric)
+);
+
+-- CDP messageIds already processed, so a retried message is acknowledged and not applied twice.
+CREATE TABLE IF NOT EXISTS cdp_messages (
+    message_id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+
+-- One row per journey entry. The journey engine owns state and outcome.
+CREATE TABLE IF NOT EXISTS journey_runs (
+    id INTEGER PRIMARY KEY,
+    journey TEXT NOT NULL,
+    profile_id INTEGER NOT NULL REFERENCES profiles(id),
+    trigger_event_id INTEGER REFERENCES events(id),
+    state TEXT NOT NULL,
+    due_at REAL,
+    sent_at REAL,
+    outcome TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (journey, trigger_event_id)
+);
+CREATE INDEX IF NOT EXISTS journey_runs_by_due ON journey_runs (state, due_at);
+CREATE INDEX IF NOT EXISTS journey_runs_by_profile ON journey_runs (profile_id, journey);
+
+-- Every epoch posted to the control endpoint. The latest row is the run's epoch.
+CREATE TABLE IF NOT EXISTS epochs (
+    id INTEGER PRIMARY KEY,
+    wall_t0 REAL NOT NULL,
+    sim_t0 REAL NOT NULL,
+    time_scale REAL NOT NULL,
+    run_key TEXT,
+    shard_count INTEGER,
+    posted_at REAL NOT NULL
+);
+"""
+
+
+class StoreClosedError(RuntimeError):
+    """Raised by a write that arrives after the store began to close."""
+
+
+class _Stop:
+    """Queue marker after which the writer commits its current batch and exits."""
+
+
+_STOP = _Stop()
+
+
+class _PendingWrite:
+    __slots__ = ("op", "future", "loop")
+
+    def __init__(self, op: WriteOp, future: asyncio.Future, loop: asyncio.AbstractEventLoop):
+        self.op = op
+        self.future = future
+        self.loop = loop
+
+
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """Open a connection in autocommit mode with WAL, so transactions are explicit."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.row_factory = sqlite3.Row
+    # A reader waits this long (ms) for the writer's checkpoint instead of failing at once.
+    connection.execute("PRAGMA busy_timeout = 5000")
+    connection.execute("PRAGMA foreign_keys = ON")
+    if not read_only:
+        connection.execute("PRAGMA journal_mode = WAL")
+        # FULL syncs the WAL at every commit. Group commit pays that once per batch.
+        connection.execute("PRAGMA synchronous = FULL")
+    return connection
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Store:
+    """The backend's SQLite database with one group-commit writer and a pool of readers.
+
+    ``on_batch`` is called on the writer thread with the size of every committed batch.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batch_max: int = 500,
+        linger_seconds: float = 0.002,
+        on_batch: Callable[[int], None] | None = None,
+        readers: int = 2,
+    ) -> None:
+        self.path = Path(path)
+        self.batch_max = batch_max
+        self.linger_seconds = linger_seconds
+        self._on_batch = on_batch
+        self._queue: queue.SimpleQueue[_PendingWrite | _Stop] = queue.SimpleQueue()
+        self._queued = 0
+        self._closing = False
+        self._lock = threading.Lock()
+        self._writer_connection: sqlite3.Connection | None = None
+        self._writer_thread: threading.Thread | None = None
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._reader_local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
+
+    @property
+    def queue_depth(self) -> int:
+        """Number of writes waiting for the writer or inside its current batch."""
+        return self._queued
+
+    def open(self) -> None:
+        """Create the schema if needed and start the writer thread."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = connect(self.path)
+        connection.executescript(SCHEMA)
+        connection.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        self._writer_connection = connection
+        self._writer_thread = threading.Thread(
+            target=self._run_writer, name="store-writer", daemon=True
+        )
+        self._writer_thread.start()
+        log.info("store opened at %s", self.path)
+
+    async def write(self, op: WriteOp[T]) -> T:
+        """Run ``op`` on the writer thread and return its result once its batch has committed.
+
+        An exception raised by ``op`` rolls back only that op's changes and is raised here.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        with self._lock:
+            if self._closing:
+                raise StoreClosedError(f"store {self.path} is closing: the write was not applied")
+            self._queued += 1
+            self._queue.put(_PendingWrite(op, future, loop))
+        return await future
+
+    async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``query`` inside one read transaction, so it sees a single consistent snapshot."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, query)
+
+    async def close(self) -> None:
+        """Commit every write queued so far, stop the writer and close all connections."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._queue.put(_STOP)
+        if self._writer_thread is not None:
+            await asyncio.to_thread(self._writer_thread.join)
+        self._readers.shutdown(wait=True)
+        for connection in self._reader_connections:
+            connection.close()
+        if self._writer_connection is not None:
+            self._writer_connection.close()
+        log.info("store closed at %s", self.path)
+
+    def _run_read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        connection = getattr(self._reader_local, "connection", None)
+        if connection is None:
+            connection = connect(self.path, read_only=True)
+            self._reader_local.connection = connection
+            with self._lock:
+                self._reader_connections.append(connection)
+        connection.execute("BEGIN")
+        try:
+            return query(connection)
+        finally:
+            connection.execute("COMMIT")
+
+    def _run_writer(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if isinstance(first, _Stop):
+                break
+            batch, stopping = self._collect_batch(first)
+            self._commit(batch)
+
+    def _collect_batch(self, first: _PendingWrite) -> tuple[list[_PendingWrite], bool]:
+        """Gather up to ``batch_max`` writes, lingering briefly once the queue runs empty."""
+        batch = [first]
+        deadline = None
+        while len(batch) < self.batch_max:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                if deadline is None:
+                    deadline = time.monotonic() + self.linger_seconds
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if isinstance(item, _Stop):
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _commit(self, batch: list[_PendingWrite]) -> None:
+        connection = self._writer_connection
+        assert connection is not None
+        outcomes: list[tuple[_PendingWrite, Any, BaseException | None]] = []
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for pending in batch:
+                outcomes.append(self._apply(connection, pending))
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            log.error("commit of a batch of %d writes failed: %s", len(batch), error)
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            outcomes = [(pending, None, error) for pending in batch]
+
+        with self._lock:
+            self._queued -= len(batch)
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        for pending, result, error in outcomes:
+            try:
+                pending.loop.call_soon_threadsafe(_settle, pending.future, result, error)
+            except RuntimeError:
+                # The caller's event loop closed first, so no caller waits for this result.
+                log.warning("write committed after its event loop closed")
+
+    @staticmethod
+    def _apply(
+        connection: sqlite3.Connection, pending: _PendingWrite
+    ) -> tuple[_PendingWrite, Any, BaseException | None]:
+        connection.execute("SAVEPOINT write_op")
+        try:
+            result = pending.op(connection)
+        except Exception as error:  # the op's caller receives the error through its future
+            connection.execute("ROLLBACK TO write_op")
+            connection.execute("RELEASE write_op")
+            return pending, None, error
+        connection.execute("RELEASE write_op")
+        return pending, result, None
