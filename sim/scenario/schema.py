@@ -64,6 +64,14 @@ class Clock:
 
 
 @dataclass
+class LogNormal:
+    """A lognormal distribution given by its median and the sigma of its logarithm."""
+
+    median: Duration = setting(3600.0, "median")
+    sigma: NonNegative = setting(1.0, "standard deviation of the natural logarithm")
+
+
+@dataclass
 class Spike:
     """A burst of installs, such as a launch at 09:00 local time."""
 
@@ -112,6 +120,10 @@ class Population:
     )
     multi_device: Probability = setting(0.1, "share of people who use the app on two devices")
     shared_device: Probability = setting(0.05, "share of devices shared by two people")
+    second_device_delay: LogNormal = setting(
+        LogNormal(median=3 * 86400.0, sigma=1.0),
+        "time from a multi-device person's first install to the install on their second device",
+    )
 
 
 @dataclass
@@ -142,14 +154,6 @@ class Rotation:
     fcm_refresh: NonNegative = setting(0.03, "FCM registration-token refreshes (Android only)")
     os_update: NonNegative = setting(0.02, "OS updates that issue a new token")
     restore: NonNegative = setting(0.005, "restores of a backup to a new phone")
-
-
-@dataclass
-class LogNormal:
-    """A lognormal distribution given by its median and the sigma of its logarithm."""
-
-    median: Duration = setting(3600.0, "median")
-    sigma: NonNegative = setting(1.0, "standard deviation of the natural logarithm")
 
 
 @dataclass
