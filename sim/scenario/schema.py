@@ -206,11 +206,14 @@ class Products:
     )
 
 
+# Tuned so that, solved as an absorbing Markov chain, 70.0% of carts end their session without
+# an order (Baymard Institute's average of about 50 studies is 70.19%), with about 6.8 events
+# per session (the OTTO recsys dataset, 2022, has a median of 6).
 DEFAULT_TRANSITIONS: dict[str, dict[str, float]] = {
     "session_start": {"product_viewed": 0.9},
-    "product_viewed": {"product_viewed": 0.8, "added_to_cart": 0.07},
-    "added_to_cart": {"product_viewed": 0.45, "added_to_cart": 0.1, "checkout_started": 0.3},
-    "checkout_started": {"order_completed": 0.55, "product_viewed": 0.15},
+    "product_viewed": {"product_viewed": 0.8, "added_to_cart": 0.08},
+    "added_to_cart": {"product_viewed": 0.45, "added_to_cart": 0.1, "checkout_started": 0.35},
+    "checkout_started": {"order_completed": 0.6, "product_viewed": 0.15},
     "order_completed": {"product_viewed": 0.2},
 }
 FUNNEL_STATES = ("session_start", "product_viewed", "added_to_cart", "checkout_started",
