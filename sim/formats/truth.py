@@ -1,0 +1,229 @@
+"""The truth ledger: what really happened in a run, one JSON object per line.
+
+The model writes it through a sink; the driver and the oracle read it back. Every record carries
+``v`` (the schema version), ``kind``, ``at`` (simulated seconds since the run's start), ``group``
+and ``seq`` (the group's own counter), so ``(at, group, seq)`` is the canonical order of records
+from any number of shards. Kinds and their extra fields:
+
+- ``sdk_call``: ``method``, ``status`` (sent, dropped or planned), ``device``, ``person`` (the
+  true person at the phone), ``anonymous_id``, ``user_id`` (the identity the SDK sent, or null),
+  ``token``, ``event``, ``properties``, ``attributes``, ``fault`` (injected fault label or null).
+- ``install`` and ``uninstall``: ``device``, ``platform``, ``anonymous_id``.
+- ``token_issued``: ``device``, ``token``, ``platform``, ``reason`` (install, reinstall,
+  fcm_refresh, os_update, restore).
+- ``token_died``: ``device``, ``token``, ``reason`` (rotation cause, reinstall, uninstall),
+  ``reported_at`` (when the push service starts saying so).
+- ``permission``: ``device``, ``state`` (granted, denied, not_determined), ``prompted``.
+- ``device_user``: ``device``, ``person`` (who uses the phone from ``at`` on).
+- ``cart``: ``cart_id``, ``device``, ``person``, ``origin``; ``cart_closed``: ``cart_id``,
+  ``outcome`` (ordered or abandoned); ``order``: ``order_id``, ``cart_id``, ``value``, ``via``.
+- ``latent``: ``cart_id``, ``buy_anyway_at`` (simulated seconds, or null for never).
+- ``reaction``: ``delivery_id``, ``token``, ``device``, ``person``, ``step`` (received,
+  displayed, suppressed, opened, converted), ``detail``.
+
+Example::
+
+    with TruthWriter("truth.jsonl.gz") as ledger:
+        ledger.write({"kind": "install", "at": 0.0, "group": 1, "seq": 0, "device": "d1-0"})
+    view = TruthView.load(["truth.jsonl.gz"])
+    view.token_owner(token, at=3600.0)
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+SCHEMA_VERSION = 1
+
+KINDS = (
+    "sdk_call",
+    "install",
+    "uninstall",
+    "token_issued",
+    "token_died",
+    "permission",
+    "device_user",
+    "cart",
+    "cart_closed",
+    "order",
+    "latent",
+    "reaction",
+)
+
+
+def canonical_key(record: dict) -> tuple[float, int, int]:
+    """Return the sort key that orders records of any set of shards the same way."""
+    return (record["at"], record["group"], record["seq"])
+
+
+def encode(record: dict) -> str:
+    """Return the record as one compact JSON line without the newline."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+
+class TruthWriter:
+    """Append-only JSON Lines file of truth records, gzip-compressed when the name ends in .gz.
+
+    Records are written as they come and never held, so a long run uses constant memory.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        raw: IO[Any]
+        if self.path.suffix == ".gz":
+            # mtime=0 keeps the compressed bytes the same for the same records.
+            raw = gzip.GzipFile(self.path, "wb", mtime=0)
+        else:
+            raw = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._stream = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        record.setdefault("v", SCHEMA_VERSION)
+        self._stream.write(encode(record))
+        self._stream.write("\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> TruthWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_records(path: str | Path) -> Iterator[dict]:
+    """Yield the records of one ledger file, raising ValueError on a newer schema version."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            version = record.get("v", SCHEMA_VERSION)
+            if version > SCHEMA_VERSION:
+                raise ValueError(
+                    f"{path}:{number}: truth schema version {version} is newer than "
+                    f"{SCHEMA_VERSION}: upgrade pushsim to read this ledger"
+                )
+            yield record
+
+
+@dataclass
+class _Interval:
+    """A span of simulated time, open at the end while ``end`` is None."""
+
+    start: float
+    end: float | None = None
+
+    def contains(self, at: float) -> bool:
+        return self.start <= at and (self.end is None or at < self.end)
+
+
+@dataclass
+class _Timeline:
+    """Values that hold from each change time until the next, searchable by time."""
+
+    times: list[float] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+
+    def set(self, at: float, value: Any) -> None:
+        self.times.append(at)
+        self.values.append(value)
+
+    def at(self, at: float, default: Any = None) -> Any:
+        index = bisect.bisect_right(self.times, at) - 1
+        return self.values[index] if index >= 0 else default
+
+
+@dataclass(frozen=True)
+class TokenOwner:
+    """The device holding a token at an instant, and the person using that device."""
+
+    device: str
+    person: str | None
+
+
+class TruthView:
+    """Questions over a truth ledger: token ownership, installs and permission at a time.
+
+    It indexes token lifetimes, installs, permission and device users, not SDK calls, so it
+    stays small next to the ledger it reads.
+    """
+
+    def __init__(self) -> None:
+        self.token_lives: dict[str, list[tuple[str, _Interval]]] = {}
+        self.installs: dict[str, list[_Interval]] = {}
+        self.permission: dict[str, _Timeline] = {}
+        self.users: dict[str, _Timeline] = {}
+
+    @classmethod
+    def load(cls, paths: Iterable[str | Path]) -> TruthView:
+        """Index the ledgers of every shard of a run, in canonical order."""
+        records = [r for path in paths for r in read_records(path) if r["kind"] != "sdk_call"]
+        records.sort(key=canonical_key)
+        view = cls()
+        for record in records:
+            view.add(record)
+        return view
+
+    def add(self, record: dict) -> None:
+        """Fold one record into the index; records must come in canonical order."""
+        kind, at = record["kind"], record["at"]
+        if kind == "token_issued":
+            self.token_lives.setdefault(record["token"], []).append(
+                (record["device"], _Interval(at))
+            )
+        elif kind == "token_died":
+            lives = self.token_lives.get(record["token"], [])
+            if lives and lives[-1][1].end is None:
+                lives[-1][1].end = at
+        elif kind == "install":
+            self.installs.setdefault(record["device"], []).append(_Interval(at))
+        elif kind == "uninstall":
+            spans = self.installs.get(record["device"], [])
+            if spans and spans[-1].end is None:
+                spans[-1].end = at
+            self.permission.setdefault(record["device"], _Timeline()).set(at, "not_determined")
+        elif kind == "permission":
+            self.permission.setdefault(record["device"], _Timeline()).set(at, record["state"])
+        elif kind == "device_user":
+            self.users.setdefault(record["device"], _Timeline()).set(at, record["person"])
+
+    def token_owners(self, token: str, at: float) -> list[TokenOwner]:
+        """Return every device that held ``token`` at ``at``; a sound ledger has at most one."""
+        owners = []
+        for device, life in self.token_lives.get(token, []):
+            if life.contains(at):
+                owners.append(TokenOwner(device, self.person_using(device, at)))
+        return owners
+
+    def token_owner(self, token: str, at: float) -> TokenOwner | None:
+        """Return the device and person that held ``token`` at ``at``, or None."""
+        owners = self.token_owners(token, at)
+        return owners[0] if owners else None
+
+    def installed(self, device: str, at: float) -> bool:
+        """Tell whether the app was installed on ``device`` at ``at``."""
+        return any(span.contains(at) for span in self.installs.get(device, []))
+
+    def permission_granted(self, device: str, at: float) -> bool:
+        """Tell whether ``device`` had push permission at ``at``."""
+        timeline = self.permission.get(device)
+        return timeline is not None and timeline.at(at) == "granted"
+
+    def person_using(self, device: str, at: float) -> str | None:
+        """Return the person using ``device`` at ``at``, or None before its first user."""
+        timeline = self.users.get(device)
+        return timeline.at(at) if timeline else None

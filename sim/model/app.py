@@ -1,0 +1,191 @@
+"""The app on one phone: its install, device token, permission, identity and the SDK calls it makes.
+
+Every SDK call leaves through ``Device.send``, which stamps it with the group's sequence and
+the truth (the person at the phone), and hands it to the SDK port. The SDK faults that change
+what a call looks like are applied here, where a real SDK would make the mistake.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING, Any
+
+from sim.model.ports import SdkCall
+
+if TYPE_CHECKING:
+    from sim.model.group import ShopperGroup
+    from sim.model.people import Person
+
+# Permission states of a device; "unasked" means the app has not prompted since it was installed.
+UNASKED, GRANTED, DENIED, NOT_DETERMINED = "unasked", "granted", "denied", "not_determined"
+
+PRODUCT_EVENTS = frozenset({"product_viewed", "added_to_cart"})
+
+
+class Device:
+    """One phone with the app: state that the SDK and the push services see."""
+
+    __slots__ = (
+        "group",
+        "index",
+        "device_id",
+        "platform",
+        "os_version",
+        "app_version",
+        "prompts_for_push",
+        "user",
+        "users",
+        "installed",
+        "installed_at",
+        "install_count",
+        "anonymous_id",
+        "identified",
+        "token",
+        "registered",
+        "token_stuck",
+        "sync_deferred",
+        "next_track_anonymous",
+        "permission",
+        "permission_at",
+        "value_moment_seen",
+        "session_rate",
+        "handover",
+        "fresh",
+        "agenda",
+        "last_product",
+        "session_origin",
+    )
+
+    def __init__(self, group: ShopperGroup, index: int, platform: str, user: Person):
+        self.group = group
+        self.index = index
+        self.device_id = f"d{group.group_id}-{index}"
+        self.platform = platform
+        self.os_version = ""
+        self.app_version = ""
+        # Android below 13 grants push permission without a prompt.
+        self.prompts_for_push = True
+        self.user = user
+        self.users: list[Person] = [user]
+        self.installed = False
+        self.installed_at = 0.0
+        self.install_count = 0
+        self.anonymous_id = ""
+        self.identified: str | None = None
+        self.token: str | None = None
+        # What the backend was last told: (token, user_id, push_enabled), or None.
+        self.registered: tuple | None = None
+        self.token_stuck = False
+        self.sync_deferred = False
+        self.next_track_anonymous = False
+        self.permission = UNASKED
+        self.permission_at: float | None = None
+        self.value_moment_seen = False
+        self.session_rate = 0.0
+        self.handover = False
+        # True from an install until its first session sends Application Installed.
+        self.fresh = False
+        # Heap of (time, tie-breaker, kind, payload) for return visits and reorders.
+        self.agenda: list[tuple] = []
+        self.last_product = None
+        self.session_origin = "organic"
+
+    @property
+    def push_enabled(self) -> bool:
+        return self.permission == GRANTED
+
+    def send(
+        self,
+        at: float,
+        method: str,
+        *,
+        event: str | None = None,
+        properties: dict[str, Any] | None = None,
+        attributes: dict[str, Any] | None = None,
+        token: str | None = None,
+        anonymous: bool = False,
+        fault: str | None = None,
+    ) -> None:
+        """Make one SDK call as this app, at simulated time ``at``."""
+        group = self.group
+        group.seq += 1
+        call = SdkCall(
+            at,
+            group.group_id,
+            group.seq,
+            method,
+            self.device_id,
+            self.user.person_id,
+            self.anonymous_id,
+            None if anonymous else self.identified,
+            token,
+            event,
+            properties,
+            attributes,
+            fault,
+        )
+        group.world.sdk_methods[method](call)
+
+    def track(self, at: float, name: str, properties: dict[str, Any] | None = None) -> None:
+        """Track event ``name`` the way this app's SDK sends it, faults included."""
+        world = self.group.world
+        world.stats.events[name] += 1
+        world.observe(self, at, name, properties)
+        fault = None
+        dice = world.faults
+
+        if name == "added_to_cart" and self.platform == "ios":
+            if dice.roll("event_name_drift", self.group.streams):
+                name, fault = "add_to_cart", "event_name_drift"
+        if name in PRODUCT_EVENTS or name == "add_to_cart":
+            if dice.roll("sku_as_object", self.group.streams):
+                properties = dict(properties or {})
+                properties["sku"] = {"id": properties.get("sku")}
+                fault = "sku_as_object"
+
+        if self.identified is None:
+            self.send(at, "anonymous_track", event=name, properties=properties, fault=fault)
+        elif self.next_track_anonymous:
+            # The SDK's identify had not landed yet, so the event goes out as anonymous.
+            self.next_track_anonymous = False
+            self.send(
+                at,
+                "anonymous_track",
+                event=name,
+                properties=properties,
+                anonymous=True,
+                fault="anonymous_track_after_identify",
+            )
+        else:
+            self.send(at, "track", event=name, properties=properties, fault=fault)
+
+    def sync_token(self, at: float) -> None:
+        """Register the device token if the backend's view of it is out of date."""
+        if not self.installed or self.token is None or self.token_stuck or self.sync_deferred:
+            return
+        state = (self.token, self.identified, self.push_enabled)
+        if state == self.registered:
+            return
+        self.registered = state
+        self.send(
+            at,
+            "register_token",
+            token=self.token,
+            attributes={
+                "platform": self.platform,
+                "push_enabled": self.push_enabled,
+                "push_enabled_at": self.permission_at if self.push_enabled else None,
+                "app_version": self.app_version,
+                "os_version": self.os_version,
+                "device_id": self.device_id,
+            },
+        )
+
+    def set_user(self, at: float, person: Person) -> None:
+        """Make ``person`` the one using the phone from ``at`` on."""
+        self.user = person
+        self.group.record(at, "device_user", device=self.device_id, person=person.person_id)
+
+    def schedule(self, at: float, kind: str, payload: object) -> None:
+        """Add a return visit or a reorder at ``at`` to the device's agenda."""
+        heapq.heappush(self.agenda, (at, self.group.next_tiebreak(), kind, payload))

@@ -1,0 +1,129 @@
+"""The model's two ports: what the app's SDK sends, and what the push services learn and deliver.
+
+The model is written against these protocols only. ``pushsim plan`` binds them to a recorder;
+the live driver binds the same model to HTTP and to the gateways' inbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# SDK methods, in the order the SDK port declares them.
+SDK_METHODS = (
+    "identify",
+    "register_token",
+    "delete_token",
+    "track",
+    "anonymous_track",
+    "clear_identity",
+    "push_metric",
+)
+
+
+@dataclass(slots=True)
+class SdkCall:
+    """One call the app's SDK makes, with the truth behind it.
+
+    ``at`` is simulated seconds since the run's start; ``(at, group_id, seq)`` orders calls
+    canonically. ``user_id`` is the identity the SDK sends (None while anonymous), ``person``
+    the true person at the phone, and ``fault`` the injected fault label, if any.
+    """
+
+    at: float
+    group_id: int
+    seq: int
+    method: str
+    device: str
+    person: str
+    anonymous_id: str
+    user_id: str | None
+    token: str | None = None
+    event: str | None = None
+    properties: dict[str, Any] | None = None
+    attributes: dict[str, Any] | None = None
+    fault: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """Return the call as a dict with a fixed key order, for hashing and JSON Lines."""
+        return {
+            "at": self.at,
+            "group": self.group_id,
+            "seq": self.seq,
+            "method": self.method,
+            "device": self.device,
+            "person": self.person,
+            "anonymous_id": self.anonymous_id,
+            "user_id": self.user_id,
+            "token": self.token,
+            "event": self.event,
+            "properties": self.properties,
+            "attributes": self.attributes,
+            "fault": self.fault,
+        }
+
+
+class SdkPort(Protocol):
+    """What the app's SDK sends to the push backend; one method per SDK call."""
+
+    def identify(self, call: SdkCall) -> None: ...
+
+    def register_token(self, call: SdkCall) -> None: ...
+
+    def delete_token(self, call: SdkCall) -> None: ...
+
+    def track(self, call: SdkCall) -> None: ...
+
+    def anonymous_track(self, call: SdkCall) -> None: ...
+
+    def clear_identity(self, call: SdkCall) -> None: ...
+
+    def push_metric(self, call: SdkCall) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInvalidation:
+    """A device token that stopped working, as Apple or Google learn it from the phone.
+
+    ``died_at`` is when the token stopped reaching the app and ``reported_at`` when the push
+    service starts answering that it is unregistered; both are simulated seconds since the
+    run's start. ``reason`` is fcm_refresh, os_update, restore, reinstall or uninstall.
+    """
+
+    token: str
+    platform: str
+    group_id: int
+    reason: str
+    died_at: float
+    reported_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A push the push service hands to the phone that owns ``token``."""
+
+    delivery_id: str
+    token: str
+    payload: dict[str, Any]
+
+
+class DeviceCloudPort(Protocol):
+    """What Apple and Google learn from the phones: token invalidations, sent as they happen.
+
+    Deliveries travel the other way, into ``World.deliver``.
+    """
+
+    def invalidate(self, invalidation: TokenInvalidation) -> None: ...
+
+
+class TruthSink(Protocol):
+    """Where the model writes truth records (see ``sim.formats.truth``) as they happen."""
+
+    def write(self, record: dict) -> None: ...
+
+
+class NullTruth:
+    """A truth sink that drops every record, for runs that need no ledger."""
+
+    def write(self, record: dict) -> None:
+        pass

@@ -1,0 +1,35 @@
+"""The shop's catalogue as the model draws from it: SKUs with a category and a price."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.scenario.schema import Products
+
+# Spawn key of the catalogue's stream, apart from every group's streams.
+_CATALOGUE_KEY = 0xCA7A
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    """One SKU with its category and price in the shop's currency."""
+
+    sku: str
+    category: str
+    price: float
+
+
+def build_catalogue(products: Products, seed: int) -> list[Product]:
+    """Return ``products.count`` products with seeded prices, the same for the same seed."""
+    rng = np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([seed], spawn_key=(_CATALOGUE_KEY,)))
+    )
+    count = max(products.count, 1)
+    prices = products.price.median * np.exp(products.price.sigma * rng.standard_normal(count))
+    categories = max(products.categories, 1)
+    return [
+        Product(f"SKU-{i:05d}", f"category-{i % categories:02d}", round(float(p), 2))
+        for i, p in enumerate(prices)
+    ]

@@ -1,0 +1,77 @@
+"""The plan's binding of both ports: it records SDK calls and token invalidations, sending nothing.
+
+Calls are hashed in canonical order, ``(at, group, seq)``, so a run's plan hash does not depend
+on how SimPy interleaved groups, and the calls of several shards merge into the same stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections import Counter
+from pathlib import Path
+from typing import IO
+
+from sim.formats.truth import encode
+from sim.model.ports import SdkCall, TokenInvalidation, TruthSink
+
+# Calls reach the recorder at the model's own times, which trail the environment's clock by
+# rounding error only, so anything older than this many simulated seconds is safe to release.
+_RELEASE_MARGIN = 1.0
+_RELEASE_EVERY = 4096
+
+
+class PlanRecorder:
+    """An SDK port and device-cloud port that count, hash and optionally write each call."""
+
+    def __init__(self, events: IO[str] | None = None, truth: TruthSink | None = None):
+        self.events = events
+        self.truth = truth
+        self.calls: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.invalidations: Counter[str] = Counter()
+        self.total = 0
+        self._pending: list[tuple[float, int, int, str]] = []
+        self._latest = 0.0
+        self._hash = hashlib.sha256()
+
+    def _record(self, call: SdkCall) -> None:
+        self.total += 1
+        self.calls[call.method] += 1
+        if call.fault:
+            self.faults[call.fault] += 1
+        record = call.to_record()
+        heapq.heappush(self._pending, (call.at, call.group_id, call.seq, encode(record)))
+        if self.truth is not None:
+            self.truth.write({"v": 1, "kind": "sdk_call", "status": "planned", **record})
+        if call.at > self._latest:
+            self._latest = call.at
+        if len(self._pending) >= _RELEASE_EVERY:
+            self._release(self._latest - _RELEASE_MARGIN)
+
+    identify = register_token = delete_token = track = _record
+    anonymous_track = clear_identity = push_metric = _record
+
+    def invalidate(self, invalidation: TokenInvalidation) -> None:
+        self.invalidations[invalidation.reason] += 1
+
+    def _release(self, before: float) -> None:
+        pending = self._pending
+        while pending and pending[0][0] < before:
+            line = heapq.heappop(pending)[3]
+            self._hash.update(line.encode())
+            self._hash.update(b"\n")
+            if self.events is not None:
+                self.events.write(line)
+                self.events.write("\n")
+
+    def finish(self) -> str:
+        """Release every held call and return the plan hash (sha256 hex) of the stream."""
+        self._release(float("inf"))
+        return self._hash.hexdigest()
+
+
+def write_events(path: Path) -> IO[str]:
+    """Open the SDK call stream file for writing, one JSON object per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - the caller closes it

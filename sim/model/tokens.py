@@ -1,0 +1,94 @@
+"""Device-token lifetimes: issue, rotation, death, and the late report of a dead token.
+
+Tokens are self-describing (``sim.formats.tokens``): each carries its group and a sequence
+number, so a token parses back to its group without a lookup table.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sim.formats.tokens import issue_token
+from sim.model.ports import TokenInvalidation
+
+if TYPE_CHECKING:
+    from sim.model.app import Device
+
+# Rotation rates in the scenario are per device per 30 simulated days.
+ROTATION_PERIOD = 30 * 86400.0
+ROTATION_CAUSES = ("fcm_refresh", "os_update", "restore")
+
+
+def rotation_rates(device: Device) -> list[float]:
+    """Return the rate per simulated second of each rotation cause on ``device``."""
+    rotation = device.group.world.scenario.tokens.rotation
+    fcm = rotation.fcm_refresh if device.platform == "android" else 0.0
+    return [
+        fcm / ROTATION_PERIOD,
+        rotation.os_update / ROTATION_PERIOD,
+        rotation.restore / ROTATION_PERIOD,
+    ]
+
+
+def issue(device: Device, at: float, reason: str) -> str:
+    """Give ``device`` a new token, the next in its group's sequence."""
+    group = device.group
+    world = group.world
+    group.token_seq += 1
+    token = issue_token(world.run_key, device.platform, group.group_id, group.token_seq)
+    device.token = token
+    device.token_stuck = False
+    world.stats.tokens_issued[reason] += 1
+    group.record(
+        at,
+        "token_issued",
+        device=device.device_id,
+        token=token,
+        platform=device.platform,
+        reason=reason,
+    )
+    return token
+
+
+def kill(device: Device, at: float, reason: str) -> None:
+    """End the device's current token and report it through the device-cloud port.
+
+    The push service keeps answering 200 for a lognormal delay before it says so.
+    """
+    token = device.token
+    if token is None:
+        return
+    group = device.group
+    world = group.world
+    delay = world.scenario.tokens.unregistered_delay
+    reported_at = at + group.streams.organic.lognormal(delay.median, delay.sigma)
+    device.token = None
+    world.stats.tokens_died[reason] += 1
+    group.record(
+        at,
+        "token_died",
+        device=device.device_id,
+        token=token,
+        reason=reason,
+        reported_at=reported_at,
+    )
+    world.cloud.invalidate(
+        TokenInvalidation(token, device.platform, group.group_id, reason, at, reported_at)
+    )
+
+
+def rotate(device: Device, at: float, cause: str) -> None:
+    """Replace the device's token for ``cause`` and register the new one as the SDK would.
+
+    A correct SDK registers a rotated token at once from its token callback; with the
+    late_background_rotation fault it waits for the next session start.
+    """
+    kill(device, at, cause)
+    issue(device, at, cause)
+    if not device.installed:
+        return
+    world = device.group.world
+    if world.faults.roll("late_background_rotation", device.group.streams):
+        device.sync_deferred = True
+        return
+    device.sync_token(at)

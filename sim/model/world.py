@@ -1,0 +1,91 @@
+"""The world: one run's population on a SimPy environment, bound to its two ports.
+
+Example::
+
+    env = simpy.Environment()
+    recorder = PlanRecorder()
+    world = World(scenario, env, sdk=recorder, cloud=recorder)
+    world.start()
+    env.run(until=world.horizon)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import simpy
+
+from sim.formats.tokens import derive_run_key
+from sim.model import reactions
+from sim.model.arrivals import LocalClock, schedule
+from sim.model.audience import JourneyAudience
+from sim.model.faults import FaultDice
+from sim.model.funnel import FunnelChain
+from sim.model.group import ShopperGroup
+from sim.model.ports import SDK_METHODS, Delivery, DeviceCloudPort, SdkPort, TruthSink
+from sim.model.products import build_catalogue
+from sim.model.stats import RunStats
+from sim.scenario.schema import Scenario
+
+
+class World:
+    """Every shopper group of one shard, on one environment, bound to its ports.
+
+    ``env`` is any SimPy-compatible environment: a ``simpy.Environment`` for a virtual
+    clock, or a scaled real-time one. The model reads time only from it.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        env: simpy.Environment,
+        sdk: SdkPort,
+        cloud: DeviceCloudPort,
+        truth: TruthSink | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ):
+        self.scenario = scenario
+        self.env = env
+        self.sdk = sdk
+        self.sdk_methods = {method: getattr(sdk, method) for method in SDK_METHODS}
+        self.cloud = cloud
+        self.truth = truth
+        self.keep_truth = truth is not None
+        self.shard = shard
+        self.horizon = scenario.clock.duration
+        self.run_key = derive_run_key(scenario.seed)
+
+        self.local_clock = LocalClock(scenario)
+        self.timezone_names = list(scenario.population.timezones)
+        self.schedule = schedule(scenario, self.local_clock)
+        self.catalogue = build_catalogue(scenario.funnel.products, scenario.seed)
+        self.chain = FunnelChain(scenario.funnel)
+        self.faults = FaultDice(scenario.sdk_faults)
+        self.stats = RunStats(self.horizon)
+        self.audiences = [JourneyAudience(self, journey) for journey in scenario.journeys]
+        self.groups: dict[int, ShopperGroup] = {}
+
+    def start(self) -> None:
+        """Start the arrival process; groups join as their installs come due."""
+        self.env.process(self._arrive())
+
+    def _arrive(self) -> Generator[Any, Any, None]:
+        index, count = self.shard
+        for arrival in self.schedule.arrivals(index, count):
+            if arrival.at >= self.horizon:
+                return
+            if arrival.at > self.env.now:
+                yield self.env.timeout(arrival.at - self.env.now)
+            group = ShopperGroup(self, arrival)
+            self.groups[arrival.group_id] = group
+            group.start(arrival.at)
+
+    def observe(self, device, at: float, name: str, properties: dict | None) -> None:
+        """Show one tracked event, under its true name, to the journey audiences."""
+        for audience in self.audiences:
+            audience.observe(device, at, name, properties)
+
+    def deliver(self, delivery: Delivery) -> str:
+        """Hand a push to the phone that owns its token now; see ``reactions.deliver``."""
+        return reactions.deliver(self, delivery)
