@@ -1,0 +1,602 @@
+"""The mock APNs gateway: an asyncio HTTP/2 server built directly on ``h2``.
+
+It serves TLS (with ALPN ``h2``, or with no ALPN at all, as aioapns connects) or cleartext
+HTTP/2 with prior knowledge (h2c). Each request goes to an ``ApnsRules`` object; the server only
+frames the answer: a 200 is one HEADERS frame with END_STREAM, an error is a HEADERS frame and
+exactly one DATA frame carrying ``{"reason": ...}``. Plain ASGI servers add an empty DATA frame,
+which aioapns would try to parse as JSON, hence no ASGI here.
+
+Every connection follows a ``ConnectionScript``, and the live ``ApnsConnection`` objects accept
+commands (GOAWAY, stalls, stream limits), so tests and a fault timeline can drive the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RequestReceived,
+    SettingsAcknowledged,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
+from h2.settings import SettingCodes, Settings
+
+from sim.gateways.apns_auth import ClientCertificate, Clock, ConnectionAuth
+from sim.gateways.apns_rules import MAX_VOIP_PAYLOAD, ApnsAnswer, ApnsRequest, ApnsRules
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONCURRENT_STREAMS = 1000
+# h2 treats a stream over the advertised limit as a connection error. The server advertises
+# the APNs limit itself and refuses extra streams one by one, so h2 only sees this ceiling.
+_H2_STREAM_CEILING = 2**20
+# Seconds to wait for the streams a GOAWAY keeps before closing anyway.
+DRAIN_TIMEOUT = 10.0
+# Bytes of request body kept in memory; the rest is only counted for 413 PayloadTooLarge.
+_BODY_KEEP = MAX_VOIP_PAYLOAD + 1
+
+
+@dataclass
+class GoawayPlan:
+    """A GOAWAY sent in the middle of a flight of requests.
+
+    The connection answers its first ``after_requests`` requests, holds back (never answers)
+    up to ``hold_requests`` more, then sends GOAWAY with ``last_stream_id`` set to the stream
+    of request number ``after_requests`` and ``{"reason": reason}`` as debug data. The GOAWAY
+    goes out when the last held request arrives, or ``hold_timeout`` seconds after request
+    ``after_requests``, whichever comes first.
+    """
+
+    after_requests: int
+    reason: str = "Shutdown"
+    hold_requests: int = 0
+    hold_timeout: float = 0.5
+    error_code: ErrorCodes = ErrorCodes.NO_ERROR
+
+
+@dataclass
+class ConnectionScript:
+    """How one connection behaves besides the rules.
+
+    ``max_concurrent_streams`` is advertised once the connection is authenticated;
+    ``unauthenticated_streams`` before a valid provider token arrives. After the first rejected
+    request, ``streams_after_rejection`` (when set) replaces the advertised limit. ``resets``
+    maps a request number (1-based, in arrival order) to the RST_STREAM error code sent instead
+    of an answer; ``stalls`` maps a request number to seconds during which the connection holds
+    every answer.
+    """
+
+    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
+    unauthenticated_streams: int = 1
+    streams_after_rejection: int | None = None
+    goaway: GoawayPlan | None = None
+    resets: dict[int, ErrorCodes] = field(default_factory=dict)
+    stalls: dict[int, float] = field(default_factory=dict)
+
+
+ScriptFactory = Callable[[int], ConnectionScript]
+
+
+class _AdmissionSettings(Settings):
+    """Local settings whose stream limit, as h2 enforces it, is the ceiling."""
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return _H2_STREAM_CEILING
+
+
+@dataclass
+class _Stream:
+    stream_id: int
+    number: int
+    method: str = ""
+    path: str = ""
+    authority: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    body_size: int = 0
+    held: bool = False
+    timer: asyncio.TimerHandle | None = None
+    answer: ApnsAnswer | None = None
+
+
+class _LogLimiter:
+    """Lets through a few log lines per key and window, then counts the rest."""
+
+    def __init__(self, per_window: int = 5, window: float = 10.0) -> None:
+        self.per_window = per_window
+        self.window = window
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        start, count = self._counts.get(key, (now, 0))
+        if now - start > self.window:
+            if count > self.per_window:
+                log.warning("%d more %r messages were suppressed", count - self.per_window, key)
+            start, count = now, 0
+        self._counts[key] = (start, count + 1)
+        return count < self.per_window
+
+
+_limiter = _LogLimiter()
+
+
+def _decode(value: bytes) -> str:
+    # surrogateescape keeps every byte, so byte-length rules still measure the raw value.
+    return value.decode("utf-8", "surrogateescape")
+
+
+class ApnsConnection(asyncio.Protocol):
+    """One client connection: HTTP/2 framing, stream admission and scripted behaviour."""
+
+    def __init__(self, gateway: ApnsGateway, number: int, script: ConnectionScript) -> None:
+        self.gateway = gateway
+        self.number = number
+        self.connection_id = f"apns-{gateway.instance_id}-{number}"
+        self.script = script
+        self.auth = ConnectionAuth()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+        config = H2Configuration(client_side=False, header_encoding=None)
+        self.h2 = H2Connection(config=config)
+        self._streams: dict[int, _Stream] = {}
+        self._blocked: dict[int, bytes] = {}  # error bodies waiting for flow-control window
+        self._requests = 0
+        self._stream_of_request: dict[int, int] = {}
+        self._advertised: collections.deque[int] = collections.deque()
+        self._enforced_limit: int | None = None  # None until the client ACKs our SETTINGS
+        self._rejected_once = False
+        self._stalled_until = 0.0
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._drain: tuple[int, str, ErrorCodes] | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._goaway_timer: asyncio.TimerHandle | None = None
+        self._last_activity = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            der = ssl_object.getpeercert(binary_form=True)
+            if der:
+                self.auth.certificate = ClientCertificate.from_der(der)
+        log.debug("connection %s from %s", self.connection_id, peer)
+
+        limit = (
+            self.script.max_concurrent_streams
+            if self.auth.authenticated
+            else self.script.unauthenticated_streams
+        )
+        self.h2.local_settings = _AdmissionSettings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: limit,
+                SettingCodes.MAX_HEADER_LIST_SIZE: H2Connection.DEFAULT_MAX_HEADER_LIST_SIZE,
+            },
+        )
+        self.h2.initiate_connection()
+        self._advertised.append(limit)
+        self._flush()
+        self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = time.monotonic()
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as error:
+            # h2 has queued a GOAWAY with the matching error code.
+            if _limiter.allow("protocol error"):
+                log.info("connection %s: protocol error, closing: %s", self.connection_id, error)
+            self._flush()
+            self._close_transport()
+            return
+
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self._on_request(event)
+            elif isinstance(event, DataReceived):
+                self._on_data(event)
+            elif isinstance(event, StreamEnded):
+                self._on_stream_ended(event.stream_id)
+            elif isinstance(event, StreamReset):
+                self._forget(event.stream_id)
+            elif isinstance(event, WindowUpdated):
+                self._send_blocked()
+            elif isinstance(event, SettingsAcknowledged):
+                if self._advertised:
+                    self._enforced_limit = self._advertised.popleft()
+            elif isinstance(event, ConnectionTerminated):
+                self._closing = True
+        self._flush()
+        if self._closing and not self._streams:
+            self._close_transport()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._idle_timer, self._drain_timer, self._goaway_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
+        for stream in self._streams.values():
+            if stream.timer is not None:
+                stream.timer.cancel()
+        self._streams.clear()
+        self.gateway._connections.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        log.debug("connection %s closed: %s", self.connection_id, exc or "normally")
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def goaway(
+        self,
+        reason: str = "Shutdown",
+        *,
+        last_stream_id: int | None = None,
+        error_code: ErrorCodes = ErrorCodes.NO_ERROR,
+    ) -> None:
+        """Answer every stream up to ``last_stream_id``, then send GOAWAY and close.
+
+        Streams above ``last_stream_id`` are never answered nor recorded, so clients re-send
+        them on another connection. The default keeps every stream received so far.
+        """
+        if self._drain is not None or self.transport is None:
+            return
+        last = self.h2.highest_inbound_stream_id if last_stream_id is None else last_stream_id
+        self._drain = (last, reason, error_code)
+        for stream_id in [s for s in self._streams if s > last]:
+            self._forget(stream_id)
+        self._drain_timer = asyncio.get_running_loop().call_later(
+            DRAIN_TIMEOUT, self._finish_drain, True
+        )
+        self._finish_drain()
+
+    def set_max_concurrent_streams(self, limit: int) -> None:
+        """Advertise a new SETTINGS_MAX_CONCURRENT_STREAMS; it applies once the client ACKs."""
+        if self.transport is None or self._drain is not None:
+            return
+        self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: limit})
+        self._advertised.append(limit)
+        self._flush()
+
+    def stall(self, seconds: float) -> None:
+        """Hold every answer for ``seconds``; the connection keeps reading requests."""
+        loop = asyncio.get_running_loop()
+        self._stalled_until = max(self._stalled_until, loop.time() + seconds)
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        self._stall_timer = loop.call_at(self._stalled_until, self._release_stall)
+
+    def reset_stream(self, stream_id: int, error_code: ErrorCodes = ErrorCodes.CANCEL) -> None:
+        """Send RST_STREAM on an open stream instead of answering it."""
+        if stream_id in self._streams:
+            self._forget(stream_id)
+            try:
+                self.h2.reset_stream(stream_id, error_code)
+            except (ProtocolError, StreamClosedError):
+                return
+            self._flush()
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _on_request(self, event: RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self._drain is not None and stream_id > self._drain[0]:
+            return
+        if self._enforced_limit is not None and len(self._streams) >= self._enforced_limit:
+            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+
+        self._requests += 1
+        number = self._requests
+        self._stream_of_request[number] = stream_id
+        stream = _Stream(stream_id, number)
+        for name, value in event.headers or ():
+            if name[:1] == b":":
+                if name == b":method":
+                    stream.method = _decode(value)
+                elif name == b":path":
+                    stream.path = _decode(value)
+                elif name == b":authority":
+                    stream.authority = _decode(value)
+                continue
+            text_name = _decode(name).lower()
+            text_value = _decode(value)
+            if text_name == "host" and not stream.authority:
+                stream.authority = text_value
+            stream.headers.append((text_name, text_value))
+        self._streams[stream_id] = stream
+
+        self._apply_script(stream)
+
+    def _apply_script(self, stream: _Stream) -> None:
+        script = self.script
+        number = stream.number
+        if number in script.stalls:
+            self.stall(script.stalls[number])
+        if number in script.resets:
+            self.reset_stream(stream.stream_id, script.resets[number])
+            return
+
+        plan = script.goaway
+        if plan is None or self._drain is not None:
+            return
+        if number > plan.after_requests:
+            stream.held = True
+        if number == plan.after_requests:
+            self._goaway_timer = asyncio.get_running_loop().call_later(
+                plan.hold_timeout, self._scripted_goaway
+            )
+        if number >= plan.after_requests + plan.hold_requests:
+            self._scripted_goaway()
+
+    def _scripted_goaway(self) -> None:
+        plan = self.script.goaway
+        if plan is None or self._drain is not None:
+            return
+        last = self._stream_of_request.get(plan.after_requests, 0)
+        self.goaway(plan.reason, last_stream_id=last, error_code=plan.error_code)
+        self._flush()
+
+    def _on_data(self, event: DataReceived) -> None:
+        # Hand the window back at once: bodies are small, and a big one is only counted.
+        if event.flow_controlled_length:
+            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        stream = self._streams.get(event.stream_id)
+        if stream is None or event.data is None:
+            return
+        stream.body_size += len(event.data)
+        room = _BODY_KEEP - len(stream.body)
+        if room > 0:
+            stream.body += event.data[:room]
+
+    def _on_stream_ended(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.held:
+            return
+
+        request = ApnsRequest(
+            method=stream.method,
+            path=stream.path,
+            authority=stream.authority,
+            headers=stream.headers,
+            body=bytes(stream.body),
+            body_size=stream.body_size,
+            auth=self.auth,
+            connection_id=self.connection_id,
+            received_at=self.gateway.clock(),
+        )
+        was_authenticated = self.auth.authenticated
+        answer = self.gateway.rules.evaluate(request)
+        stream.answer = answer
+
+        if not was_authenticated and self.auth.authenticated:
+            self.set_max_concurrent_streams(self.script.max_concurrent_streams)
+        if answer.status != 200 and not self._rejected_once:
+            self._rejected_once = True
+            if self.script.streams_after_rejection is not None:
+                self.set_max_concurrent_streams(self.script.streams_after_rejection)
+
+        loop = asyncio.get_running_loop()
+        wait = max(answer.delay, self._stalled_until - loop.time())
+        if wait > 0:
+            stream.timer = loop.call_later(wait, self._answer_later, stream_id)
+        else:
+            self._answer(stream)
+
+    # --- answers ----------------------------------------------------------------------------
+
+    def _answer_later(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        stream.timer = None
+        if self._stalled_until > asyncio.get_running_loop().time():
+            return  # _release_stall answers it
+        self._answer(stream)
+        self._flush()
+        self._after_answer()
+
+    def _release_stall(self) -> None:
+        self._stall_timer = None
+        for stream in list(self._streams.values()):
+            if stream.answer is not None and stream.timer is None:
+                self._answer(stream)
+        self._flush()
+        self._after_answer()
+
+    def _answer(self, stream: _Stream) -> None:
+        answer = stream.answer
+        if answer is None:
+            return
+        del self._streams[stream.stream_id]
+        headers = [(b":status", str(answer.status).encode()), (b"apns-id", answer.apns_id.encode())]
+        try:
+            if answer.reason is None:
+                self.h2.send_headers(stream.stream_id, headers, end_stream=True)
+            else:
+                body = answer.body()
+                headers.append((b"content-type", b"application/json"))
+                headers.append((b"content-length", str(len(body)).encode()))
+                self.h2.send_headers(stream.stream_id, headers)
+                self._send_body(stream.stream_id, body)
+        except (ProtocolError, StreamClosedError) as error:
+            # The client reset or closed the stream first; the answer never left.
+            log.debug(
+                "connection %s stream %d not answered: %s",
+                self.connection_id,
+                stream.stream_id,
+                error,
+            )
+            return
+        self.gateway.rules.record(answer)
+
+    def _send_body(self, stream_id: int, body: bytes) -> None:
+        # One DATA frame per error body: wait for window rather than split it.
+        if self.h2.local_flow_control_window(stream_id) >= len(body):
+            self.h2.send_data(stream_id, body, end_stream=True)
+        else:
+            self._blocked[stream_id] = body
+
+    def _send_blocked(self) -> None:
+        for stream_id, body in list(self._blocked.items()):
+            try:
+                window = self.h2.local_flow_control_window(stream_id)
+            except (ProtocolError, StreamClosedError):
+                del self._blocked[stream_id]
+                continue
+            if window >= len(body):
+                del self._blocked[stream_id]
+                try:
+                    self.h2.send_data(stream_id, body, end_stream=True)
+                except (FlowControlError, StreamClosedError, ProtocolError):
+                    continue
+        self._after_answer()
+
+    def _after_answer(self) -> None:
+        if self._drain is not None:
+            self._finish_drain()
+        elif self._closing and not self._streams:
+            self._close_transport()
+
+    def _forget(self, stream_id: int) -> None:
+        stream = self._streams.pop(stream_id, None)
+        self._blocked.pop(stream_id, None)
+        if stream is not None and stream.timer is not None:
+            stream.timer.cancel()
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def _finish_drain(self, timed_out: bool = False) -> None:
+        if self._drain is None or self.transport is None or self.transport.is_closing():
+            return
+        last, reason, error_code = self._drain
+        if not timed_out and (any(s <= last for s in self._streams) or self._blocked):
+            return
+        if timed_out:
+            log.warning(
+                "connection %s: %d streams still open after %.0f s of draining",
+                self.connection_id,
+                len(self._streams),
+                DRAIN_TIMEOUT,
+            )
+        debug_data = json.dumps({"reason": reason}).encode()
+        try:
+            self.h2.close_connection(error_code, debug_data, last_stream_id=last)
+        except ProtocolError:
+            pass
+        log.info("connection %s: GOAWAY %s last_stream_id=%d", self.connection_id, reason, last)
+        self._flush()
+        self._close_transport()
+
+    def _arm_idle_timer(self) -> None:
+        timeout = self.gateway.idle_timeout
+        if timeout is None:
+            return
+        remaining = timeout - (time.monotonic() - self._last_activity)
+        if remaining <= 0 and not self._streams:
+            self.goaway("IdleTimeout")
+            return
+        delay = max(remaining, timeout / 4)
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._arm_idle_timer)
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class ApnsGateway:
+    """The mock APNs service on one port: TLS when ``ssl_context`` is set, h2c otherwise.
+
+    ``script`` returns the ``ConnectionScript`` for the n-th connection (1-based).
+    ``idle_timeout`` closes connections idle that many wall seconds with GOAWAY IdleTimeout.
+    """
+
+    def __init__(
+        self,
+        rules: ApnsRules,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        script: ScriptFactory | None = None,
+        idle_timeout: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.rules = rules
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.script = script or (lambda number: ConnectionScript())
+        self.idle_timeout = idle_timeout
+        self.clock = clock or rules.auth.clock
+        self.instance_id = f"{id(self) & 0xFFFF:04x}"
+        self._server: asyncio.Server | None = None
+        self._connections: set[ApnsConnection] = set()
+        self._numbers = itertools.count(1)
+
+    @property
+    def connections(self) -> list[ApnsConnection]:
+        """Open connections, oldest first."""
+        return sorted(self._connections, key=lambda connection: connection.number)
+
+    async def start(self) -> int:
+        """Start listening and return the bound port (useful with ``port=0``)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._make_connection, self.host, self.port, ssl=self.ssl_context
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        scheme = "TLS" if self.ssl_context is not None else "h2c"
+        log.info("APNs gateway listening on %s:%d (%s)", self.host, self.port, scheme)
+        return self.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, send GOAWAY Shutdown to every client, and wait up to ``grace`` s."""
+        if self._server is None:
+            return
+        self._server.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.goaway("Shutdown")
+        if connections:
+            waits = [connection.closed for connection in connections]
+            done, pending = await asyncio.wait(waits, timeout=grace)
+            for connection in connections:
+                if not connection.closed.done() and connection.transport is not None:
+                    connection.transport.abort()
+        await self._server.wait_closed()
+        self._server = None
+        log.info("APNs gateway on %s:%d stopped", self.host, self.port)
+
+    def _make_connection(self) -> ApnsConnection:
+        number = next(self._numbers)
+        connection = ApnsConnection(self, number, self.script(number))
+        self._connections.add(connection)
+        return connection
