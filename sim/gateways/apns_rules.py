@@ -34,7 +34,6 @@ from sim.formats.tokens import is_well_formed
 from sim.gateways.apns_auth import PRODUCTION, SANDBOX, ApnsAuth, ConnectionAuth
 from sim.gateways.apns_reasons import DEFAULT_REASON, Rejection, reject
 from sim.gateways.hooks import (
-    NO_FAULT,
     DeliverySink,
     DiscardSink,
     FaultPolicy,
