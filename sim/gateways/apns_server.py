@@ -433,7 +433,8 @@ class ApnsConnection(asyncio.Protocol):
         del self._streams[stream.stream_id]
         headers = [(b":status", str(answer.status).encode()), (b"apns-id", answer.apns_id.encode())]
         try:
-            if answer.reason is None:
+            # HTTP forbids a body in the answer to HEAD, so its error is headers only.
+            if answer.reason is None or stream.method == "HEAD":
                 self.h2.send_headers(stream.stream_id, headers, end_stream=True)
             else:
                 body = answer.body()
