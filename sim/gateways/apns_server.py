@@ -36,6 +36,7 @@ from h2.events import (
 )
 from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
+from hpack import NeverIndexedHeaderTuple
 
 from sim.gateways.apns_auth import ClientCertificate, Clock, ConnectionAuth
 from sim.gateways.apns_rules import MAX_VOIP_PAYLOAD, ApnsAnswer, ApnsRequest, ApnsRules
@@ -48,6 +49,14 @@ DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 _H2_STREAM_CEILING = 2**20
 # Seconds to wait for the streams a GOAWAY keeps before closing anyway.
 DRAIN_TIMEOUT = 10.0
+# Inbound headers are validated (bad header blocks become protocol errors); outbound ones are
+# built here from fixed names and ASCII values, so h2 need not check them again.
+H2_CONFIG = H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
 # Bytes of request body kept in memory; the rest is only counted for 413 PayloadTooLarge.
 _BODY_KEEP = MAX_VOIP_PAYLOAD + 1
 
@@ -136,6 +145,9 @@ class _LogLimiter:
 
 
 _limiter = _LogLimiter()
+_STATUS_BYTES = {
+    status: str(status).encode() for status in (200, 400, 403, 404, 405, 410, 413, 429, 500, 503)
+}
 
 
 def _decode(value: bytes) -> str:
@@ -155,8 +167,7 @@ class ApnsConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
-        config = H2Configuration(client_side=False, header_encoding=None)
-        self.h2 = H2Connection(config=config)
+        self.h2 = H2Connection(config=H2_CONFIG)
         self._streams: dict[int, _Stream] = {}
         self._blocked: dict[int, bytes] = {}  # error bodies waiting for flow-control window
         self._requests = 0
@@ -431,7 +442,11 @@ class ApnsConnection(asyncio.Protocol):
         if answer is None:
             return
         del self._streams[stream.stream_id]
-        headers = [(b":status", str(answer.status).encode()), (b"apns-id", answer.apns_id.encode())]
+        # Every apns-id is new, so adding it to the HPACK dynamic table would only evict entries.
+        headers = [
+            (b":status", _STATUS_BYTES.get(answer.status) or str(answer.status).encode()),
+            NeverIndexedHeaderTuple(b"apns-id", answer.apns_id.encode()),
+        ]
         try:
             # HTTP forbids a body in the answer to HEAD, so its error is headers only.
             if answer.reason is None or stream.method == "HEAD":

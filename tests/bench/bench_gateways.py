@@ -7,7 +7,7 @@ Each server runs alone in a child process and listens for h2c on loopback. Eight
 processes of ``-c 1 -m 16`` drive it at once. Against the gateway every request carries a
 distinct issued device token (each process reads its own URI list), a provider token, a topic
 and a push type, so the whole rule set runs. The bare server answers 200 to everything, with
-the same h2 settings. The script prints both rates and their ratio; the target is 0.7.
+the same ``H2Configuration``. The script prints both rates and their ratio; the target is 0.7.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from h2.config import H2Configuration  # noqa: E402
 from h2.connection import H2Connection  # noqa: E402
 from h2.events import DataReceived, StreamEnded  # noqa: E402
 from h2.exceptions import ProtocolError  # noqa: E402
+
+from sim.gateways.apns_server import H2_CONFIG  # noqa: E402
 
 PROCESSES = 8
 STREAMS_PER_CONNECTION = 16
@@ -44,7 +45,7 @@ class BareH2Protocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.h2 = H2Connection(H2_CONFIG)
         self.h2.initiate_connection()
         transport.write(self.h2.data_to_send())
 
@@ -129,31 +130,54 @@ def _drive(port: int, requests: int, headers: list[str], work: Path, run_key: by
     uri_lists = _write_inputs(work, port, requests, run_key)
     commands = []
     for uri_list in uri_lists:
-        command = ["h2load", "-c", "1", "-m", str(STREAMS_PER_CONNECTION), "-n", str(requests),
-                   "-i", str(uri_list), "-d", str(payload)]
+        command = [
+            "h2load",
+            "-c",
+            "1",
+            "-m",
+            str(STREAMS_PER_CONNECTION),
+            "-n",
+            str(requests),
+            "-i",
+            str(uri_list),
+            "-d",
+            str(payload),
+        ]
         for header in headers:
             command += ["-H", header]
         commands.append(command)
 
     began = time.perf_counter()
-    runs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for c in commands]
+    runs = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for c in commands
+    ]
     outputs = [run.communicate()[0] for run in runs]
     elapsed = time.perf_counter() - began
 
     succeeded = 0
     failed = 0
     for output in outputs:
-        match = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, "
-                          r"(\d+) failed", output)
+        match = re.search(
+            r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, "
+            r"(\d+) failed",
+            output,
+        )
         if match is None:
             raise RuntimeError(f"could not read h2load output:\n{output}")
         succeeded += int(match.group(1))
         failed += int(match.group(2))
-    codes = re.findall(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", "".join(outputs))
+    codes = re.findall(
+        r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", "".join(outputs)
+    )
     non_2xx = sum(int(c[2]) + int(c[3]) for c in codes)
-    return {"rate": succeeded / elapsed, "succeeded": succeeded, "failed": failed,
-            "non_2xx": non_2xx, "seconds": elapsed}
+    return {
+        "rate": succeeded / elapsed,
+        "succeeded": succeeded,
+        "failed": failed,
+        "non_2xx": non_2xx,
+        "seconds": elapsed,
+    }
 
 
 def _measure(kind: str, requests: int, headers: list[str], work: Path, run_key: bytes) -> dict:
@@ -178,15 +202,23 @@ def _measure(kind: str, requests: int, headers: list[str], work: Path, run_key: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=4000,
-                        help="requests per h2load process (default 4000)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="alternating rounds per server; the best rate counts (default 2)")
+    parser.add_argument(
+        "--requests", type=int, default=4000, help="requests per h2load process (default 4000)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternating rounds per server; the best rate counts (default 2)",
+    )
     args = parser.parse_args()
 
     if shutil.which("h2load") is None:
-        print("h2load not found: install it with `apt-get install nghttp2-client` "
-              "(Debian/Ubuntu) or `brew install nghttp2` (macOS)", file=sys.stderr)
+        print(
+            "h2load not found: install it with `apt-get install nghttp2-client` "
+            "(Debian/Ubuntu) or `brew install nghttp2` (macOS)",
+            file=sys.stderr,
+        )
         return 2
 
     from sim.formats.tokens import derive_run_key
@@ -204,24 +236,32 @@ def main() -> int:
             algorithm="ES256",
             headers={"kid": credentials.apns_key_id},
         )
-        headers = [f"authorization: bearer {token}", f"apns-topic: {TOPIC}",
-                   "apns-push-type: alert", "apns-priority: 10"]
+        headers = [
+            f"authorization: bearer {token}",
+            f"apns-topic: {TOPIC}",
+            "apns-push-type: alert",
+            "apns-priority: 10",
+        ]
 
         results: dict[str, list[dict]] = {"bare": [], "gateway": []}
         for _ in range(args.rounds):
             for kind in ("bare", "gateway"):
                 results[kind].append(_measure(kind, args.requests, headers, work, run_key))
 
-    print(f"python {platform.python_version()}, {_h2load_version()}, {os.cpu_count()} CPUs, "
-          f"{PROCESSES} h2load processes x -c 1 -m {STREAMS_PER_CONNECTION} "
-          f"-n {args.requests}, h2c on loopback")
+    print(
+        f"python {platform.python_version()}, {_h2load_version()}, {os.cpu_count()} CPUs, "
+        f"{PROCESSES} h2load processes x -c 1 -m {STREAMS_PER_CONNECTION} "
+        f"-n {args.requests}, h2c on loopback"
+    )
     best = {}
     for kind, runs in results.items():
         for number, run in enumerate(runs, 1):
-            print(f"  {kind:8s} round {number}: {run['rate']:9.0f} req/s "
-                  f"({run['succeeded']} succeeded, {run['failed']} failed, "
-                  f"{run['non_2xx']} non-2xx, {run['seconds']:.2f} s, "
-                  f"server saw {run['server_counts'] or 'n/a'})")
+            print(
+                f"  {kind:8s} round {number}: {run['rate']:9.0f} req/s "
+                f"({run['succeeded']} succeeded, {run['failed']} failed, "
+                f"{run['non_2xx']} non-2xx, {run['seconds']:.2f} s, "
+                f"server saw {run['server_counts'] or 'n/a'})"
+            )
         best[kind] = max(run["rate"] for run in runs)
     ratio = best["gateway"] / best["bare"]
     print(f"bare h2 server : {best['bare']:9.0f} req/s")
