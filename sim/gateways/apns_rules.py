@@ -210,10 +210,10 @@ class ApnsRules:
             outcome = Outcome(200, delivery_id=delivery_id, added_latency=fault.delay)
             return ApnsAnswer(200, apns_id, None, push, outcome, delay=fault.delay)
         if verdict.state is TokenState.DEAD:
-            rejection = reject("Unregistered")
-            answer = self._reject(push, apns_id, rejection, fault.delay)
-            answer.timestamp_ms = verdict.died_at_ms
-            answer.outcome.timestamp_ms = verdict.died_at_ms
+            answer = self._reject(push, apns_id, reject("Unregistered"), fault.delay)
+            if verdict.died_at_ms is not None:
+                answer.timestamp_ms = verdict.died_at_ms
+                answer.outcome.timestamp_ms = verdict.died_at_ms
             return answer
         token_reasons = {
             TokenState.UNKNOWN: "BadDeviceToken",
@@ -221,6 +221,20 @@ class ApnsRules:
             TokenState.THROTTLED: "TooManyRequests",
         }
         return self._reject(push, apns_id, reject(token_reasons[verdict.state]), fault.delay)
+
+    def internal_error(self, request: ApnsRequest) -> ApnsAnswer:
+        """Return a 500 InternalServerError answer, for when evaluating ``request`` failed."""
+        push = PushRequest(
+            service=Service.APNS,
+            token=request.path.removeprefix(DEVICE_PATH_PREFIX),
+            audience="",
+            headers={},
+            payload=request.body,
+            connection_id=request.connection_id,
+            received_at=request.received_at,
+        )
+        apns_id = str(uuid.uuid4()).upper()
+        return self._reject(push, apns_id, reject("InternalServerError"), 0.0)
 
     def record(self, answer: ApnsAnswer) -> None:
         """Report a sent answer to the delivery sink."""
@@ -234,10 +248,17 @@ class ApnsRules:
         delay: float,
         retry_after: int | None = None,
     ) -> ApnsAnswer:
+        # Apple documents no Retry-After header, so a fault's retry_after is only recorded.
         outcome = Outcome(
             rejection.status, rejection.reason, retry_after=retry_after, added_latency=delay
         )
-        return ApnsAnswer(rejection.status, apns_id, rejection.reason, push, outcome, delay=delay)
+        answer = ApnsAnswer(rejection.status, apns_id, rejection.reason, push, outcome, delay=delay)
+        # Every 410 carries the wall time in ms at which the token stopped being valid; without
+        # a known moment of death, the time of the request stands in.
+        if rejection.status == 410:
+            answer.timestamp_ms = int(push.received_at * 1000)
+            outcome.timestamp_ms = answer.timestamp_ms
+        return answer
 
     def _check(
         self,

@@ -39,6 +39,7 @@ from h2.settings import SettingCodes, Settings
 from hpack import NeverIndexedHeaderTuple
 
 from sim.gateways.apns_auth import ClientCertificate, Clock, ConnectionAuth
+from sim.gateways.apns_reasons import reject
 from sim.gateways.apns_rules import MAX_VOIP_PAYLOAD, ApnsAnswer, ApnsRequest, ApnsRules
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ class GoawayPlan:
     hold_requests: int = 0
     hold_timeout: float = 0.5
     error_code: ErrorCodes = ErrorCodes.NO_ERROR
+
+    def __post_init__(self) -> None:
+        reject(self.reason)  # raises for a name outside Apple's list
 
 
 @dataclass
@@ -220,7 +224,11 @@ class ApnsConnection(asyncio.Protocol):
         except ProtocolError as error:
             # h2 has queued a GOAWAY with the matching error code.
             if _limiter.allow("protocol error"):
-                log.info("connection %s: protocol error, closing: %s", self.connection_id, error)
+                log.warning(
+                    "connection %s: HTTP/2 protocol error, sent GOAWAY and closed: %s",
+                    self.connection_id,
+                    error,
+                )
             self._flush()
             self._close_transport()
             return
@@ -272,6 +280,7 @@ class ApnsConnection(asyncio.Protocol):
         Streams above ``last_stream_id`` are never answered nor recorded, so clients re-send
         them on another connection. The default keeps every stream received so far.
         """
+        reject(reason)  # raises for a name outside Apple's list
         if self._drain is not None or self.transport is None:
             return
         last = self.h2.highest_inbound_stream_id if last_stream_id is None else last_stream_id
@@ -399,7 +408,16 @@ class ApnsConnection(asyncio.Protocol):
             received_at=self.gateway.clock(),
         )
         was_authenticated = self.auth.authenticated
-        answer = self.gateway.rules.evaluate(request)
+        try:
+            answer = self.gateway.rules.evaluate(request)
+        except Exception:
+            # A failing policy must not take the connection down: the client gets a 500.
+            log.exception(
+                "connection %s stream %d: rules failed; answering 500 InternalServerError",
+                self.connection_id,
+                stream_id,
+            )
+            answer = self.gateway.rules.internal_error(request)
         stream.answer = answer
 
         if not was_authenticated and self.auth.authenticated:
@@ -603,7 +621,7 @@ class ApnsGateway:
             connection.goaway("Shutdown")
         if connections:
             waits = [connection.closed for connection in connections]
-            done, pending = await asyncio.wait(waits, timeout=grace)
+            await asyncio.wait(waits, timeout=grace)
             for connection in connections:
                 if not connection.closed.done() and connection.transport is not None:
                     connection.transport.abort()

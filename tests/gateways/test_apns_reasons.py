@@ -199,6 +199,8 @@ def test_reason_status_and_body(reason, credentials, other_keys, gateway):
     assert response.http_version == "HTTP/2"
     assert response.json()["reason"] == reason
     assert uuid.UUID(response.headers["apns-id"])
+    if response.status_code == 410:
+        assert isinstance(response.json()["timestamp"], int)
 
 
 def test_unregistered_carries_timestamp(credentials, other_keys, gateway):

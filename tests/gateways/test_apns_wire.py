@@ -334,3 +334,23 @@ def test_stop_sends_goaway_shutdown(start, credentials):
     assert client.wait_for(lambda: client.closed, timeout=3)
     goaways = [f for f in client.frames if isinstance(f, GoAwayFrame)]
     assert json.loads(goaways[0].additional_data) == {"reason": "Shutdown"}
+
+
+class _BrokenFaults:
+    def action(self, request):
+        raise RuntimeError("fault timeline lost its schedule")
+
+
+def test_failing_policy_answers_500(start, credentials):
+    gateway = start(faults=_BrokenFaults())
+    client = RawH2Client(gateway.port)
+    first = _push(client, credentials, number=40)
+    assert client.wait_for(lambda: client.stream_ended(first))
+    second = _push(client, credentials, number=41)
+    assert client.wait_for(lambda: client.stream_ended(second))
+
+    for stream_id in (first, second):
+        headers, body = client.response(stream_id)
+        assert headers[":status"] == "500"
+        assert json.loads(body) == {"reason": "InternalServerError"}
+    client.close()
