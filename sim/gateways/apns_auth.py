@@ -159,7 +159,7 @@ class ApnsAuth:
     """Checks provider tokens and client certificates against the configured keys.
 
     ``clock`` returns wall Unix seconds; tests inject one to reach the one-hour expiry.
-    ``revoked_serials`` lists client certificates answered with 403 Forbidden.
+    ``revoked_serials`` lists the serial numbers of client certificates rejected with 403 Forbidden.
     """
 
     keys: Iterable[ProviderKey]

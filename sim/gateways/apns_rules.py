@@ -1,9 +1,9 @@
-"""The APNs rule set: what the service answers to one request, independent of sockets.
+"""The APNs rule set: the response to one request, independent of sockets.
 
-The server hands over a parsed request and gets back an answer. Checks run in this order, and
+The server hands over a parsed request and gets back an response. Checks run in this order, and
 the first failure names the reason:
 
-1. a forced fault from the fault policy (a brown-out answers before any rule runs);
+1. a forced fault from the fault policy (a brown-out responds before any rule runs);
 2. ``:method`` is POST (405 MethodNotAllowed), ``:path`` is ``/3/device/<token>`` (404 BadPath,
    400 MissingDeviceToken);
 3. no header appears twice (400 DuplicateHeaders);
@@ -16,8 +16,8 @@ the first failure names the reason:
 8. the token policy: unknown, dead, wrong topic or throttled tokens.
 
 A push that passes every check is accepted and gets a delivery id. The sink learns about an
-answer only when the server sends it (``record``), because a stream dropped by GOAWAY is never
-answered.
+response only when the server sends it (``record``), because a stream dropped by GOAWAY never gets
+one.
 """
 
 from __future__ import annotations
@@ -108,10 +108,10 @@ class ApnsRequest:
 
 
 @dataclass
-class ApnsAnswer:
+class ApnsResponse:
     """What to send back for one request, and what the ledger records once it is sent.
 
-    ``delay`` is added latency in wall seconds. ``timestamp_ms`` is set for 410 answers.
+    ``delay`` is added latency in wall seconds. ``timestamp_ms`` is set for 410 responses.
     """
 
     status: int
@@ -167,8 +167,8 @@ class ApnsRules:
         self._delivery_prefix = f"apns-{secrets.token_hex(6)}-"
         self._delivery_numbers = itertools.count(1)
 
-    def evaluate(self, request: ApnsRequest) -> ApnsAnswer:
-        """Return the answer to ``request``; updates the connection's auth state."""
+    def evaluate(self, request: ApnsRequest) -> ApnsResponse:
+        """Evaluate ``request`` and return the response, updating the connection's auth state."""
         headers: dict[str, str] = {}
         duplicated = False
         for name, value in request.headers:
@@ -208,13 +208,13 @@ class ApnsRules:
         if verdict.state is TokenState.ALIVE:
             delivery_id = f"{self._delivery_prefix}{next(self._delivery_numbers)}"
             outcome = Outcome(200, delivery_id=delivery_id, added_latency=fault.delay)
-            return ApnsAnswer(200, apns_id, None, push, outcome, delay=fault.delay)
+            return ApnsResponse(200, apns_id, None, push, outcome, delay=fault.delay)
         if verdict.state is TokenState.DEAD:
-            answer = self._reject(push, apns_id, reject("Unregistered"), fault.delay)
+            response = self._reject(push, apns_id, reject("Unregistered"), fault.delay)
             if verdict.died_at_ms is not None:
-                answer.timestamp_ms = verdict.died_at_ms
-                answer.outcome.timestamp_ms = verdict.died_at_ms
-            return answer
+                response.timestamp_ms = verdict.died_at_ms
+                response.outcome.timestamp_ms = verdict.died_at_ms
+            return response
         token_reasons = {
             TokenState.UNKNOWN: "BadDeviceToken",
             TokenState.WRONG_AUDIENCE: "DeviceTokenNotForTopic",
@@ -222,8 +222,8 @@ class ApnsRules:
         }
         return self._reject(push, apns_id, reject(token_reasons[verdict.state]), fault.delay)
 
-    def internal_error(self, request: ApnsRequest) -> ApnsAnswer:
-        """Return a 500 InternalServerError answer, for when evaluating ``request`` failed."""
+    def internal_error(self, request: ApnsRequest) -> ApnsResponse:
+        """Return a 500 InternalServerError response, for when evaluating ``request`` failed."""
         push = PushRequest(
             service=Service.APNS,
             token=request.path.removeprefix(DEVICE_PATH_PREFIX),
@@ -236,9 +236,9 @@ class ApnsRules:
         apns_id = str(uuid.uuid4()).upper()
         return self._reject(push, apns_id, reject("InternalServerError"), 0.0)
 
-    def record(self, answer: ApnsAnswer) -> None:
-        """Report a sent answer to the delivery sink."""
-        self.sink.record(answer.push, answer.outcome)
+    def record(self, response: ApnsResponse) -> None:
+        """Report a sent response to the delivery sink."""
+        self.sink.record(response.push, response.outcome)
 
     def _reject(
         self,
@@ -247,18 +247,20 @@ class ApnsRules:
         rejection: Rejection,
         delay: float,
         retry_after: int | None = None,
-    ) -> ApnsAnswer:
+    ) -> ApnsResponse:
         # Apple documents no Retry-After header, so a fault's retry_after is only recorded.
         outcome = Outcome(
             rejection.status, rejection.reason, retry_after=retry_after, added_latency=delay
         )
-        answer = ApnsAnswer(rejection.status, apns_id, rejection.reason, push, outcome, delay=delay)
+        response = ApnsResponse(
+            rejection.status, apns_id, rejection.reason, push, outcome, delay=delay
+        )
         # Every 410 carries the wall time in ms at which the token stopped being valid; without
-        # a known moment of death, the time of the request stands in.
+        # a known moment of death, the time of the request is used.
         if rejection.status == 410:
-            answer.timestamp_ms = int(push.received_at * 1000)
-            outcome.timestamp_ms = answer.timestamp_ms
-        return answer
+            response.timestamp_ms = int(push.received_at * 1000)
+            outcome.timestamp_ms = response.timestamp_ms
+        return response
 
     def _check(
         self,
@@ -342,7 +344,7 @@ class ApnsRules:
             if push_type not in PUSH_TYPE_SUFFIX:
                 return reject("InvalidPushType")
             # Apple documents the suffix each push type needs but no reason for a mismatch;
-            # the mock answers InvalidPushType.
+            # the mock responds InvalidPushType.
             if push_type != "mdm" and PUSH_TYPE_SUFFIX[push_type] != suffix:
                 return reject("InvalidPushType")
 

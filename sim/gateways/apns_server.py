@@ -2,7 +2,7 @@
 
 It serves TLS (with ALPN ``h2``, or with no ALPN at all, as aioapns connects) or cleartext
 HTTP/2 with prior knowledge (h2c). Each request goes to an ``ApnsRules`` object; the server only
-frames the answer: a 200 is one HEADERS frame with END_STREAM, an error is a HEADERS frame and
+frames the response: a 200 is one HEADERS frame with END_STREAM, an error is a HEADERS frame and
 exactly one DATA frame carrying ``{"reason": ...}``. Plain ASGI servers add an empty DATA frame,
 which aioapns would try to parse as JSON, hence no ASGI here.
 
@@ -40,18 +40,19 @@ from hpack import NeverIndexedHeaderTuple
 
 from sim.gateways.apns_auth import ClientCertificate, Clock, ConnectionAuth
 from sim.gateways.apns_reasons import reject
-from sim.gateways.apns_rules import MAX_VOIP_PAYLOAD, ApnsAnswer, ApnsRequest, ApnsRules
+from sim.gateways.apns_rules import MAX_VOIP_PAYLOAD, ApnsRequest, ApnsResponse, ApnsRules
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENT_STREAMS = 1000
-# h2 treats a stream over the advertised limit as a connection error. The server advertises
-# the APNs limit itself and refuses extra streams one by one, so h2 only sees this ceiling.
+# h2 treats a stream over the advertised limit as a connection error, but RFC 9113 allows a
+# stream error. The server advertises the APNs limit itself and resets each extra stream with
+# REFUSED_STREAM, so h2 enforces only this ceiling.
 _H2_STREAM_CEILING = 2**20
 # Seconds to wait for the streams a GOAWAY keeps before closing anyway.
 DRAIN_TIMEOUT = 10.0
-# Inbound headers are validated (bad header blocks become protocol errors); outbound ones are
-# built here from fixed names and ASCII values, so h2 need not check them again.
+# h2 validates inbound headers, so a bad header block becomes a protocol error. Outbound headers
+# are built here from fixed names and ASCII values, so h2 skips checking them again.
 H2_CONFIG = H2Configuration(
     client_side=False,
     header_encoding=None,
@@ -66,17 +67,17 @@ _BODY_KEEP = MAX_VOIP_PAYLOAD + 1
 class GoawayPlan:
     """A GOAWAY sent in the middle of a flight of requests.
 
-    The connection answers its first ``after_requests`` requests, holds back (never answers)
-    up to ``hold_requests`` more, then sends GOAWAY with ``last_stream_id`` set to the stream
-    of request number ``after_requests`` and ``{"reason": reason}`` as debug data. The GOAWAY
-    goes out when the last held request arrives, or ``hold_timeout`` seconds after request
+    The connection responds to its first ``after_requests`` requests and ignores up to
+    ``ignored_requests`` more. Then it sends GOAWAY with ``last_stream_id`` set to the stream of
+    request number ``after_requests`` and ``{"reason": reason}`` as debug data. The GOAWAY goes
+    out when the last ignored request arrives, or ``ignore_timeout`` seconds after request
     ``after_requests``, whichever comes first.
     """
 
     after_requests: int
     reason: str = "Shutdown"
-    hold_requests: int = 0
-    hold_timeout: float = 0.5
+    ignored_requests: int = 0
+    ignore_timeout: float = 0.5
     error_code: ErrorCodes = ErrorCodes.NO_ERROR
 
     def __post_init__(self) -> None:
@@ -91,8 +92,8 @@ class ConnectionScript:
     ``unauthenticated_streams`` before a valid provider token arrives. After the first rejected
     request, ``streams_after_rejection`` (when set) replaces the advertised limit. ``resets``
     maps a request number (1-based, in arrival order) to the RST_STREAM error code sent instead
-    of an answer; ``stalls`` maps a request number to seconds during which the connection holds
-    every answer.
+    of a response; ``stalls`` maps a request number to seconds during which the connection delays
+    every response.
     """
 
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
@@ -124,9 +125,9 @@ class _Stream:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     body_size: int = 0
-    held: bool = False
+    ignored: bool = False
     timer: asyncio.TimerHandle | None = None
-    answer: ApnsAnswer | None = None
+    response: ApnsResponse | None = None
 
 
 class _LogLimiter:
@@ -275,9 +276,9 @@ class ApnsConnection(asyncio.Protocol):
         last_stream_id: int | None = None,
         error_code: ErrorCodes = ErrorCodes.NO_ERROR,
     ) -> None:
-        """Answer every stream up to ``last_stream_id``, then send GOAWAY and close.
+        """Respond on every stream up to ``last_stream_id``, then send GOAWAY and close.
 
-        Streams above ``last_stream_id`` are never answered nor recorded, so clients re-send
+        Streams above ``last_stream_id`` get no response and no record, so clients re-send
         them on another connection. The default keeps every stream received so far.
         """
         reject(reason)  # raises for a name outside Apple's list
@@ -301,7 +302,7 @@ class ApnsConnection(asyncio.Protocol):
         self._flush()
 
     def stall(self, seconds: float) -> None:
-        """Hold every answer for ``seconds``; the connection keeps reading requests."""
+        """Delay every response for ``seconds``, while the connection keeps reading requests."""
         loop = asyncio.get_running_loop()
         self._stalled_until = max(self._stalled_until, loop.time() + seconds)
         if self._stall_timer is not None:
@@ -309,7 +310,7 @@ class ApnsConnection(asyncio.Protocol):
         self._stall_timer = loop.call_at(self._stalled_until, self._release_stall)
 
     def reset_stream(self, stream_id: int, error_code: ErrorCodes = ErrorCodes.CANCEL) -> None:
-        """Send RST_STREAM on an open stream instead of answering it."""
+        """Send RST_STREAM on an open stream instead of a response."""
         if stream_id in self._streams:
             self._forget(stream_id)
             try:
@@ -363,12 +364,12 @@ class ApnsConnection(asyncio.Protocol):
         if plan is None or self._drain is not None:
             return
         if number > plan.after_requests:
-            stream.held = True
+            stream.ignored = True
         if number == plan.after_requests:
             self._goaway_timer = asyncio.get_running_loop().call_later(
-                plan.hold_timeout, self._scripted_goaway
+                plan.ignore_timeout, self._scripted_goaway
             )
-        if number >= plan.after_requests + plan.hold_requests:
+        if number >= plan.after_requests + plan.ignored_requests:
             self._scripted_goaway()
 
     def _scripted_goaway(self) -> None:
@@ -393,7 +394,7 @@ class ApnsConnection(asyncio.Protocol):
 
     def _on_stream_ended(self, stream_id: int) -> None:
         stream = self._streams.get(stream_id)
-        if stream is None or stream.held:
+        if stream is None or stream.ignored:
             return
 
         request = ApnsRequest(
@@ -409,82 +410,82 @@ class ApnsConnection(asyncio.Protocol):
         )
         was_authenticated = self.auth.authenticated
         try:
-            answer = self.gateway.rules.evaluate(request)
+            response = self.gateway.rules.evaluate(request)
         except Exception:
             # A failing policy must not take the connection down: the client gets a 500.
             log.exception(
-                "connection %s stream %d: rules failed; answering 500 InternalServerError",
+                "connection %s stream %d: rules failed, responding 500 InternalServerError",
                 self.connection_id,
                 stream_id,
             )
-            answer = self.gateway.rules.internal_error(request)
-        stream.answer = answer
+            response = self.gateway.rules.internal_error(request)
+        stream.response = response
 
         if not was_authenticated and self.auth.authenticated:
             self.set_max_concurrent_streams(self.script.max_concurrent_streams)
-        if answer.status != 200 and not self._rejected_once:
+        if response.status != 200 and not self._rejected_once:
             self._rejected_once = True
             if self.script.streams_after_rejection is not None:
                 self.set_max_concurrent_streams(self.script.streams_after_rejection)
 
         loop = asyncio.get_running_loop()
-        wait = max(answer.delay, self._stalled_until - loop.time())
+        wait = max(response.delay, self._stalled_until - loop.time())
         if wait > 0:
-            stream.timer = loop.call_later(wait, self._answer_later, stream_id)
+            stream.timer = loop.call_later(wait, self._respond_later, stream_id)
         else:
-            self._answer(stream)
+            self._respond(stream)
 
-    # --- answers ----------------------------------------------------------------------------
+    # --- responses --------------------------------------------------------------------------
 
-    def _answer_later(self, stream_id: int) -> None:
+    def _respond_later(self, stream_id: int) -> None:
         stream = self._streams.get(stream_id)
         if stream is None:
             return
         stream.timer = None
         if self._stalled_until > asyncio.get_running_loop().time():
-            return  # _release_stall answers it
-        self._answer(stream)
+            return  # _release_stall sends it
+        self._respond(stream)
         self._flush()
-        self._after_answer()
+        self._after_response()
 
     def _release_stall(self) -> None:
         self._stall_timer = None
         for stream in list(self._streams.values()):
-            if stream.answer is not None and stream.timer is None:
-                self._answer(stream)
+            if stream.response is not None and stream.timer is None:
+                self._respond(stream)
         self._flush()
-        self._after_answer()
+        self._after_response()
 
-    def _answer(self, stream: _Stream) -> None:
-        answer = stream.answer
-        if answer is None:
+    def _respond(self, stream: _Stream) -> None:
+        response = stream.response
+        if response is None:
             return
         del self._streams[stream.stream_id]
         # Every apns-id is new, so adding it to the HPACK dynamic table would only evict entries.
         headers = [
-            (b":status", _STATUS_BYTES.get(answer.status) or str(answer.status).encode()),
-            NeverIndexedHeaderTuple(b"apns-id", answer.apns_id.encode()),
+            (b":status", _STATUS_BYTES.get(response.status) or str(response.status).encode()),
+            NeverIndexedHeaderTuple(b"apns-id", response.apns_id.encode()),
         ]
         try:
-            # HTTP forbids a body in the answer to HEAD, so its error is headers only.
-            if answer.reason is None or stream.method == "HEAD":
+            # HTTP forbids a body in the response to HEAD, so its error is headers only.
+            if response.reason is None or stream.method == "HEAD":
                 self.h2.send_headers(stream.stream_id, headers, end_stream=True)
             else:
-                body = answer.body()
+                body = response.body()
                 headers.append((b"content-type", b"application/json"))
                 headers.append((b"content-length", str(len(body)).encode()))
                 self.h2.send_headers(stream.stream_id, headers)
                 self._send_body(stream.stream_id, body)
         except (ProtocolError, StreamClosedError) as error:
-            # The client reset or closed the stream first; the answer never left.
+            # The client reset or closed the stream first; the response never left.
             log.debug(
-                "connection %s stream %d not answered: %s",
+                "connection %s stream %d: response not sent: %s",
                 self.connection_id,
                 stream.stream_id,
                 error,
             )
             return
-        self.gateway.rules.record(answer)
+        self.gateway.rules.record(response)
 
     def _send_body(self, stream_id: int, body: bytes) -> None:
         # One DATA frame per error body: wait for window rather than split it.
@@ -506,9 +507,9 @@ class ApnsConnection(asyncio.Protocol):
                     self.h2.send_data(stream_id, body, end_stream=True)
                 except (FlowControlError, StreamClosedError, ProtocolError):
                     continue
-        self._after_answer()
+        self._after_response()
 
-    def _after_answer(self) -> None:
+    def _after_response(self) -> None:
         if self._drain is not None:
             self._finish_drain()
         elif self._closing and not self._streams:

@@ -6,7 +6,7 @@ Run: ``python tests/bench/bench_gateways.py [--requests N] [--rounds R]``. Needs
 Each server runs alone in a child process and listens for h2c on loopback. Eight h2load
 processes of ``-c 1 -m 16`` drive it at once. Against the gateway every request carries a
 distinct issued device token (each process reads its own URI list), a provider token, a topic
-and a push type, so the whole rule set runs. The bare server answers 200 to everything, with
+and a push type, so the whole rule set runs. The bare server responds 200 to everything, with
 the same ``H2Configuration``. The script prints both rates and their ratio; the target is 0.7.
 """
 
@@ -41,7 +41,7 @@ TOPIC = "com.example.shop"
 
 
 class BareH2Protocol(asyncio.Protocol):
-    """The reference: an h2 server that answers 200 to every request and does nothing else."""
+    """The reference: an h2 server that responds 200 to every request and does nothing else."""
 
     def connection_made(self, transport):
         self.transport = transport
@@ -65,7 +65,7 @@ class BareH2Protocol(asyncio.Protocol):
 
 
 class CountingSink:
-    """Counts answers by status, to check that every request was accepted."""
+    """Count responses by status, to check that every request was accepted."""
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}

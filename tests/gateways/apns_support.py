@@ -43,7 +43,7 @@ def provider_token(credentials, *, iat: float | None = None, key_id=None, team_i
 
 
 class RecordingSink:
-    """A DeliverySink that keeps every answered push."""
+    """A DeliverySink that stores every recorded push and outcome."""
 
     def __init__(self) -> None:
         self.records: list[tuple[PushRequest, Outcome]] = []

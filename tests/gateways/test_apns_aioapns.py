@@ -115,11 +115,11 @@ def test_aioapns_expired_provider_token(monkeypatch, credentials):
 
 
 def test_aioapns_resends_after_goaway(monkeypatch, credentials):
-    # The first connection answers 5 pushes, holds 5 more, then sends GOAWAY in the middle of
+    # The first connection responds to 5 pushes, ignores 5 more, then sends GOAWAY in the middle of
     # the flight; aioapns must re-send the rest on a new connection.
     def script(number: int) -> ConnectionScript:
         if number == 1:
-            return ConnectionScript(goaway=GoawayPlan(after_requests=5, hold_requests=5))
+            return ConnectionScript(goaway=GoawayPlan(after_requests=5, ignored_requests=5))
         return ConnectionScript()
 
     async def scenario():

@@ -1,6 +1,6 @@
 """kalyke-apns 1.5 against the mock APNs gateway over TLS.
 
-kalyke checks answers strictly: a 200 must carry ``apns-id``, and an error body's ``reason``
+kalyke checks responses strictly: a 200 must carry ``apns-id``, and an error body's ``reason``
 must name one of its exception classes. Recipe for pointing it at the mock: a subclass adds the
 gateway's port to kalyke's sandbox URL, and kalyke's ``AsyncClient`` is replaced by one whose
 TLS context trusts the local CA. The host name resolves to loopback through the fail-closed

@@ -132,7 +132,7 @@ def test_host_header_replaces_authority(start, credentials):
     client.close()
 
 
-def test_ping_is_answered(start):
+def test_ping_gets_ack(start):
     gateway = start()
     client = RawH2Client(gateway.port)
     client.h2.ping(b"pushsim!")
@@ -221,8 +221,8 @@ def test_stream_over_limit_is_refused(start, credentials):
     client.close()
 
 
-def test_goaway_mid_flight_answers_only_kept_streams(start, credentials):
-    plan = GoawayPlan(after_requests=2, hold_requests=2, reason="Shutdown")
+def test_goaway_mid_flight_keeps_streams(start, credentials):
+    plan = GoawayPlan(after_requests=2, ignored_requests=2, reason="Shutdown")
     gateway = start(script=ConnectionScript(goaway=plan))
     client = RawH2Client(gateway.port)
     streams = [_push(client, credentials, number=10 + i) for i in range(4)]
@@ -236,7 +236,7 @@ def test_goaway_mid_flight_answers_only_kept_streams(start, credentials):
     assert sorted(r.token for r, _ in gateway.sink.accepted()) == sorted(
         device_token(10 + i) for i in range(2)
     )
-    # The GOAWAY follows the kept answers on the wire.
+    # The GOAWAY follows the responses on the wire.
     assert isinstance(client.frames[-1], GoAwayFrame)
 
 
@@ -341,7 +341,7 @@ class _BrokenFaults:
         raise RuntimeError("fault timeline lost its schedule")
 
 
-def test_failing_policy_answers_500(start, credentials):
+def test_failing_policy_responds_500(start, credentials):
     gateway = start(faults=_BrokenFaults())
     client = RawH2Client(gateway.port)
     first = _push(client, credentials, number=40)
