@@ -174,9 +174,10 @@ class ApnsConnection(asyncio.Protocol):
 
         self.h2 = H2Connection(config=H2_CONFIG)
         self._streams: dict[int, _Stream] = {}
-        self._blocked: dict[int, bytes] = {}  # error bodies waiting for flow-control window
+        # Error bodies waiting for flow-control window, with the response to record once sent.
+        self._blocked: dict[int, tuple[bytes, ApnsResponse]] = {}
         self._requests = 0
-        self._stream_of_request: dict[int, int] = {}
+        self._goaway_last_stream = 0  # stream of request number GoawayPlan.after_requests
         self._advertised: collections.deque[int] = collections.deque()
         self._enforced_limit: int | None = None  # None until the client ACKs our SETTINGS
         self._rejected_once = False
@@ -330,9 +331,7 @@ class ApnsConnection(asyncio.Protocol):
             return
 
         self._requests += 1
-        number = self._requests
-        self._stream_of_request[number] = stream_id
-        stream = _Stream(stream_id, number)
+        stream = _Stream(stream_id, self._requests)
         for name, value in event.headers or ():
             if name[:1] == b":":
                 if name == b":method":
@@ -366,6 +365,7 @@ class ApnsConnection(asyncio.Protocol):
         if number > plan.after_requests:
             stream.ignored = True
         if number == plan.after_requests:
+            self._goaway_last_stream = stream.stream_id
             self._goaway_timer = asyncio.get_running_loop().call_later(
                 plan.ignore_timeout, self._scripted_goaway
             )
@@ -376,8 +376,9 @@ class ApnsConnection(asyncio.Protocol):
         plan = self.script.goaway
         if plan is None or self._drain is not None:
             return
-        last = self._stream_of_request.get(plan.after_requests, 0)
-        self.goaway(plan.reason, last_stream_id=last, error_code=plan.error_code)
+        self.goaway(
+            plan.reason, last_stream_id=self._goaway_last_stream, error_code=plan.error_code
+        )
         self._flush()
 
     def _on_data(self, event: DataReceived) -> None:
@@ -475,7 +476,11 @@ class ApnsConnection(asyncio.Protocol):
                 headers.append((b"content-type", b"application/json"))
                 headers.append((b"content-length", str(len(body)).encode()))
                 self.h2.send_headers(stream.stream_id, headers)
-                self._send_body(stream.stream_id, body)
+                # One DATA frame per error body: wait for window rather than split it.
+                if self.h2.local_flow_control_window(stream.stream_id) < len(body):
+                    self._blocked[stream.stream_id] = (body, response)
+                    return
+                self.h2.send_data(stream.stream_id, body, end_stream=True)
         except (ProtocolError, StreamClosedError) as error:
             # The client reset or closed the stream first; the response never left.
             log.debug(
@@ -487,15 +492,8 @@ class ApnsConnection(asyncio.Protocol):
             return
         self.gateway.rules.record(response)
 
-    def _send_body(self, stream_id: int, body: bytes) -> None:
-        # One DATA frame per error body: wait for window rather than split it.
-        if self.h2.local_flow_control_window(stream_id) >= len(body):
-            self.h2.send_data(stream_id, body, end_stream=True)
-        else:
-            self._blocked[stream_id] = body
-
     def _send_blocked(self) -> None:
-        for stream_id, body in list(self._blocked.items()):
+        for stream_id, (body, response) in list(self._blocked.items()):
             try:
                 window = self.h2.local_flow_control_window(stream_id)
             except (ProtocolError, StreamClosedError):
@@ -507,6 +505,7 @@ class ApnsConnection(asyncio.Protocol):
                     self.h2.send_data(stream_id, body, end_stream=True)
                 except (FlowControlError, StreamClosedError, ProtocolError):
                     continue
+                self.gateway.rules.record(response)
         self._after_response()
 
     def _after_response(self) -> None:

@@ -301,6 +301,7 @@ def test_small_client_window_still_one_data_frame(start, credentials):
     time.sleep(0.1)
     client.read_once(timeout=0.2)
     assert not any(isinstance(f, DataFrame) for f in client.frames_on(stream_id))
+    assert gateway.sink.records == []
 
     client.h2.increment_flow_control_window(100, stream_id)
     client.flush()
@@ -308,6 +309,7 @@ def test_small_client_window_still_one_data_frame(start, credentials):
     data = [f for f in client.frames_on(stream_id) if isinstance(f, DataFrame)]
     assert len(data) == 1
     assert json.loads(data[0].data) == {"reason": "BadDeviceToken"}
+    assert [o.reason for _, o in gateway.sink.records] == ["BadDeviceToken"]
     client.close()
 
 
