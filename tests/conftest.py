@@ -28,5 +28,5 @@ def fail_closed_resolution(monkeypatch):
         raise OSError(f"test tried to resolve {name!r}: only loopback and mock hosts are allowed")
 
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-    yield
+    yield attempts
     assert not attempts, f"a client tried to resolve public hosts: {attempts}"

@@ -196,3 +196,16 @@ def test_random_requests_get_named_reasons(gateway, method, path, headers, body)
 
 def test_gateway_healthy_after_fuzzing(gateway):
     _assert_healthy(gateway)
+
+
+def test_malformed_frame_gets_protocol_error_goaway(gateway):
+    from h2.errors import ErrorCodes
+    from hyperframe.frame import GoAwayFrame
+
+    client = RawH2Client(gateway.port)
+    client.send_raw(_frame(0, 0x1, 0, b"{}"))  # DATA on stream 0 is a connection error
+    assert client.wait_for(lambda: client.closed)
+
+    goaways = [f for f in client.frames if isinstance(f, GoAwayFrame)]
+    assert [f.error_code for f in goaways] == [ErrorCodes.PROTOCOL_ERROR]
+    _assert_healthy(gateway)

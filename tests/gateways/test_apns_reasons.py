@@ -361,3 +361,17 @@ def _serial(cert_path) -> int:
     from cryptography import x509
 
     return x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number
+
+
+def test_float_iat_is_accepted(credentials, gateway):
+    token = jwt.encode(
+        {"iss": credentials.apns_team_id, "iat": time.time()},
+        credentials.apns_key.read_text(),
+        algorithm="ES256",
+        headers={"kid": credentials.apns_key_id},
+    )
+    headers = _headers(credentials, authorization=f"bearer {token}")
+    with _client(credentials) as client:
+        response = _post(client, gateway.port, headers=headers)
+
+    assert response.status_code == 200
