@@ -90,7 +90,9 @@ class ConnectionScript:
 
     ``max_concurrent_streams`` is advertised once the connection is authenticated;
     ``unauthenticated_streams`` before a valid provider token arrives. After the first rejected
-    request, ``streams_after_rejection`` (when set) replaces the advertised limit. ``resets``
+    request, ``streams_after_rejection`` (when set) replaces the advertised limit. A response
+    whose reason is in ``goaway_on_reasons`` is followed by GOAWAY with that reason, as Apple
+    may do after provider-token errors. ``resets``
     maps a request number (1-based, in arrival order) to the RST_STREAM error code sent instead
     of a response; ``stalls`` maps a request number to seconds during which the connection delays
     every response.
@@ -99,6 +101,7 @@ class ConnectionScript:
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     unauthenticated_streams: int = 1
     streams_after_rejection: int | None = None
+    goaway_on_reasons: frozenset[str] = frozenset()
     goaway: GoawayPlan | None = None
     resets: dict[int, ErrorCodes] = field(default_factory=dict)
     stalls: dict[int, float] = field(default_factory=dict)
@@ -435,6 +438,9 @@ class ApnsConnection(asyncio.Protocol):
             stream.timer = loop.call_later(wait, self._respond_later, stream_id)
         else:
             self._respond(stream)
+
+        if response.reason in self.script.goaway_on_reasons:
+            self.goaway(response.reason)
 
     # --- responses --------------------------------------------------------------------------
 

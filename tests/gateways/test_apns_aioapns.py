@@ -139,3 +139,31 @@ def test_aioapns_resends_after_goaway(monkeypatch, credentials):
     assert max(accepted.values()) == 1
     assert len(sink.accepted()) == 30
     assert connections >= 2
+
+
+def test_aioapns_certificate_push_accepted(monkeypatch, credentials, tmp_path):
+    # aioapns loads the certificate and its key from one PEM file.
+    bundle = tmp_path / "apns-client-bundle.pem"
+    bundle.write_bytes(credentials.client_cert.read_bytes() + credentials.client_key.read_bytes())
+
+    async def scenario():
+        sink = RecordingSink()
+        context = pki.server_ssl_context(credentials, request_client_cert=True)
+        gateway = ApnsGateway(make_rules(credentials, sink=sink), ssl_context=context)
+        port = await gateway.start()
+        monkeypatch.setattr(APNsDevelopmentClientProtocol, "APNS_PORT", port)
+        client = APNs(
+            client_cert=str(bundle),
+            topic=TOPIC,
+            use_sandbox=True,
+            ssl_context=pki.client_ssl_context(credentials, alpn=None),
+        )
+        result = await client.send_notification(_request(3))
+        client.pool.close()
+        await gateway.stop(grace=1.0)
+        return result, sink
+
+    result, sink = _run(scenario())
+
+    assert result.is_successful
+    assert len(sink.accepted()) == 1

@@ -356,3 +356,20 @@ def test_failing_policy_responds_500(start, credentials):
         assert headers[":status"] == "500"
         assert json.loads(body) == {"reason": "InternalServerError"}
     client.close()
+
+
+def test_goaway_after_provider_token_error(start, credentials):
+    script = ConnectionScript(goaway_on_reasons=frozenset({"ExpiredProviderToken"}))
+    gateway = start(script=script)
+    client = RawH2Client(gateway.port)
+    stale = provider_token(credentials, iat=time.time() - 7200)
+    headers = [("authorization", f"bearer {stale}"), ("apns-topic", TOPIC)]
+    stream_id = client.request(f"/3/device/{device_token(50)}", headers, BODY)
+    assert client.wait_for(lambda: client.closed)
+
+    headers, body = client.response(stream_id)
+    assert headers[":status"] == "403"
+    assert json.loads(body) == {"reason": "ExpiredProviderToken"}
+    goaways = [f for f in client.frames if isinstance(f, GoAwayFrame)]
+    assert goaways[0].last_stream_id == stream_id
+    assert json.loads(goaways[0].additional_data) == {"reason": "ExpiredProviderToken"}
