@@ -65,6 +65,8 @@ PUSH_TYPE_SUFFIX: dict[str, str] = {
     "liveactivity": ".push-type.liveactivity",
     "pushtotalk": ".voip-ptt",
     "widgets": ".push-type.widgets",
+    # NOTE: the controls suffix is taken from APNs client code, not from Apple's page.
+    "controls": ".push-type.controls",
 }
 # Longest suffixes first, so ".voip-ptt" is not read as ".voip".
 _SUFFIXES = sorted({s for s in PUSH_TYPE_SUFFIX.values() if s}, key=len, reverse=True)
