@@ -1,6 +1,6 @@
 """The APNs rule set: the response to one request, independent of sockets.
 
-The server hands over a parsed request and gets back an response. Checks run in this order, and
+The server hands over a parsed request and gets back a response. Checks run in this order, and
 the first failure names the reason:
 
 1. a forced fault from the fault policy (a brown-out responds before any rule runs);
@@ -93,7 +93,7 @@ _LEDGER_HEADERS = (
 class ApnsRequest:
     """One complete request as the server received it.
 
-    ``headers`` holds every regular header in arrival order with lower-case names, duplicates
+    ``headers`` contains every regular header in arrival order with lower-case names, duplicates
     included. ``body`` may be cut short for an oversized payload; ``body_size`` is the full
     length in bytes. ``received_at`` is wall Unix seconds.
     """
@@ -111,7 +111,7 @@ class ApnsRequest:
 
 @dataclass
 class ApnsResponse:
-    """What to send back for one request, and what the ledger records once it is sent.
+    """The response to one request, with the ledger's record of it.
 
     ``delay`` is added latency in wall seconds. ``timestamp_ms`` is set for 410 responses.
     """
@@ -257,7 +257,7 @@ class ApnsRules:
         response = ApnsResponse(
             rejection.status, apns_id, rejection.reason, push, outcome, delay=delay
         )
-        # Every 410 carries the wall time in ms at which the token stopped being valid; without
+        # Every 410 carries the wall time in ms at which the token stopped being valid. Without
         # a known moment of death, the time of the request is used.
         if rejection.status == 410:
             response.timestamp_ms = int(push.received_at * 1000)

@@ -1,10 +1,10 @@
 """The mock APNs gateway: an asyncio HTTP/2 server built directly on ``h2``.
 
 It serves TLS (with ALPN ``h2``, or with no ALPN at all, as aioapns connects) or cleartext
-HTTP/2 with prior knowledge (h2c). Each request goes to an ``ApnsRules`` object; the server only
-frames the response: a 200 is one HEADERS frame with END_STREAM, an error is a HEADERS frame and
-exactly one DATA frame carrying ``{"reason": ...}``. Plain ASGI servers add an empty DATA frame,
-which aioapns would try to parse as JSON, hence no ASGI here.
+HTTP/2 with prior knowledge (h2c). Each request goes to an ``ApnsRules`` object, and the server
+only frames the response. A 200 is one HEADERS frame with END_STREAM. An error is a HEADERS
+frame and exactly one DATA frame carrying ``{"reason": ...}``. Plain ASGI servers add an empty
+DATA frame, which aioapns would try to parse as JSON, so the server uses h2 directly.
 
 Every connection follows a ``ConnectionScript``, and the live ``ApnsConnection`` objects accept
 commands (GOAWAY, stalls, stream limits), so tests and a fault timeline can drive the wire.
@@ -86,16 +86,17 @@ class GoawayPlan:
 
 @dataclass
 class ConnectionScript:
-    """How one connection behaves besides the rules.
+    """The behaviour of one connection besides the rules.
 
-    ``max_concurrent_streams`` is advertised once the connection is authenticated;
+    ``max_concurrent_streams`` is advertised once the connection is authenticated, and
     ``unauthenticated_streams`` before a valid provider token arrives. After the first rejected
     request, ``streams_after_rejection`` (when set) replaces the advertised limit. A response
     whose reason is in ``goaway_on_reasons`` is followed by GOAWAY with that reason, as Apple
-    may do after provider-token errors. ``resets``
-    maps a request number (1-based, in arrival order) to the RST_STREAM error code sent instead
-    of a response; ``stalls`` maps a request number to seconds during which the connection delays
-    every response.
+    may do after provider-token errors.
+
+    Requests are numbered from 1 in arrival order. ``resets`` maps a request number to the
+    RST_STREAM error code sent instead of a response. ``stalls`` maps a request number to the
+    seconds during which the connection delays every response.
     """
 
     max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS

@@ -115,8 +115,8 @@ def test_aioapns_expired_provider_token(monkeypatch, credentials):
 
 
 def test_aioapns_resends_after_goaway(monkeypatch, credentials):
-    # The first connection responds to 5 pushes, ignores 5 more, then sends GOAWAY in the middle of
-    # the flight; aioapns must re-send the rest on a new connection.
+    # The first connection responds to 5 pushes and ignores 5 more, then sends GOAWAY in the
+    # middle of the flight. aioapns must re-send the rest on a new connection.
     def script(number: int) -> ConnectionScript:
         if number == 1:
             return ConnectionScript(goaway=GoawayPlan(after_requests=5, ignored_requests=5))
