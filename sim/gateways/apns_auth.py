@@ -217,7 +217,10 @@ class ApnsAuth:
             return reject("InvalidProviderToken")
         if now - verified.iat > self.token_lifetime:
             return reject("ExpiredProviderToken")
-        if state.token is not None and now - state.token_since < self.token_update_interval:
+        # Replacing an expired token is always allowed, however recently it took effect.
+        current_expired = now - state.token_iat > self.token_lifetime
+        recent = now - state.token_since < self.token_update_interval
+        if state.token is not None and recent and not current_expired:
             return reject("TooManyProviderTokenUpdates")
 
         state.token = token

@@ -17,6 +17,7 @@ import collections
 import itertools
 import json
 import logging
+import secrets
 import ssl
 import time
 from collections.abc import Callable
@@ -417,12 +418,13 @@ class ApnsConnection(asyncio.Protocol):
         try:
             response = self.gateway.rules.evaluate(request)
         except Exception:
-            # A failing policy must not take the connection down: the client gets a 500.
-            log.exception(
-                "connection %s stream %d: rules failed, responding 500 InternalServerError",
-                self.connection_id,
-                stream_id,
-            )
+            # A failing policy must not take the connection down, so the client gets a 500.
+            if _limiter.allow("rules failed"):
+                log.exception(
+                    "connection %s stream %d: rules failed, responding 500 InternalServerError",
+                    self.connection_id,
+                    stream_id,
+                )
             response = self.gateway.rules.internal_error(request)
         stream.response = response
 
@@ -597,7 +599,7 @@ class ApnsGateway:
         self.script = script or (lambda number: ConnectionScript())
         self.idle_timeout = idle_timeout
         self.clock = clock or rules.auth.clock
-        self.instance_id = f"{id(self) & 0xFFFF:04x}"
+        self.instance_id = secrets.token_hex(3)  # keeps connection ids unique across gateways
         self._server: asyncio.Server | None = None
         self._connections: set[ApnsConnection] = set()
         self._numbers = itertools.count(1)
