@@ -199,6 +199,7 @@ class ApnsRules:
         fault = self.faults.action(push)
         if fault.status is not None:
             reason = fault.reason or DEFAULT_REASON.get(fault.status, "InternalServerError")
+            reject(reason)  # raises for a name outside Apple's list
             rejection = Rejection(fault.status, reason)
             return self._reject(push, apns_id, rejection, fault.delay, fault.retry_after)
 
@@ -235,8 +236,8 @@ class ApnsRules:
             connection_id=request.connection_id,
             received_at=request.received_at,
         )
-        apns_id = str(uuid.uuid4()).upper()
-        return self._reject(push, apns_id, reject("InternalServerError"), 0.0)
+        push.message_id = str(uuid.uuid4()).upper()
+        return self._reject(push, push.message_id, reject("InternalServerError"), 0.0)
 
     def record(self, response: ApnsResponse) -> None:
         """Report a sent response to the delivery sink."""

@@ -373,3 +373,16 @@ def test_goaway_after_provider_token_error(start, credentials):
     goaways = [f for f in client.frames if isinstance(f, GoAwayFrame)]
     assert goaways[0].last_stream_id == stream_id
     assert json.loads(goaways[0].additional_data) == {"reason": "ExpiredProviderToken"}
+
+
+def test_fault_with_unknown_reason_responds_500(start, credentials):
+    faults = ScriptedFaults({SLOW: FaultAction(status=503, reason="Overloaded")})
+    gateway = start(faults=faults)
+    client = RawH2Client(gateway.port)
+    stream_id = client.request(f"/3/device/{SLOW}", _headers(credentials), BODY)
+    assert client.wait_for(lambda: client.stream_ended(stream_id))
+
+    headers, body = client.response(stream_id)
+    assert headers[":status"] == "500"
+    assert json.loads(body) == {"reason": "InternalServerError"}
+    client.close()
