@@ -643,3 +643,59 @@ class ApnsGateway:
         connection = ApnsConnection(self, number, self.script(number))
         self._connections.add(connection)
         return connection
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a mock APNs gateway until interrupted: ``python -m sim.gateways.apns_server``."""
+    import argparse
+    import signal
+
+    from sim.gateways import pki
+    from sim.gateways.apns_auth import PRODUCTION, SANDBOX, ApnsAuth
+
+    parser = argparse.ArgumentParser(description="Run the mock APNs gateway.")
+    parser.add_argument(
+        "--credentials", default="pushsim-credentials", help="credentials directory (created)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
+    parser.add_argument("--h2c", action="store_true", help="serve cleartext HTTP/2, not TLS")
+    parser.add_argument(
+        "--environment",
+        choices=(SANDBOX, PRODUCTION),
+        default=SANDBOX,
+        help="APNs environment for hosts other than Apple's (default sandbox)",
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=None, help="seconds before GOAWAY IdleTimeout"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def serve() -> None:
+        credentials = pki.ensure_credentials(args.credentials)
+        rules = ApnsRules(auth=ApnsAuth.from_credentials(credentials), environment=args.environment)
+        context = (
+            None if args.h2c else pki.server_ssl_context(credentials, request_client_cert=True)
+        )
+        gateway = ApnsGateway(
+            rules,
+            host=args.host,
+            port=args.port,
+            ssl_context=context,
+            idle_timeout=args.idle_timeout,
+        )
+        await gateway.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop.set)
+        await stop.wait()
+        await gateway.stop()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from pathlib import Path
 
 import pytest
 from apns_support import (
@@ -386,3 +387,32 @@ def test_fault_with_unknown_reason_responds_500(start, credentials):
     assert headers[":status"] == "500"
     assert json.loads(body) == {"reason": "InternalServerError"}
     client.close()
+
+
+def test_module_runs_as_a_command(credentials, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "sim.gateways.apns_server",
+        "--h2c",
+        "--credentials",
+        str(credentials.directory),
+    ]
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=root)
+    try:
+        line = process.stderr.readline()
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))
+        client = RawH2Client(port)
+        stream_id = _push(client, credentials, number=60)
+        assert client.wait_for(lambda: client.stream_ended(stream_id))
+        assert client.response(stream_id)[0][":status"] == "200"
+        client.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
