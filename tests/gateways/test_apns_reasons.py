@@ -129,7 +129,7 @@ def _signed(key_path, key_id, team_id) -> str:
     return f"bearer {token}"
 
 
-# reason -> how to provoke it: (request keyword arguments, with credentials and keys)
+# Each reason mapped to the keyword arguments of the _post call that provokes it.
 def _cases(credentials, other_keys):
     big = b'{"aps":{},"pad":"' + b"x" * 4100 + b'"}'
     prod_path, _ = other_keys["PRODONLY01"]
@@ -353,7 +353,7 @@ def test_certificate_authentication(common_name, host, reason, credentials, gate
     if reason is None:
         assert response.status_code == 200, response.content
     else:
-        assert response.status_code == 403 if reason != "TopicDisallowed" else 400
+        assert response.status_code == REASON_STATUS[reason]
         assert json.loads(response.content)["reason"] == reason
 
 
