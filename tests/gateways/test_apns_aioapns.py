@@ -27,6 +27,8 @@ from sim.gateways.hooks import TokenState, TokenVerdict
 
 UNKNOWN = device_token(7001)
 
+pytestmark = pytest.mark.usefixtures("apns_hosts")
+
 
 @pytest.fixture(scope="module")
 def credentials(tmp_path_factory):

@@ -10,6 +10,8 @@ from sim.gateways.apns_auth import SANDBOX, ApnsAuth, ConnectionAuth
 
 T0 = 1_800_000_000.0  # wall seconds
 
+pytestmark = pytest.mark.usefixtures("apns_hosts")
+
 
 @pytest.fixture(scope="module")
 def credentials(tmp_path_factory):

@@ -37,6 +37,8 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
+pytestmark = pytest.mark.usefixtures("apns_hosts")
+
 
 @pytest.fixture(scope="module")
 def credentials(tmp_path_factory):

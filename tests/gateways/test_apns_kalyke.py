@@ -25,6 +25,8 @@ from sim.gateways.hooks import TokenState, TokenVerdict
 
 DEAD = device_token(6001)
 
+pytestmark = pytest.mark.usefixtures("apns_hosts")
+
 
 @dataclass(frozen=True)
 class LocalApnsClient(ApnsClient):

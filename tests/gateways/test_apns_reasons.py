@@ -44,6 +44,8 @@ FAULTS = {
 }
 FAULT_TOKENS = {action.reason or str(action.status): token for token, action in FAULTS.items()}
 
+pytestmark = pytest.mark.usefixtures("apns_hosts")
+
 
 @pytest.fixture(scope="module")
 def credentials(tmp_path_factory):

@@ -30,6 +30,8 @@ from sim.gateways.hooks import FaultAction
 BODY = b'{"aps":{"alert":"hello"}}'
 SLOW = device_token(8001)
 
+pytestmark = pytest.mark.usefixtures("apns_hosts")
+
 
 @pytest.fixture(scope="module")
 def credentials(tmp_path_factory):
