@@ -1,14 +1,13 @@
-"""Locust entry point for pushsim.
+"""Locust entry point for pushsim: the shopper model, live, against a push backend.
 
-The Locust driver is not built yet. When it is, this file will run a scenario's shopper model in
-scaled real time:
+    locust -f locustfile.py --scenario scenarios/cart_recovery.yaml --host URL \\
+        --gateways-config gateways.json -u 100 --headless
 
-    locust -f locustfile.py --scenario scenarios/cart_recovery.yaml --host URL
-
-Until then, check a scenario with ``pushsim validate scenarios/cart_recovery.yaml``.
+Each Locust user is one device lane, so ``-u`` is the number of SDK requests that may be in
+flight at once; the scenario decides how many shoppers act and when. ``pushsim run`` starts the
+gateways, the reference backend and this file for you. See docs/driver.md.
 """
 
-raise SystemExit(
-    "pushsim's Locust driver is not available in this version. "
-    "Run `pushsim validate SCENARIO` to check a scenario."
-)
+from sim.driver.plugin import ShopperLanes
+
+__all__ = ["ShopperLanes"]

@@ -92,6 +92,10 @@ class TruthWriter:
         self._stream.write("\n")
         self.count += 1
 
+    def flush(self) -> None:
+        """Push buffered records to the file, so a killed process loses at most what came since."""
+        self._stream.flush()
+
     def close(self) -> None:
         self._stream.close()
 

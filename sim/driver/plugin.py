@@ -1,0 +1,390 @@
+"""pushsim inside Locust: command-line options, the run's epoch, shards, lanes and reporting.
+
+Importing this module registers pushsim's Locust event handlers and defines ``ShopperLanes``,
+the user class that ``locustfile.py`` exposes.
+
+What ``-u`` means here: each Locust user is one device lane, a connection that sends SDK calls
+for any device whose turn it is. The user count is therefore the number of SDK requests that may
+be in flight at once, across all workers. The workload itself is open: the scenario, not the
+user count, decides how many shoppers act and when. Too few lanes show up as schedule lag and
+drops in the pushsim timing table, never as a slower population.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import gevent
+from locust import FastHttpUser, events, task
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from sim.driver.control import ControlClient, ControlError
+from sim.driver.live import LiveRun, RunPlan
+from sim.driver.timing import TimingTable
+from sim.driver.webui import install_web_ui, print_summary, write_timing_csv
+from sim.formats.epoch import Epoch
+from sim.formats.gateway_config import GatewayConfig
+from sim.scenario import ScenarioError, load_scenario
+
+log = logging.getLogger(__name__)
+
+# Lead time between announcing the epoch and its first action, in wall seconds, so that every
+# worker has the plan before anything is due.
+EPOCH_LEAD = 2.0
+PLAN_MESSAGE = "pushsim_plan"
+DONE_MESSAGE = "pushsim_done"
+
+
+class DriverState:
+    """What this Locust process knows about the pushsim run."""
+
+    def __init__(self) -> None:
+        self.timing = TimingTable()
+        self.counters: dict[str, dict[str, int]] = {}
+        self.run: LiveRun | None = None
+        self.plan: RunPlan | None = None
+        self.assigned: dict[str, int] = {}
+        self.done: set[str] = set()
+        self.scenario = None
+        self.failure: str | None = None
+
+
+state = DriverState()
+
+
+@events.init_command_line_parser.add_listener
+def add_arguments(parser) -> None:
+    # Locust's own add_argument takes include_in_web_ui and is_secret; an argument group's
+    # does not, so the options are added to the parser itself.
+    group = parser
+    group.add_argument(
+        "--scenario",
+        type=str,
+        env_var="PUSHSIM_SCENARIO",
+        default="cart_recovery",
+        help="scenario YAML file, or the name of a bundled scenario (default: cart_recovery)",
+    )
+    group.add_argument(
+        "--time-scale",
+        type=float,
+        env_var="PUSHSIM_TIME_SCALE",
+        default=None,
+        help="simulated seconds per wall second; overrides the scenario's clock.time_scale",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        env_var="PUSHSIM_SEED",
+        default=None,
+        help="seed of every random stream; overrides the scenario's seed",
+    )
+    group.add_argument(
+        "--set",
+        dest="pushsim_set",
+        action="append",
+        default=[],
+        env_var="PUSHSIM_SET",
+        include_in_web_ui=False,
+        help="override one scenario value as key.path=value; repeatable",
+    )
+    group.add_argument(
+        "--gateways-config",
+        type=str,
+        env_var="PUSHSIM_GATEWAYS_CONFIG",
+        default="",
+        help="JSON file written by `pushsim gateways --config-out`; without it no push reaches "
+        "the phones",
+    )
+    group.add_argument(
+        "--run-dir",
+        type=str,
+        env_var="PUSHSIM_RUN_DIR",
+        default="",
+        help="directory for the truth ledgers (default: runs/locust-<start time>); on several "
+        "machines, a directory every worker and the master share",
+    )
+    group.add_argument(
+        "--backend-control",
+        type=str,
+        env_var="PUSHSIM_BACKEND_CONTROL",
+        default="",
+        help="control URL of the reference backend, which receives the run's epoch",
+    )
+    group.add_argument(
+        "--backend-control-token",
+        type=str,
+        env_var="PUSHSIM_BACKEND_CONTROL_TOKEN",
+        default="",
+        is_secret=True,
+        help="bearer token of the reference backend's control URL",
+    )
+    group.add_argument(
+        "--epoch-file",
+        type=str,
+        env_var="PUSHSIM_EPOCH_FILE",
+        default="",
+        include_in_web_ui=False,
+        help="JSON epoch already sent to every component (set by `pushsim run`)",
+    )
+
+
+def _options(environment):
+    return environment.parsed_options
+
+
+def _load(environment):
+    options = _options(environment)
+    overrides = list(getattr(options, "pushsim_set", []) or [])
+    if getattr(options, "time_scale", None):
+        overrides.append(f"clock.time_scale={options.time_scale}")
+    if getattr(options, "seed", None) is not None:
+        overrides.append(f"seed={options.seed}")
+    return load_scenario(getattr(options, "scenario", None) or "cart_recovery", overrides).scenario
+
+
+def _run_dir(environment) -> Path:
+    configured = getattr(_options(environment), "run_dir", "") or ""
+    if configured:
+        return Path(configured)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path("runs") / f"locust-{stamp}"
+
+
+def _gateways(environment) -> ControlClient | None:
+    path = getattr(_options(environment), "gateways_config", "") or ""
+    if not path:
+        return None
+    config = GatewayConfig.read(path)
+    return ControlClient(config.control_url, config.control_token)
+
+
+@events.init.add_listener
+def on_init(environment, **kwargs) -> None:
+    try:
+        state.scenario = _load(environment)
+    except (ScenarioError, FileNotFoundError) as error:
+        log.error("pushsim cannot start: %s", error)
+        state.failure = str(error)
+        if environment.runner is not None:
+            environment.runner.quit()
+        return
+    if environment.web_ui is not None:
+        install_web_ui(environment, state)
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message(DONE_MESSAGE, _on_worker_done)
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.register_message(PLAN_MESSAGE, _on_plan)
+
+
+def _announce_epoch(environment, shard_count: int) -> Epoch:
+    """Make the run's epoch, or read the one ``pushsim run`` made, and send it to components."""
+    options = _options(environment)
+    epoch_file = getattr(options, "epoch_file", "") or ""
+    if epoch_file:
+        return Epoch.from_mapping(json.loads(Path(epoch_file).read_text())["epoch"])
+
+    scenario = state.scenario
+    epoch = Epoch(
+        wall_t0=time.time() + EPOCH_LEAD,
+        sim_t0=scenario.clock.start.timestamp(),
+        time_scale=scenario.clock.time_scale,
+    )
+    body = {
+        "epoch": {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0, "time_scale": epoch.time_scale},
+        "seed": scenario.seed,
+        "shard_count": shard_count,
+        "mode": scenario.gateways.mode,
+    }
+    gateways = _gateways(environment)
+    if gateways is not None:
+        gateways.request("POST", "/control/run", body)
+    backend_url = getattr(options, "backend_control", "") or ""
+    if backend_url:
+        token = getattr(options, "backend_control_token", "") or ""
+        ControlClient(backend_url, token).request("POST", "/control/epoch", body["epoch"])
+    return epoch
+
+
+@events.test_start.add_listener
+def on_test_start(environment, **kwargs) -> None:
+    if state.failure or state.scenario is None:
+        return
+    runner = environment.runner
+
+    if isinstance(runner, WorkerRunner):
+        return  # the master's plan message starts this worker's shard
+
+    if isinstance(runner, MasterRunner):
+        clients = sorted(runner.clients.keys())
+        try:
+            epoch = _announce_epoch(environment, len(clients))
+        except (ControlError, ValueError, OSError) as error:
+            _fail(environment, f"cannot announce the run's epoch: {error}")
+            return
+        state.assigned.clear()
+        state.done.clear()
+        for index, client_id in enumerate(clients):
+            plan = RunPlan(epoch, index, len(clients))
+            state.assigned[client_id] = index
+            runner.send_message(PLAN_MESSAGE, plan.to_message(), client_id=client_id)
+        log.info("pushsim: epoch sent to %d workers", len(clients))
+        return
+
+    # A single process: a LocalRunner, or run_single_user with no runner at all.
+    try:
+        epoch = _announce_epoch(environment, 1)
+    except (ControlError, ValueError, OSError) as error:
+        _fail(environment, f"cannot announce the run's epoch: {error}")
+        return
+    _start_shard(environment, RunPlan(epoch, 0, 1))
+
+
+def _fail(environment, message: str) -> None:
+    """Record why the run cannot go on, and stop Locust with a non-zero exit code."""
+    log.error("pushsim: %s", message)
+    state.failure = message
+    environment.process_exit_code = 1
+    if environment.runner is not None:
+        gevent.spawn_later(0.1, environment.runner.quit)
+
+
+def _on_plan(environment, msg, **kwargs) -> None:
+    plan = RunPlan.from_message(msg.data)
+    if state.plan is not None and state.plan.shard_index != plan.shard_index:
+        state.failure = (
+            f"this worker already runs shard {state.plan.shard_index} of {state.plan.shard_count} "
+            f"and was given shard {plan.shard_index}: it reconnected mid-run, so shoppers would "
+            "be duplicated or lost. Restart the whole run."
+        )
+        log.error("pushsim: %s", state.failure)
+        environment.runner.send_message(DONE_MESSAGE, {"failure": state.failure})
+        return
+    if state.plan is None:
+        _start_shard(environment, plan)
+
+
+def _start_shard(environment, plan: RunPlan) -> None:
+    state.plan = plan
+    run_dir = _run_dir(environment)
+    state.run = LiveRun(
+        state.scenario, plan, run_dir, timing=state.timing, gateways=_gateways(environment)
+    )
+    state.run.start()
+    gevent.spawn(_watch_finish, environment)
+    log.info(
+        "pushsim: shard %d of %d starts at %s, truth ledger in %s",
+        plan.shard_index,
+        plan.shard_count,
+        time.strftime("%H:%M:%S", time.localtime(plan.epoch.wall_t0)),
+        run_dir,
+    )
+
+
+def _watch_finish(environment) -> None:
+    """Stop this process's part of the run once the model reached its horizon and lanes drained."""
+    run = state.run
+    while run is not None and not run.finished:
+        gevent.sleep(0.5)
+    if run is None:
+        return
+    run.lanes.drain(timeout=max(5.0, state.scenario.clock.lag_budget * 4))
+    run.stop()
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.send_message(DONE_MESSAGE, {"shard": run.plan.shard_index})
+    elif isinstance(runner, LocalRunner):
+        _finish(environment)
+
+
+def _on_worker_done(environment, msg, **kwargs) -> None:
+    failure = (msg.data or {}).get("failure")
+    if failure:
+        state.failure = failure
+        environment.process_exit_code = 1
+    state.done.add(msg.node_id)
+    if failure or state.done >= set(state.assigned):
+        _finish(environment)
+
+
+def _finish(environment) -> None:
+    runner = environment.runner
+    if environment.web_ui is None or getattr(_options(environment), "headless", False):
+        gevent.spawn_later(0.5, runner.quit)
+    else:
+        gevent.spawn_later(0.5, runner.stop)
+
+
+@events.worker_connect.add_listener
+def on_worker_connect(client_id, **kwargs) -> None:
+    if state.assigned and client_id not in state.assigned:
+        state.failure = (
+            f"worker {client_id} connected after the shards were assigned; its shoppers would "
+            "be missing or duplicated. Start every worker before the test, then restart the run."
+        )
+        log.error("pushsim: %s", state.failure)
+
+
+@events.report_to_master.add_listener
+def on_report_to_master(client_id, data, **kwargs) -> None:
+    data["pushsim_timing"] = state.timing.to_dict()
+    state.timing.reset()
+    if state.run is not None:
+        data["pushsim_counters"] = state.run.live_counters()
+
+
+@events.worker_report.add_listener
+def on_worker_report(client_id, data, **kwargs) -> None:
+    state.timing.merge_dict(data.get("pushsim_timing", {}))
+    if "pushsim_counters" in data:
+        state.counters[client_id] = data["pushsim_counters"]
+
+
+def current_counters() -> dict[str, int]:
+    """Return the live counters summed over every worker, or this process's own."""
+    if state.run is not None and not state.counters:
+        return state.run.live_counters()
+    total: dict[str, int] = {}
+    for counters in state.counters.values():
+        for key, value in counters.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment, **kwargs) -> None:
+    if state.run is not None:
+        state.run.stop()
+
+
+@events.quitting.add_listener
+def on_quitting(environment, **kwargs) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    print_summary(state.timing, current_counters())
+    csv_prefix = getattr(_options(environment), "csv_prefix", None)
+    if csv_prefix:
+        write_timing_csv(state.timing, Path(f"{csv_prefix}_pushsim_timing.csv"))
+    if state.failure:
+        environment.process_exit_code = 1
+
+
+class ShopperLanes(FastHttpUser):
+    """One device lane: sends the next due SDK call of whichever device's turn it is."""
+
+    abstract = False
+    # Lanes are held open for the whole run; the backend's host comes from --host.
+    network_timeout = 30.0
+    connection_timeout = 10.0
+
+    @task
+    def serve(self) -> None:
+        while state.run is None:
+            if state.failure:
+                raise gevent.GreenletExit(state.failure)
+            gevent.sleep(0.1)
+        run = state.run
+        run.lanes.serve(self.client, stop=lambda: run.finished and not run.lanes.pending)
+        gevent.sleep(0.5)

@@ -1,0 +1,125 @@
+"""The Customer.io Track API v1, shaped as the classic mobile SDK sends it.
+
+Track API v1 has no anonymous devices, so the classic SDK keeps a token registered while the
+shopper is anonymous and registers it with the person at identify. This adapter does the same;
+a token stranded on an anonymous profile can therefore only happen with the CDP batch protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import quote
+
+from sim.driver.wire import HttpRequest, basic_auth, event_ulid
+from sim.model.ports import SdkCall
+
+PREFIX = "/api/v1"
+
+
+def _person_path(user_id: str) -> str:
+    return f"{PREFIX}/customers/{quote(user_id, safe='')}"
+
+
+class TrackV1Adapter:
+    """Turns SDK calls into Track API v1 requests.
+
+    ``wall_time(call)`` returns the wall Unix time stamped on a call, which the epoch gives.
+    """
+
+    def __init__(self, site_id: str, api_key: str, wall_time: Callable[[SdkCall], float]):
+        self.headers = {"Authorization": basic_auth(site_id, api_key)}
+        self.wall_time = wall_time
+        # Tokens registered while anonymous, by device, waiting for identify.
+        self._held: dict[str, SdkCall] = {}
+
+    def requests_for(self, call: SdkCall) -> list[HttpRequest]:
+        """Return the requests the classic SDK sends for ``call``, in order."""
+        method = getattr(self, f"_{call.method}", None)
+        if method is None:
+            raise ValueError(f"unknown SDK method {call.method!r}")
+        return method(call)
+
+    def _request(self, method: str, path: str, name: str, body=None) -> HttpRequest:
+        return HttpRequest(method, path, name, body, self.headers)
+
+    def _device_body(self, call: SdkCall) -> dict:
+        attributes = dict(call.attributes or {})
+        platform = attributes.pop("platform", None) or "ios"
+        return {
+            "device": {
+                "id": call.token,
+                "platform": platform,
+                "last_used": int(self.wall_time(call)),
+                "attributes": attributes,
+            }
+        }
+
+    def _identify(self, call: SdkCall) -> list[HttpRequest]:
+        body = dict(call.attributes or {})
+        body["anonymous_id"] = call.anonymous_id
+        requests = [self._request("PUT", _person_path(call.user_id), "identify", body)]
+
+        held = self._held.pop(call.device, None)
+        if held is not None:
+            requests.append(
+                self._request(
+                    "PUT",
+                    f"{_person_path(call.user_id)}/devices",
+                    "device",
+                    self._device_body(held),
+                )
+            )
+        return requests
+
+    def _register_token(self, call: SdkCall) -> list[HttpRequest]:
+        if call.user_id is None:
+            self._held[call.device] = call
+            return []
+        return [
+            self._request(
+                "PUT", f"{_person_path(call.user_id)}/devices", "device", self._device_body(call)
+            )
+        ]
+
+    def _delete_token(self, call: SdkCall) -> list[HttpRequest]:
+        held = self._held.get(call.device)
+        if held is not None and held.token == call.token:
+            del self._held[call.device]
+        if call.user_id is None:
+            return []
+        path = f"{_person_path(call.user_id)}/devices/{quote(call.token or '', safe='')}"
+        return [self._request("DELETE", path, "device:delete")]
+
+    def _event_body(self, call: SdkCall) -> dict:
+        wall = self.wall_time(call)
+        return {
+            "name": call.event,
+            "data": call.properties or {},
+            "timestamp": int(wall),
+            "id": event_ulid(int(wall * 1000), call.group_id, call.seq),
+        }
+
+    def _track(self, call: SdkCall) -> list[HttpRequest]:
+        if call.user_id is None:
+            return self._anonymous_track(call)
+        path = f"{_person_path(call.user_id)}/events"
+        return [self._request("POST", path, f"event:{call.event}", self._event_body(call))]
+
+    def _anonymous_track(self, call: SdkCall) -> list[HttpRequest]:
+        body = self._event_body(call)
+        body["anonymous_id"] = call.anonymous_id
+        return [self._request("POST", f"{PREFIX}/events", f"event:{call.event}", body)]
+
+    def _clear_identity(self, call: SdkCall) -> list[HttpRequest]:
+        # Logging out only clears the SDK's stored identity; nothing goes to the backend.
+        return []
+
+    def _push_metric(self, call: SdkCall) -> list[HttpRequest]:
+        properties = call.properties or {}
+        body = {
+            "delivery_id": properties.get("delivery_id"),
+            "event": call.event,
+            "device_id": call.token,
+            "timestamp": int(self.wall_time(call)),
+        }
+        return [self._request("POST", f"{PREFIX}/push/events", f"push:{call.event}", body)]
