@@ -200,3 +200,26 @@ def test_apns_goaway_no_duplicates(credentials):
     assert max(accepted.values()) == 1
     connections = {request.connection_id for request, _ in rig.sink.records}
     assert len(connections) >= 2
+
+
+def test_apns_gateway_down_bounded(credentials):
+    # aioapns sleeps 1 s after each failed connection, so this test allows two attempts only.
+    recorder = Recorder()
+    job = job_for(PushService.APNS, ios_token(200))
+    retry = dataclasses.replace(FAST_RETRY, max_attempts=2)
+    config = dataclasses.replace(FAST_CONFIG, retry=retry)
+
+    async def scenario():
+        async with apns_rig(credentials) as rig:
+            settings = dataclasses.replace(rig.settings, max_connection_attempts=1)
+        sender = PushSender(config, apns=settings, on_outcome=recorder.on_outcome)
+        await send_all(sender, [job])
+        return sender
+
+    sender = run(scenario())
+
+    result = recorder.outcome_of(job)
+    assert result.outcome is SendOutcome.FAILED
+    assert result.reason == "connection_error"
+    assert result.attempts == 2
+    assert sender.metrics.value("attempts_total", status="connection_error") == 2

@@ -330,3 +330,23 @@ def test_fcm_quota_for_one_device_retried(credentials):
     assert result.reason == "QUOTA_EXCEEDED"
     assert result.attempts == FAST_RETRY.max_attempts
     assert recorder.prunes == []
+
+
+def test_fcm_gateway_down_bounded(credentials):
+    # With the gateway stopped, the access token request fails; the sender retries within its
+    # bound and reports the job failed.
+    recorder = Recorder()
+    job = job_for(PushService.FCM, android_token(80))
+
+    async def scenario():
+        async with fcm_rig(credentials) as rig:
+            pass
+        await send_all(_sender(rig, recorder), [job])
+
+    run(scenario())
+
+    result = recorder.outcome_of(job)
+    assert result.outcome is SendOutcome.FAILED
+    assert result.reason == "oauth_error"
+    assert result.status is None
+    assert result.attempts == FAST_RETRY.max_attempts
