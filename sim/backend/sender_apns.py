@@ -33,7 +33,7 @@ from sim.backend.sender_payloads import apns_payload
 
 log = logging.getLogger(__name__)
 
-# apns-priority 10 asks for immediate delivery, which an alert push needs.
+# apns-priority 10 requests immediate delivery, which an alert push needs.
 ALERT_PRIORITY = 10
 
 
@@ -41,7 +41,7 @@ ALERT_PRIORITY = 10
 class ApnsSettings:
     """How to reach APNs and authenticate with a provider token.
 
-    ``host`` and ``port`` are the TCP address to dial; None means Apple's own host (production
+    ``host`` and ``port`` are the TCP address to dial. None means Apple's own host (production
     or sandbox) on 443. ``ca_cert`` is a PEM file of CAs to trust instead of the system store.
     ``max_connections`` caps aioapns's pool, and ``max_connection_attempts`` is how many times
     aioapns tries to connect or re-send after a lost connection for one push.
@@ -103,14 +103,14 @@ class ApnsTransport:
         self.pool: ApnsKeyPool | None = None
 
     async def start(self) -> None:
-        """Create the connection pool; aioapns connects on the first send."""
+        """Create the connection pool. aioapns connects on the first send."""
         settings = self.settings
         try:
             key = Path(settings.key_path).read_text()
         except OSError as error:
             raise ValueError(
-                f"cannot read the APNs signing key {settings.key_path!r}: {error.strerror}; "
-                "set key_path to the .p8 file from Apple (or pushsim's credentials directory)"
+                f"cannot read the APNs signing key {settings.key_path!r}: {error.strerror}. "
+                "Set key_path to the .p8 file from Apple (or pushsim's credentials directory)"
             ) from None
 
         address = None
@@ -137,7 +137,7 @@ class ApnsTransport:
         )
 
     async def send(self, job: PushJob, timeout: float) -> AttemptResult:
-        """Send ``job`` once and return the classified response; wait at most ``timeout`` s."""
+        """Send ``job`` once, waiting at most ``timeout`` seconds, and classify the response."""
         if self.pool is None:
             raise RuntimeError("the APNs transport is not started: call start() first")
 

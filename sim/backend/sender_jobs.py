@@ -60,7 +60,7 @@ class PushJob:
 
 @dataclass(frozen=True)
 class SendResult:
-    """What happened to one job.
+    """The result of one job.
 
     ``reason`` is the service's own reason (``Unregistered``, ``UNREGISTERED``, ``QUOTA_EXCEEDED``)
     or a sender reason such as ``timeout``, ``queue_full`` or ``shutdown``. ``message_id`` is the
