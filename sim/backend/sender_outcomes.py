@@ -114,8 +114,9 @@ def parse_fcm_error(http_status: int, body: Any) -> FcmError:
         elif kind == ERROR_INFO_TYPE and isinstance(detail.get("reason"), str):
             auth_reason = detail["reason"]
 
-    # FCM rejects an invalid registration token with an FcmError INVALID_ARGUMENT whose
-    # message names the token, with or without a fieldViolation on message.token.
+    # FCM rejects a bad registration token with an FcmError INVALID_ARGUMENT and the message
+    # "The registration token is not a valid FCM registration token", often with no
+    # fieldViolation (bodies quoted in the firebase/firebase-admin-java tracker, issue 1064).
     message = error.get("message") if isinstance(error.get("message"), str) else ""
     if code == "INVALID_ARGUMENT" and "registration token" in message.lower():
         token_field = True
