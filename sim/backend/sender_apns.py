@@ -150,6 +150,8 @@ class ApnsTransport:
         )
         sent_at = self.clock()
         try:
+            # NOTE: aioapns re-sends every unanswered push when a connection drops, also without
+            # a GOAWAY, so a push Apple accepted just before a reset can arrive twice.
             response = await asyncio.wait_for(self.pool.send_notification(request), timeout)
         except TimeoutError:
             return AttemptResult(None, TIMEOUT, classify_apns(None, TIMEOUT), sent_at)

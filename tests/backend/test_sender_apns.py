@@ -176,8 +176,8 @@ def test_apns_invalid_token_pruned(credentials, state, reason):
 
 
 def test_apns_goaway_no_duplicates(credentials):
-    # The first connection answers 5 pushes, leaves 5 more unanswered and sends GOAWAY; the
-    # unanswered ones must arrive once on a new connection, and none twice.
+    # The first connection responds to 5 pushes, ignores 5 more and sends GOAWAY. The ignored
+    # ones must arrive once on a new connection, and none may arrive twice.
     def script(number: int) -> ConnectionScript:
         if number == 1:
             return ConnectionScript(goaway=GoawayPlan(after_requests=5, ignored_requests=5))
