@@ -13,6 +13,7 @@ import asyncio
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,18 @@ log = logging.getLogger(__name__)
 
 # apns-priority 10 requests immediate delivery, which an alert push needs.
 ALERT_PRIORITY = 10
+
+# Namespace for apns-id values derived from job ids that are not UUIDs, because APNs rejects
+# any other apns-id with BadMessageId.
+APNS_ID_NAMESPACE = uuid.UUID("5d1c8f43-9b57-4c1e-8a4f-3f0d3c6a2b71")
+
+
+def apns_id_for(job_id: str) -> str:
+    """Return ``job_id`` if it is a UUID, else a UUID derived from it, for the apns-id header."""
+    try:
+        return str(uuid.UUID(job_id))
+    except ValueError:
+        return str(uuid.uuid5(APNS_ID_NAMESPACE, job_id))
 
 
 @dataclass(frozen=True)
@@ -144,7 +157,7 @@ class ApnsTransport:
         request = NotificationRequest(
             device_token=job.token,
             message=apns_payload(job),
-            notification_id=job.job_id,
+            notification_id=apns_id_for(job.job_id),
             priority=ALERT_PRIORITY,
             push_type=PushType.ALERT,
         )
