@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 
@@ -100,3 +101,50 @@ async def control_client(world: GatewayWorld, *, auth: bool = True):
 def run(coroutine):
     """Run a test coroutine on a fresh event loop."""
     return asyncio.run(coroutine)
+
+
+_delivery_numbers = itertools.count(1)
+
+_REJECTIONS = {
+    Service.APNS: {
+        "unknown": (400, "BadDeviceToken"),
+        "dead": (410, "Unregistered"),
+        "wrong_audience": (400, "DeviceTokenNotForTopic"),
+        "throttled": (429, "TooManyRequests"),
+    },
+    Service.FCM: {
+        "unknown": (400, "INVALID_ARGUMENT"),
+        "dead": (404, "UNREGISTERED"),
+        "wrong_audience": (403, "SENDER_ID_MISMATCH"),
+        "throttled": (429, "QUOTA_EXCEEDED"),
+    },
+}
+
+
+def answer(world: GatewayWorld, request: PushRequest) -> Outcome:
+    """Answer ``request`` through the world's seams in a wire server's order, and record it.
+
+    The fault policy goes first because a scripted rejection replaces the rules. The latency it
+    adds is recorded, not slept, since the tests drive time through ``received_at``.
+    """
+    action = world.fault_policy.action(request)
+    if action.status is not None:
+        outcome = Outcome(
+            action.status,
+            action.reason,
+            retry_after=action.retry_after,
+            added_latency=action.delay,
+            fault=action.fault,
+        )
+    else:
+        verdict = world.token_policy(request.service).check(request)
+        if verdict.state.value == "alive":
+            delivery_id = f"d-{request.service.value}-{next(_delivery_numbers)}"
+            outcome = Outcome(200, delivery_id=delivery_id)
+        else:
+            status, reason = _REJECTIONS[request.service][verdict.state.value]
+            outcome = Outcome(status, reason, timestamp_ms=verdict.died_at_ms)
+        outcome.added_latency = action.delay
+        outcome.fault = action.fault
+    world.sink.record(request, outcome)
+    return outcome
