@@ -264,10 +264,12 @@ class FaultTimeline:
     ) -> tuple[str, int, str, int | None] | None:
         # A brown-out rejects everything, a quota rejects what is over it, and error rates draw
         # last, so each push is charged to one cause.
-        for window in windows:
-            if window.fault.kind == "brownout":
-                status, reason = window.answers[service]
-                return "brownout", status, reason, max(1, math.ceil(window.end - now))
+        brownouts = [window for window in windows if window.fault.kind == "brownout"]
+        if brownouts:
+            # Overlapping brown-outs keep the service down until the last one ends.
+            last = max(brownouts, key=lambda window: window.end)
+            status, reason = last.answers[service]
+            return "brownout", status, reason, max(1, math.ceil(last.end - now))
 
         for window in windows:
             if window.quota is None:

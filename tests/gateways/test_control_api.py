@@ -1,0 +1,267 @@
+"""The control API over real HTTP: auth, input errors, and settings reaching the world."""
+
+from __future__ import annotations
+
+import time
+
+from worldkit import (
+    PROJECT,
+    RUN_KEY,
+    SIM_T0,
+    TOPIC,
+    apns_token,
+    control_client,
+    fcm_token,
+    push,
+    run,
+)
+
+from sim.formats.tokens import derive_run_key
+from sim.gateways.hooks import Service, TokenState
+from sim.gateways.world import GatewayWorld
+
+
+def run_body(**changes) -> dict:
+    body = {
+        "epoch": {"wall_t0": 1_700_000_000.0, "sim_t0": SIM_T0, "time_scale": 60.0},
+        "run_key": RUN_KEY.hex(),
+        "shard_count": 2,
+        "mode": "registry",
+        "topic": TOPIC,
+        "project": PROJECT,
+    }
+    body.update(changes)
+    return body
+
+
+def call(world: GatewayWorld, requests: list[tuple], *, auth: bool = True) -> list:
+    """Send ``(method, path, kwargs)`` requests in order; return the responses."""
+
+    async def scenario():
+        async with control_client(world, auth=auth) as client:
+            return [await client.request(method, path, **kw) for method, path, kw in requests]
+
+    return run(scenario())
+
+
+def test_bearer_token_required(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+
+    anonymous = call(
+        world,
+        [
+            ("POST", "/control/run", {"json": run_body()}),
+            ("GET", "/inbox/0", {}),
+            ("POST", "/control/faults", {"json": {"faults": []}}),
+            ("GET", "/healthz", {}),
+            ("GET", "/metrics", {}),
+        ],
+        auth=False,
+    )
+    wrong = call(
+        world,
+        [("POST", "/control/run", {"json": run_body(), "headers": {"Authorization": "Bearer x"}})],
+        auth=False,
+    )
+    world.close()
+
+    for response in anonymous[:3]:
+        assert response.status_code == 401
+        assert "Authorization: Bearer" in response.json()["error"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert anonymous[3].status_code == 200
+    assert anonymous[3].json()["run_configured"] is False
+    assert anonymous[4].status_code == 200
+    assert wrong[0].status_code == 401
+    assert world.run.config is None
+
+
+def test_bad_json_is_400_with_message(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    headers = {"Content-Type": "application/json"}
+
+    responses = call(
+        world,
+        [
+            ("POST", "/control/run", {"content": b"{not json", "headers": headers}),
+            ("POST", "/control/run", {"json": [1, 2]}),
+            ("POST", "/control/invalidations", {"content": b"\xff\xfe", "headers": headers}),
+            ("POST", "/control/faults", {"content": b"", "headers": headers}),
+        ],
+    )
+    world.close()
+
+    assert [response.status_code for response in responses] == [400, 400, 400, 400]
+    assert "invalid JSON body" in responses[0].json()["error"]
+    assert "invalid body of type list: send a JSON object" in responses[1].json()["error"]
+    assert "invalid JSON body" in responses[2].json()["error"]
+
+
+def test_bad_run_fields_named(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    cases = {
+        "missing epoch": ({"run_key": RUN_KEY.hex(), "shard_count": 1}, "missing field 'epoch'"),
+        "epoch key": (run_body(epoch={"wall_t0": 1}), "missing key 'sim_t0'"),
+        "scale": (
+            run_body(epoch={"wall_t0": 1, "sim_t0": 2, "time_scale": 0}),
+            "invalid time_scale",
+        ),
+        "hex": (run_body(run_key="zz"), "invalid run_key: it is not hex"),
+        "short key": (run_body(run_key="abcd"), "invalid run_key of 2 bytes"),
+        "shards": (run_body(shard_count=0), "invalid shard_count 0"),
+        "shard type": (run_body(shard_count="2"), "invalid shard_count '2': expected int"),
+        "mode": (run_body(mode="closed"), "invalid mode 'closed': use one of registry, open"),
+        "no key": (
+            {"epoch": run_body()["epoch"], "shard_count": 1},
+            "missing field 'run_key'",
+        ),
+    }
+
+    responses = call(
+        world, [("POST", "/control/run", {"json": body}) for body, _ in cases.values()]
+    )
+    world.close()
+
+    for (name, (_, message)), response in zip(cases.items(), responses, strict=True):
+        assert response.status_code == 400, name
+        assert message in response.json()["error"], name
+    assert world.run.config is None
+
+
+def test_posted_run_reaches_registry(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    token = apns_token(21)
+    wall_t0 = 1_700_000_000.0
+    invalidation = {
+        "token": token,
+        "reason": "reinstall",
+        "died_at": SIM_T0 + 600,
+        "reported_at": SIM_T0 + 1200,
+    }
+
+    responses = call(
+        world,
+        [
+            ("POST", "/control/run", {"json": run_body()}),
+            ("POST", "/control/invalidations", {"json": {"invalidations": [invalidation]}}),
+            ("GET", "/healthz", {}),
+        ],
+    )
+    policy = world.token_policy(Service.APNS)
+    alive = policy.check(push(token, received_at=wall_t0 + 19.0))
+    dead = policy.check(push(token, received_at=wall_t0 + 21.0))
+    other = world.token_policy(Service.FCM).check(
+        push(fcm_token(21), service=Service.FCM, received_at=wall_t0)
+    )
+    world.close()
+
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    assert responses[0].json()["shard_count"] == 2
+    assert responses[1].json() == {"accepted": 1}
+    assert responses[2].json()["run_configured"] is True
+    assert world.run.config.epoch.time_scale == 60.0
+    assert alive.state is TokenState.ALIVE
+    assert dead.state is TokenState.DEAD
+    # Died at simulated +600 s, which is wall +10 s at time_scale 60.
+    assert dead.died_at_ms == round((wall_t0 + 10.0) * 1000)
+    assert other.state is TokenState.ALIVE
+
+
+def test_seed_derives_run_key(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    body = run_body(seed=7)
+    del body["run_key"]
+
+    (response,) = call(world, [("POST", "/control/run", {"json": body})])
+    world.close()
+
+    assert response.status_code == 200
+    assert world.run.config.run_key == derive_run_key(7)
+
+
+def test_invalidation_batch_all_or_nothing(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    good = {"token": apns_token(1), "reason": "rotation", "died_at": SIM_T0, "reported_at": SIM_T0}
+    foreign = dict(good, token=apns_token(2, run_key=derive_run_key(3)))
+    batches = {
+        "reason": [good, dict(good, reason="lost")],
+        "foreign": [good, foreign],
+        "shape": [dict(good, token="not-a-token")],
+        "time": [dict(good, died_at="yesterday")],
+        "order": [dict(good, reported_at=SIM_T0 - 1)],
+        "item": [good, 5],
+    }
+
+    responses = call(
+        world,
+        [("POST", "/control/run", {"json": run_body()})]
+        + [
+            ("POST", "/control/invalidations", {"json": {"invalidations": batch}})
+            for batch in batches.values()
+        ],
+    )
+    world.close()
+    by_name = dict(zip(batches, responses[1:], strict=True))
+
+    assert all(response.status_code == 400 for response in by_name.values())
+    assert "invalidations[1]: invalid reason 'lost'" in by_name["reason"].json()["error"]
+    assert "was not issued under this run's key" in by_name["foreign"].json()["error"]
+    assert "neither an APNs nor an FCM token" in by_name["shape"].json()["error"]
+    assert "invalid died_at 'yesterday'" in by_name["time"].json()["error"]
+    assert "must not be before died_at" in by_name["order"].json()["error"]
+    assert "invalidations[1]: invalid invalidations[1]" not in by_name["item"].json()["error"]
+    assert world.registry.invalidation(apns_token(1)) is None
+
+
+def test_live_faults_replace_timeline(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    now = time.time()
+    epoch = {"wall_t0": now - 10.0, "sim_t0": SIM_T0, "time_scale": 60.0}
+    brownout = {"kind": "brownout", "service": "apns", "start": "1m", "duration": "1h"}
+
+    responses = call(
+        world,
+        [
+            ("POST", "/control/run", {"json": run_body(epoch=epoch)}),
+            ("POST", "/control/faults", {"json": {"faults": [brownout]}}),
+            ("GET", "/control/faults", {}),
+            (
+                "POST",
+                "/control/faults",
+                {"json": {"faults": [dict(brownout, kind="brownot")], "replace": False}},
+            ),
+            (
+                "POST",
+                "/control/faults",
+                {"json": {"faults": [dict(brownout, start=0)], "anchor": "now", "replace": False}},
+            ),
+            ("POST", "/control/faults", {"json": {"faults": [], "anchor": "later"}}),
+        ],
+    )
+    faults = world.timeline.faults
+    action = world.fault_policy.action(push(apns_token(1), received_at=time.time()))
+    world.close()
+
+    assert [response.status_code for response in responses] == [200, 200, 200, 400, 200, 400]
+    assert responses[2].json()["faults"][0]["kind"] == "brownout"
+    assert "faults[0].kind: invalid value 'brownot'" in responses[3].json()["error"]
+    assert "did you mean 'brownout'" in responses[3].json()["error"]
+    assert "invalid anchor 'later'" in responses[5].json()["error"]
+    assert len(faults) == 2
+    # Wall now is simulated +600 s; anchored at now, the second fault starts there.
+    assert abs(faults[1].start - 600.0) < 5.0
+    # The first brown-out ends at wall_t0 + 61 s, the second one a wall minute after it was
+    # posted, so Retry-After follows the later one.
+    assert action.status == 503
+    assert 58 <= action.retry_after <= 60
+
+
+def test_unknown_route_is_json_404(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+
+    responses = call(world, [("GET", "/control/nothing", {}), ("DELETE", "/control/run", {})])
+    world.close()
+
+    assert responses[0].status_code == 404
+    assert "Not Found on GET /control/nothing" in responses[0].json()["error"]
+    assert responses[1].status_code == 405
