@@ -135,8 +135,15 @@ class TokenRegistry:
         throttle_limit: int = 0,
         throttle_window: float = 60.0,
         max_throttle_tokens: int = 200_000,
+        default_mode: str = "registry",
+        default_topic: str = "",
+        default_project: str = "",
     ) -> None:
         self.run = run
+        # Open mode must work for a team that never posts a run, so it needs no run key.
+        self.default_mode = default_mode
+        self.default_topic = default_topic
+        self.default_project = default_project
         self.throttle = DeviceThrottle(throttle_limit, throttle_window, max_throttle_tokens)
         self._invalidations: dict[str, Invalidation] = {}
         # Reported moments not yet passed, as (reported_at, token), to count dead tokens cheaply.
@@ -162,7 +169,14 @@ class TokenRegistry:
     def check(self, request: PushRequest) -> TokenVerdict:
         """Return what the push service knows about ``request.token`` at ``request.received_at``."""
         config = self.run.config
-        if config is None:
+        if config is None and self.default_mode == "open":
+            expected = (
+                self.default_topic if request.service is Service.APNS else self.default_project
+            )
+            if expected and request.audience != expected:
+                return WRONG_AUDIENCE
+            verdict = ALIVE
+        elif config is None:
             self._repeats.log(
                 logging.WARNING,
                 "no-run",
@@ -172,8 +186,9 @@ class TokenRegistry:
                 request.connection_id,
             )
             return UNKNOWN
+        else:
+            verdict = self._verdict(config, request)
 
-        verdict = self._verdict(config, request)
         if verdict.state is TokenState.ALIVE and self.throttle.over_limit(
             request.token, request.received_at
         ):

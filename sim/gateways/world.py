@@ -73,7 +73,12 @@ class GatewayWorld:
         self.run = RunState()
         self.metrics = GatewayMetrics()
         self.registry = TokenRegistry(
-            self.run, throttle_limit=throttle_limit, throttle_window=throttle_window
+            self.run,
+            throttle_limit=throttle_limit,
+            throttle_window=throttle_window,
+            default_mode=mode,
+            default_topic=topic,
+            default_project=project,
         )
         self.timeline = FaultTimeline(
             self.run, faults, seed=seed, on_action=self.metrics.fault_applied

@@ -142,6 +142,13 @@ def test_open_mode_accepts_any_well_formed_token():
     assert tokens.check(push("ab" * 32, received_at=WALL_T0)).state is TokenState.ALIVE
 
 
+def test_open_mode_works_without_run():
+    tokens = TokenRegistry(RunState(), default_mode="open", default_topic="com.example.shop")
+
+    assert tokens.check(push(apns_token(1))).state is TokenState.ALIVE
+    assert tokens.check(push(apns_token(1), audience="x")).state is TokenState.WRONG_AUDIENCE
+
+
 def test_unconfigured_run_returns_unknown():
     tokens = TokenRegistry(RunState())
 
