@@ -1,4 +1,4 @@
-"""The gateways' control and inbox HTTP API, on its own port (127.0.0.1 unless told otherwise).
+"""The gateways' control and inbox HTTP API, on its own port (127.0.0.1 unless configured).
 
 - ``POST /control/run``: ``{"epoch": {"wall_t0", "sim_t0", "time_scale"}, "run_key": hex,
   "shard_count": n, "mode": "registry"|"open", "topic": s, "project": s}``. ``seed`` may replace
@@ -61,9 +61,9 @@ async def _guard(request: web.Request, handler):
     """Check the bearer token and turn every failure into a JSON error."""
     world = request.app[WORLD_KEY]
     if request.path.startswith(("/control", "/inbox")):
-        given = request.headers.get("Authorization", "")
+        presented = request.headers.get("Authorization", "")
         expected = f"Bearer {world.control_token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not hmac.compare_digest(presented.encode(), expected.encode()):
             return _error(
                 401,
                 "missing or invalid bearer token: send 'Authorization: Bearer <token>' with the "

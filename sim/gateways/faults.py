@@ -86,7 +86,7 @@ def resolve_reason(service: Service, reason: str) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class ConnectionDirectives:
-    """What the connection faults ask of a wire server now.
+    """Connection-level orders of the active faults, which a wire server polls.
 
     ``goaway_rate`` is GOAWAYs per connection per wall second; ``max_streams`` is the
     SETTINGS_MAX_CONCURRENT_STREAMS to announce, or None for the server's own default.
@@ -172,7 +172,7 @@ def check_faults(faults: Iterable[Fault]) -> None:
 
 
 class FaultTimeline:
-    """Fault policy that answers from the scripted timeline at each push's received time.
+    """Fault policy that returns the scripted timeline's action at each push's received time.
 
     ``action`` never blocks: a delay is returned for the server to await. Connection faults are
     not per push, so servers poll ``connection_directives`` instead.

@@ -1,7 +1,7 @@
 """Per-shard inboxes: how each Locust worker receives the pushes for the phones it simulates.
 
 An accepted push to an issued token belongs to the shard that owns the token's group. The inbox
-is fed by the ledger after each commit, so it holds only what the ledger holds and is rebuilt
+is fed by the ledger after each commit, so it contains only committed rows and is rebuilt
 from the ledger file after a restart. Each shard keeps a bounded in-memory tail, trimmed at its
 acknowledged cursor. Reads behind the tail go to SQLite.
 """
@@ -97,7 +97,7 @@ class Inbox:
                     continue
                 state.tail.append(entry)
                 if len(state.tail) > self.max_tail:
-                    # Nobody is reading this shard fast enough. Keep the newest entries in
+                    # No worker reads this shard fast enough. Keep the newest entries in
                     # memory and serve older ones from SQLite.
                     state.floor = state.tail.popleft().seq
                 if state.waiters:

@@ -275,8 +275,8 @@ class DeliveryLedger:
             try:
                 self._write([item for item in batch if item is not _STOP])
             except sqlite3.Error as error:
-                # Without a ledger the run's verdicts are void, so say so loudly and keep the
-                # server answering; the next open reports the gap.
+                # Without a ledger the run's verdicts are void, so log the error and keep the
+                # server running. The rows of this batch are lost, like a crash would lose them.
                 self._error = error
                 log.exception(
                     "delivery ledger %s: writing %d records failed", self.path, len(batch)
@@ -330,7 +330,7 @@ class DeliveryLedger:
     def _insert_one_by_one(self, rows: list[tuple]) -> list[tuple]:
         # A server that reused a delivery id breaks the UNIQUE constraint. Keep the row, without
         # a delivery id so the phone does not get it twice, and note the id in ``extra``.
-        kept = []
+        inserted = []
         for row in rows:
             try:
                 self._connection.execute(_INSERT, row)
@@ -350,8 +350,8 @@ class DeliveryLedger:
                     delivery_id,
                     row[0],
                 )
-            kept.append(row)
-        return kept
+            inserted.append(row)
+        return inserted
 
     def _row(
         self, seq: int, request: PushRequest, outcome: Outcome, config: RunConfig | None

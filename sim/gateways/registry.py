@@ -2,8 +2,9 @@
 
 Issued tokens are recognised by their MAC under the run key, so the model reports nothing when it
 issues one. Only invalidations are reported: the token, why it died, the simulated moment it
-died, and the simulated moment the service starts saying so. Until that second moment a dead token
-answers ALIVE, as a real service keeps accepting pushes for a while after an uninstall.
+died, and the simulated moment the service starts reporting it gone. Until that second moment a
+dead token gets ALIVE, because a real service keeps accepting pushes for a while after an
+uninstall.
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ class DeviceThrottle:
 class TokenRegistry:
     """Token policy of registry mode (issued tokens) and open mode (any well-formed token).
 
-    ``check`` runs on a wire server's event loop and never blocks: it hashes, reads two dicts and
-    converts times with the run's epoch.
+    ``check`` runs on a wire server's event loop and does no I/O: it checks a MAC (cached per
+    token), reads dicts and converts times with the run's epoch.
     """
 
     def __init__(

@@ -48,7 +48,7 @@ class GatewayWorld:
 
     ``mode``, ``topic`` and ``project`` are the defaults a posted run may override.
     ``control_token`` is the bearer token of the control and inbox APIs; a random one is made
-    when none is given, and whoever writes the gateways' config file copies it from here.
+    when none is given, and the code that writes the gateways' config file reads it from here.
     """
 
     def __init__(

@@ -7,7 +7,7 @@ Run it from the repository root:
 
 Each size runs in its own subprocess, so each peak RSS (VmHWM from /proc, Linux only) belongs to
 one run. A poller thread plays the Locust workers: it reads every shard's inbox and acknowledges
-what it read, as a worker does. The producer stops while the ledger's queue holds more than
+what it read, as a worker does. The producer stops while the ledger's queue contains more than
 ``--max-backlog`` records, as a wire server under back-pressure would, so the figures measure what
 the world keeps, not a queue the test let grow.
 """
