@@ -2,7 +2,8 @@
 
 - ``POST /control/run``: ``{"epoch": {"wall_t0", "sim_t0", "time_scale"}, "run_key": hex,
   "shard_count": n, "mode": "registry"|"open", "topic": s, "project": s}``. ``seed`` may replace
-  ``run_key``, which is then derived from it as the model does.
+  ``run_key``, which is then derived from it as the model does. An optional ``"throttle":
+  {"limit": n, "window": wall seconds}`` sets the per-token push limit (limit 0 turns it off).
 - ``POST /control/invalidations``: ``{"invalidations": [{"token", "reason", "died_at",
   "reported_at"}]}``, times in simulated Unix seconds.
 - ``POST /control/faults``: ``{"faults": [...], "replace": true, "anchor": "run"|"now"}``, each
@@ -90,9 +91,35 @@ async def _guard(request: web.Request, handler):
         return _error(500, f"internal error on {request.method} {request.path}: {error!r}")
 
 
+def _bounded_int(text: str) -> int:
+    # Every integer this API takes (seq, shard count, seconds) fits in 64 bits. Larger ones would
+    # only overflow later, when converted to float or stored in SQLite.
+    value = int(text)
+    if abs(value) >= 2**63:
+        raise ValueError(f"integer {text[:30]}... does not fit in 64 bits")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:30]} is out of range")
+    return value
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 async def _json_object(request: web.Request) -> dict:
     try:
-        body = await request.json()
+        text = (await request.read()).decode("utf-8")
+        body = json.loads(
+            text,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            parse_constant=_reject_constant,
+        )
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest(f"invalid JSON body: {error}; send a JSON object") from None
     if not isinstance(body, dict):
@@ -153,9 +180,25 @@ async def post_run(request: web.Request) -> web.Response:
         )
     except ValueError as error:
         raise BadRequest(str(error)) from None
+
+    throttle = _field(body, "throttle", dict, None)
+    if throttle is not None:
+        try:
+            world.registry.set_throttle(
+                _field(throttle, "limit", int), float(_field(throttle, "window", (int, float)))
+            )
+        except BadRequest as error:
+            raise BadRequest(f"throttle: {error}; send {{'limit': n, 'window': seconds}}") from None
+        except ValueError as error:
+            raise BadRequest(str(error)) from None
+
     world.configure_run(config)
     return web.json_response(
         {
+            "throttle": {
+                "limit": world.registry.throttle.limit,
+                "window": world.registry.throttle.window,
+            },
             "mode": config.mode,
             "shard_count": config.shard_count,
             "topic": config.topic,
@@ -205,12 +248,15 @@ async def post_invalidations(request: web.Request) -> web.Response:
 
 
 def _parse_faults(world: GatewayWorld, items: list) -> tuple[list[Fault], list[str]]:
+    # JSON is YAML, so the scenario loader validates live faults exactly as it validates a file.
+    # The time scale is written with a dot and a signed exponent because YAML 1.1 reads "1e-05"
+    # as a string.
     config = world.run.config
-    document: dict[str, Any] = {"gateways": {"faults": items}}
+    text = json.dumps({"gateways": {"faults": items}})
     if config is not None:
-        document["clock"] = {"time_scale": config.epoch.time_scale}
+        text = f'{{"clock": {{"time_scale": {config.epoch.time_scale:.9e}}}, {text[1:]}'
     try:
-        loaded = load_scenario(text=json.dumps(document))
+        loaded = load_scenario(text=text)
     except ScenarioError as error:
         problems = [
             f"{finding.path.removeprefix('gateways.')}: {finding.message}"
@@ -285,7 +331,8 @@ def _query_number(request: web.Request, name: str, kind: type, default, low, hig
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or not math.isfinite(value) or not low <= value <= high:
+    # Compare before isfinite, which raises OverflowError for an int too large for a float.
+    if value is None or not low <= value <= high or not math.isfinite(value):
         raise BadRequest(f"invalid {name} {text!r}: use a number from {low} to {high}")
     return value
 

@@ -32,7 +32,8 @@ WRONG_AUDIENCE = TokenVerdict(TokenState.WRONG_AUDIENCE)
 THROTTLED = TokenVerdict(TokenState.THROTTLED)
 
 
-@lru_cache(maxsize=65536)
+# About 400 bytes per entry for an FCM token, so the cache stays near 6 MiB at most.
+@lru_cache(maxsize=16384)
 def locate_token(run_key: bytes, token: str) -> TokenInfo | None:
     """Return what an issued token carries, caching the MAC check for tokens pushed often."""
     return parse_token(run_key, token)
@@ -152,6 +153,10 @@ class TokenRegistry:
         self._dead = 0
         self._lock = threading.Lock()
         self._repeats = RepeatLimiter(log)
+
+    def set_throttle(self, limit: int, window: float) -> None:
+        """Replace the per-token limit, forgetting the counts so far; raises ValueError."""
+        self.throttle = DeviceThrottle(limit, window, self.throttle.max_tokens)
 
     def for_service(self, service: Service) -> ServiceTokenPolicy:
         """Return the token policy a wire server of ``service`` is constructed with."""

@@ -14,6 +14,7 @@ from sim.formats.epoch import Epoch
 from sim.gateways.hooks import Service
 
 MODES = ("registry", "open")
+MAX_SHARDS = 10_000  # far above any Locust worker count, and it keeps shard numbers readable
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"invalid mode {self.mode!r}: use one of {', '.join(MODES)}")
-        if self.shard_count < 1:
-            raise ValueError(f"invalid shard_count {self.shard_count}: it must be at least 1")
+        if not 1 <= self.shard_count <= MAX_SHARDS:
+            raise ValueError(
+                f"invalid shard_count {self.shard_count}: use one shard per Locust worker, "
+                f"from 1 to {MAX_SHARDS}"
+            )
         if len(self.run_key) < 16:
             raise ValueError(
                 f"invalid run_key of {len(self.run_key)} bytes: send at least 16 bytes as hex"

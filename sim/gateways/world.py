@@ -2,9 +2,22 @@
 
 A wire server is built from three seams of one ``GatewayWorld``:
 
-    world = GatewayWorld("run/deliveries.sqlite", faults=scenario.gateways.faults).start()
+    world = GatewayWorld.from_scenario(scenario, "run/deliveries.sqlite").start()
     apns = ApnsServer(token_policy=world.token_policy(Service.APNS),
                       fault_policy=world.fault_policy, sink=world.sink, ...)
+
+For each push, on its event loop, the server:
+
+1. calls ``fault_policy.action(request)``, awaits ``asyncio.sleep(action.delay)``, and when
+   ``action.status`` is set answers that status, reason and ``Retry-After`` without the rules;
+2. otherwise runs its rules and ``token_policy.check(request)``, and gives an accepted push to an
+   ALIVE token a fresh ``delivery_id`` (any unique string, such as a UUID);
+3. calls ``sink.record(request, outcome)`` once, with ``added_latency=action.delay`` and
+   ``fault=action.fault`` copied into the outcome, whatever the answer was.
+
+Connection faults are polled: ``world.fault_policy.connection_directives(service, now)`` and
+``goaway_due(service, now, interval)``. The servers keep ``world.metrics`` gauges current with
+``connection_opened``/``connection_closed`` and ``stream_started``/``stream_ended``.
 
 The run's epoch, run key and shard count arrive later, over the control API (see control.py),
 or through ``configure_run`` when the orchestrator runs in the same process.
@@ -25,7 +38,7 @@ from sim.gateways.ledger import DeliveryLedger
 from sim.gateways.metrics import GatewayMetrics
 from sim.gateways.registry import ServiceTokenPolicy, TokenRegistry
 from sim.gateways.run import RunConfig, RunState
-from sim.scenario.schema import Fault
+from sim.scenario.schema import Fault, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +112,13 @@ class GatewayWorld:
         self.ledger.on_commit = self.inbox.publish
         self.sink = WorldSink(self.ledger, self.metrics)
         self.metrics.add_collector(self._collect)
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, ledger_path: str | Path, **options) -> GatewayWorld:
+        """Build the world a scenario describes: its mode, its fault timeline and its seed."""
+        options.setdefault("mode", scenario.gateways.mode)
+        options.setdefault("seed", scenario.seed)
+        return cls(ledger_path, faults=scenario.gateways.faults, **options)
 
     @property
     def fault_policy(self) -> FaultTimeline:

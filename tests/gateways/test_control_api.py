@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from worldkit import (
     PROJECT,
     RUN_KEY,
@@ -19,6 +22,7 @@ from worldkit import (
 from sim.formats.tokens import derive_run_key
 from sim.gateways.hooks import Service, TokenState
 from sim.gateways.world import GatewayWorld
+from sim.scenario import load_scenario
 
 
 def run_body(**changes) -> dict:
@@ -265,3 +269,109 @@ def test_unknown_route_is_json_404(tmp_path):
     assert responses[0].status_code == 404
     assert "Not Found on GET /control/nothing" in responses[0].json()["error"]
     assert responses[1].status_code == 405
+
+
+def test_posted_throttle_applies(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    token = apns_token(8)
+
+    responses = call(
+        world,
+        [
+            ("POST", "/control/run", {"json": run_body(throttle={"limit": "many"})}),
+            ("POST", "/control/run", {"json": run_body(throttle={"limit": 2, "window": 0})}),
+            ("POST", "/control/run", {"json": run_body(throttle={"limit": 2, "window": 30})}),
+        ],
+    )
+    policy = world.token_policy(Service.APNS)
+    states = [policy.check(push(token)).state for _ in range(3)]
+    world.close()
+
+    assert [response.status_code for response in responses] == [400, 400, 200]
+    assert "throttle: invalid limit 'many'" in responses[0].json()["error"]
+    assert "invalid throttle limit 2 per 0.0 s" in responses[1].json()["error"]
+    assert responses[2].json()["throttle"] == {"limit": 2, "window": 30.0}
+    assert states == [TokenState.ALIVE, TokenState.ALIVE, TokenState.THROTTLED]
+
+
+def test_world_from_scenario(tmp_path):
+    scenario = load_scenario(
+        text="seed: 9\ngateways:\n  mode: open\n  faults:\n    - kind: brownout\n      start: 1h\n"
+    ).scenario
+
+    world = GatewayWorld.from_scenario(scenario, tmp_path / "ledger.sqlite")
+    world.close()
+
+    assert world.default_mode == "open"
+    assert [fault.kind for fault in world.timeline.faults] == ["brownout"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(
+        st.sampled_from(
+            ["epoch", "run_key", "shard_count", "mode", "faults", "invalidations", "cursor",
+             "wall_t0", "sim_t0", "time_scale", "token", "reason", "kind", "start", "throttle"]
+        ) | st.text(max_size=8),
+        children,
+        max_size=6,
+    ),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies=st.lists(JSON_VALUES, min_size=5, max_size=5))
+def test_random_json_never_crashes(tmp_path_factory, bodies):
+    world = GatewayWorld(tmp_path_factory.mktemp("fuzz") / "ledger.sqlite").start()
+    paths = [
+        "/control/run",
+        "/control/invalidations",
+        "/control/faults",
+        "/inbox/0/ack",
+        "/control/run",
+    ]
+    requests = [
+        ("POST", path, {"content": json.dumps(body, allow_nan=True).encode(),
+                        "headers": {"Content-Type": "application/json"}})
+        for path, body in zip(paths, bodies, strict=True)
+    ]  # fmt: skip
+
+    responses = call(world, requests + [("GET", "/metrics", {}), ("GET", "/inbox/0", {})])
+    world.close()
+
+    for response in responses:
+        assert response.status_code in (200, 400, 404, 409), response.text
+        if response.status_code != 200:
+            assert response.json()["error"]
+
+
+def test_out_of_range_numbers_rejected(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    headers = {"Content-Type": "application/json"}
+    big = "1" + "0" * 400
+    bodies = [
+        ("/control/run", '{"epoch": {"wall_t0": ' + big + ', "sim_t0": 1}}'),
+        ("/control/run", '{"epoch": {"wall_t0": 1e400, "sim_t0": 1}}'),
+        ("/control/run", '{"epoch": {"wall_t0": NaN, "sim_t0": 1}}'),
+        ("/control/invalidations", '{"invalidations": [{"died_at": ' + big + "}]}"),
+    ]
+
+    responses = call(
+        world,
+        [("POST", path, {"content": body.encode(), "headers": headers}) for path, body in bodies]
+        + [
+            ("POST", "/control/run", {"json": run_body()}),
+            ("GET", f"/inbox/0?after={big}", {}),
+            ("POST", "/control/run", {"json": run_body(shard_count=10**9)}),
+        ],
+    )
+    world.close()
+
+    assert [response.status_code for response in responses] == [400, 400, 400, 400, 200, 400, 400]
+    assert "does not fit in 64 bits" in responses[0].json()["error"]
+    assert "number 1e400 is out of range" in responses[1].json()["error"]
+    assert "NaN is not a JSON number" in responses[2].json()["error"]
+    assert "invalid after" in responses[5].json()["error"]
+    assert "invalid shard_count 1000000000" in responses[6].json()["error"]
