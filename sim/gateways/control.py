@@ -65,6 +65,14 @@ async def _guard(request: web.Request, handler):
         presented = request.headers.get("Authorization", "")
         expected = f"Bearer {world.control_token}"
         if not hmac.compare_digest(presented.encode(), expected.encode()):
+            _repeats.log(
+                logging.WARNING,
+                "unauthorized",
+                "control API rejected %s %s from %s: missing or invalid bearer token",
+                request.method,
+                request.path,
+                request.remote,
+            )
             return _error(
                 401,
                 "missing or invalid bearer token: send 'Authorization: Bearer <token>' with the "
@@ -74,6 +82,15 @@ async def _guard(request: web.Request, handler):
     try:
         return await handler(request)
     except BadRequest as error:
+        _repeats.log(
+            logging.WARNING,
+            f"{error.status} {request.method} {request.path}",
+            "control API rejected %s %s with %d: %s",
+            request.method,
+            request.path,
+            error.status,
+            error,
+        )
         return _error(error.status, str(error))
     except web.HTTPException as error:
         if error.status < 400:

@@ -117,6 +117,9 @@ class SlidingWindowCounter:
         """Return the estimated count in the window ending at wall time ``now``."""
         position = (now - self.origin) / self.window
         index = math.floor(position)
+        if index < self._index:
+            # A push received slightly out of order counts in the newest window.
+            index, position = self._index, float(self._index)
         if index == self._index + 1:
             self._index, self._previous, self._current = index, self._current, 0
         elif index > self._index + 1:

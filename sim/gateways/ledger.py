@@ -142,7 +142,7 @@ class DeliveryLedger:
         self._duplicates = RecentKeys(duplicate_window, max_window_entries)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self.write_errors = 0  # batches lost to SQLite errors since open
         self.committed = 0  # rows committed since open
         self._repeats = RepeatLimiter(log)
         self.last_flush_wall: float | None = None
@@ -261,7 +261,17 @@ class DeliveryLedger:
             try:
                 first = self._queue.get(timeout=self.flush_interval)
             except queue.Empty:
-                self._heartbeat()
+                try:
+                    self._heartbeat()
+                except sqlite3.Error as error:
+                    self._rollback()
+                    self._repeats.log(
+                        logging.ERROR,
+                        "heartbeat",
+                        "delivery ledger %s: heartbeat failed: %r",
+                        self.path,
+                        error,
+                    )
                 continue
 
             batch = [first]
@@ -274,15 +284,22 @@ class DeliveryLedger:
             stop = _STOP in batch
             try:
                 self._write([item for item in batch if item is not _STOP])
-            except sqlite3.Error as error:
+            except sqlite3.Error:
                 # Without a ledger the run's verdicts are void, so log the error and keep the
                 # server running. The rows of this batch are lost, like a crash would lose them.
-                self._error = error
+                self.write_errors += 1
+                self._rollback()
                 log.exception(
                     "delivery ledger %s: writing %d records failed", self.path, len(batch)
                 )
             if stop:
                 return
+
+    def _rollback(self) -> None:
+        try:
+            self._connection.rollback()
+        except sqlite3.Error:
+            log.exception("delivery ledger %s: rollback after a failed write failed", self.path)
 
     def _heartbeat(self) -> None:
         now = time.time()

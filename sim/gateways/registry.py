@@ -95,6 +95,10 @@ class DeviceThrottle:
             if entry is None:
                 entry = [index, 0, 0]
                 self._entries[token] = entry
+            elif index < entry[0]:
+                # Pushes from several connections can arrive slightly out of order. Count a late
+                # one in the newest window rather than weigh a window that already passed.
+                index, position = entry[0], float(entry[0])
             elif index == entry[0] + 1:
                 entry[0], entry[1], entry[2] = index, entry[2], 0
             elif index > entry[0] + 1:
@@ -166,8 +170,11 @@ class TokenRegistry:
         """Store a batch of invalidations; a later report for the same token replaces it."""
         with self._lock:
             for invalidation in invalidations:
+                previous = self._invalidations.get(invalidation.token)
                 self._invalidations[invalidation.token] = invalidation
-                heapq.heappush(self._pending, (invalidation.reported_at, invalidation.token))
+                # A repeated report with the same moment must not be counted dead twice.
+                if previous is None or previous.reported_at != invalidation.reported_at:
+                    heapq.heappush(self._pending, (invalidation.reported_at, invalidation.token))
 
     def invalidation(self, token: str) -> Invalidation | None:
         return self._invalidations.get(token)

@@ -176,6 +176,12 @@ class GatewayWorld:
             "Ledger rows committed since the gateways started.",
             [("pushsim_ledger_rows_committed_total", {}, self.ledger.committed)],
         )
+        yield (
+            "pushsim_ledger_write_errors_total",
+            "counter",
+            "Batches of ledger rows lost because SQLite failed to write them.",
+            [("pushsim_ledger_write_errors_total", {}, self.ledger.write_errors)],
+        )
         gap = self.ledger.possible_gap
         yield (
             "pushsim_ledger_possible_gap_seconds",

@@ -114,6 +114,14 @@ def test_throttle_window_slides():
     assert allowed == 5
 
 
+def test_throttle_late_push_counts_now():
+    throttle = DeviceThrottle(limit=2, window=10.0)
+
+    assert not throttle.over_limit("t", 25.0)
+    assert not throttle.over_limit("t", 19.9)
+    assert throttle.over_limit("t", 25.1)
+
+
 def test_throttle_memory_bounded():
     throttle = DeviceThrottle(limit=5, window=1.0, max_tokens=1000)
 
@@ -165,6 +173,18 @@ def test_run_key_comes_from_run_state():
 
     assert tokens.check(push(token, received_at=WALL_T0)).state is TokenState.UNKNOWN
     assert RUN_KEY != derive_run_key(1234)
+
+
+def test_repeated_report_counted_once():
+    tokens = registry()
+    invalidation = Invalidation(apns_token(1), "uninstall", SIM_T0, SIM_T0 + 60)
+    tokens.report([invalidation])
+    tokens.report([invalidation])
+
+    counts = tokens.counts(WALL_T0 + 20.0)
+
+    assert counts["dead"] == 1
+    assert counts["dying"] == 0
 
 
 def test_counts_dead_and_dying():
