@@ -194,6 +194,9 @@ class Inbox:
             try:
                 await asyncio.wait_for(future, remaining)
             except TimeoutError:
+                pass
+            finally:
+                # A poll that timed out or whose client went away must not stay registered.
                 with self._lock:
                     state.waiters = [pair for pair in state.waiters if pair[1] is not future]
 

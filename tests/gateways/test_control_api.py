@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from hypothesis import HealthCheck, given, settings
@@ -375,3 +376,22 @@ def test_out_of_range_numbers_rejected(tmp_path):
     assert "NaN is not a JSON number" in responses[2].json()["error"]
     assert "invalid after" in responses[5].json()["error"]
     assert "invalid shard_count 1000000000" in responses[6].json()["error"]
+
+
+def test_metrics_text_format(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    world.metrics.connection_opened(Service.APNS)
+    world.metrics.stream_started(Service.FCM)
+
+    (response,) = call(world, [("GET", "/metrics", {})])
+    world.close()
+    sample = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+-]+$')
+    lines = response.text.splitlines()
+
+    assert response.headers["Content-Type"].startswith("text/plain")
+    for line in lines:
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
+    assert 'pushsim_gateway_connections{service="apns"} 1' in lines
+    assert 'pushsim_gateway_streams_in_flight{service="fcm"} 1' in lines
+    assert "pushsim_ledger_possible_gap_seconds 0" in lines
+    assert 'pushsim_gateway_tokens{state="dead"} 0' in lines

@@ -221,3 +221,23 @@ def test_inbox_before_run_is_conflict(tmp_path):
 
     assert response.status_code == 409
     assert "post /control/run" in response.json()["error"]
+
+
+def test_abandoned_long_poll_unregistered(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    world.configure_run(run_config(shard_count=1))
+
+    async def scenario():
+        polls = [asyncio.create_task(world.inbox.fetch(0, wait=10)) for _ in range(5)]
+        await asyncio.sleep(0.1)
+        registered = len(world.inbox._shard(0).waiters)
+        for poll in polls:
+            poll.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
+        return registered, len(world.inbox._shard(0).waiters)
+
+    registered, remaining = run(scenario())
+    world.close()
+
+    assert registered == 5
+    assert remaining == 0
