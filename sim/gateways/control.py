@@ -426,3 +426,10 @@ async def serve_control(
     bound = runner.addresses[0][1]
     log.info("control API listening on http://%s:%d", host, bound)
     return runner, bound
+
+
+async def stop_control(runner: web.AppRunner) -> None:
+    """Stop a control API started by ``serve_control``, ending open long polls."""
+    addresses = list(runner.addresses)
+    await runner.cleanup()
+    log.info("control API on %s stopped", addresses)

@@ -12,7 +12,7 @@ import httpx
 
 from sim.formats.epoch import Epoch
 from sim.formats.tokens import derive_run_key, issue_token
-from sim.gateways.control import serve_control
+from sim.gateways.control import serve_control, stop_control
 from sim.gateways.hooks import Outcome, PushRequest, Service
 from sim.gateways.run import RunConfig
 from sim.gateways.world import GatewayWorld
@@ -95,7 +95,7 @@ async def control_client(world: GatewayWorld, *, auth: bool = True):
         ) as client:
             yield client
     finally:
-        await runner.cleanup()
+        await stop_control(runner)
 
 
 def run(coroutine):
