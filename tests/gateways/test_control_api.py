@@ -243,6 +243,7 @@ def test_live_faults_replace_timeline(tmp_path):
             ("POST", "/control/faults", {"json": {"faults": [], "anchor": "later"}}),
         ],
     )
+    finished = time.time()
     faults = world.timeline.faults
     action = world.fault_policy.action(push(apns_token(1), received_at=time.time()))
     world.close()
@@ -253,8 +254,9 @@ def test_live_faults_replace_timeline(tmp_path):
     assert "did you mean 'brownout'" in responses[3].json()["error"]
     assert "invalid anchor 'later'" in responses[5].json()["error"]
     assert len(faults) == 2
-    # Wall now is simulated +600 s; anchored at now, the second fault starts there.
-    assert abs(faults[1].start - 600.0) < 5.0
+    # Anchored at now, the second fault starts at the simulated time the request arrived,
+    # 60 simulated seconds per wall second after wall_t0.
+    assert 600.0 <= faults[1].start <= (finished - epoch["wall_t0"]) * 60.0
     # The first brown-out ends at wall_t0 + 61 s, the second one a wall minute after it was
     # posted, so Retry-After follows the later one.
     assert action.status == 503
