@@ -4,6 +4,12 @@ The gateways write it and the oracle reads it, so the table is defined once here
 seconds: ``wall_time`` as received, ``sim_time`` converted with the run's epoch (null before an
 epoch arrived). ``delivery_id`` is set only for an accepted push to a live token, and it is the
 join key with the truth ledger's push reactions.
+
+``ledger_meta`` holds the schema version, the writer's heartbeat (``last_flush_wall``, Unix
+seconds of its last commit), ``clean_shutdown`` ("1" after a clean close, "0" while open), and
+``possible_gaps``: a JSON list of wall-time windows whose rows a crash may have lost, each
+``{"since": s, "until": s, "backlog": n}``. Readers should treat verdicts inside a gap as
+uncertain.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 CREATE_STATEMENTS = (
     """
@@ -38,7 +44,9 @@ CREATE_STATEMENTS = (
         retry_of INTEGER,
         duplicate_of INTEGER,
         shard INTEGER,
-        group_id INTEGER
+        group_id INTEGER,
+        fault TEXT,
+        extra TEXT
     )
     """,
     "CREATE INDEX IF NOT EXISTS deliveries_shard ON deliveries (shard, seq)",
@@ -55,8 +63,15 @@ COLUMNS = (
     "wall_time", "sim_time", "service", "connection_id", "token", "audience", "message_id",
     "collapse_id", "priority", "expiration", "push_type", "payload", "status", "reason",
     "delivery_id", "timestamp_ms", "retry_after", "added_latency", "retry_of", "duplicate_of",
-    "shard", "group_id",
+    "shard", "group_id", "fault", "extra",
 )  # fmt: skip
+
+# Columns added after version 1, with their types, so an older file can be brought up to date.
+ADDED_COLUMNS = {"fault": "TEXT", "extra": "TEXT"}
+
+META_LAST_FLUSH = "last_flush_wall"
+META_CLEAN_SHUTDOWN = "clean_shutdown"
+META_POSSIBLE_GAPS = "possible_gaps"
 
 
 @dataclass
@@ -86,14 +101,22 @@ class DeliveryRow:
     duplicate_of: int | None
     shard: int | None
     group_id: int | None
+    fault: str | None = None  # kind of the scripted fault that acted on the push, if any
+    extra: str | None = None  # JSON object of service-specific details the server added
 
 
 def create_schema(connection: sqlite3.Connection) -> None:
-    """Create the ledger tables if they are missing and record the schema version."""
+    """Create the ledger tables if they are missing, add newer columns, record the version."""
     for statement in CREATE_STATEMENTS:
         connection.execute(statement)
+
+    present = {row[1] for row in connection.execute("PRAGMA table_info(deliveries)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in present:
+            connection.execute(f"ALTER TABLE deliveries ADD COLUMN {name} {kind}")
+
     connection.execute(
-        "INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('schema_version', ?)",
+        "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('schema_version', ?)",
         (str(SCHEMA_VERSION),),
     )
     connection.commit()

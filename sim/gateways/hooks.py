@@ -34,6 +34,14 @@ class PushRequest:
     connection_id: str
     received_at: float
     message_id: str = ""
+    # Delivery options the ledger records. The APNs server may leave them empty, because the
+    # ledger falls back to the apns-collapse-id, apns-priority, apns-expiration and
+    # apns-push-type headers. The FCM server fills them from the message body (collapse_key,
+    # priority, ttl) since FCM carries them there.
+    collapse_id: str | None = None
+    priority: str | None = None
+    expiration: str | None = None
+    push_type: str | None = None
 
 
 class TokenState(enum.Enum):
@@ -82,6 +90,7 @@ class FaultAction:
     status: int | None = None
     reason: str | None = None
     retry_after: int | None = None
+    fault: str | None = None  # kind of the fault that acted (latency, errors, ...), for labels
 
 
 NO_FAULT = FaultAction()
@@ -112,6 +121,7 @@ class Outcome:
     retry_after: int | None = None
     added_latency: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+    fault: str | None = None  # FaultAction.fault of the action applied, copied by the server
 
 
 class DeliverySink(Protocol):
