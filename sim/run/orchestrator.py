@@ -1,0 +1,305 @@
+"""The whole rehearsal in one call: components up, epoch out, Locust, drain, verdicts, report.
+
+Each component runs as its own process on loopback. The run directory collects everything an
+analyst needs afterwards: the resolved scenario, the epoch, the seed and plan hash, every
+component's log, Locust's CSV and HTML, both ledgers, and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sim.driver.control import ControlClient
+from sim.formats.epoch import Epoch
+from sim.formats.gateway_config import GatewayConfig
+from sim.run.components import Component, ComponentError, ComponentGroup
+from sim.run.progress import ConversionCounter, progress_line
+from sim.scenario import LoadedScenario
+from sim.scenario.dump import dump_scenario
+
+log = logging.getLogger(__name__)
+
+# Wall seconds between announcing the epoch and its first action, so every worker is ready.
+EPOCH_LEAD = 3.0
+# Wall seconds Locust may run past the scenario's end and drain before it is interrupted.
+END_SLACK = 60.0
+PROGRESS_EVERY = 5.0
+
+EXIT_PASSED = 0
+EXIT_GATE_FAILED = 1
+EXIT_PARTIAL = 3
+
+
+@dataclass
+class RunOptions:
+    """What ``pushsim run`` was asked to do."""
+
+    out: Path
+    target: str | None = None
+    processes: int = 1
+    users: int = 0
+    backend_naive: list[str] = field(default_factory=list)
+    quiet: bool = False
+
+
+class Interrupted(Exception):
+    """The user pressed Ctrl-C or the run received SIGTERM."""
+
+
+def _python() -> list[str]:
+    return [sys.executable, "-m", "sim.cli"]
+
+
+def _wait_for_file(component: Component, path: Path, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not component.alive():
+            raise ComponentError(
+                f"{component.name} exited with status {component.exit_code()} while starting; "
+                f"see {component.log_path}:\n{component.log_tail()}"
+            )
+        if path.exists():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                pass  # still being written
+        time.sleep(0.1)
+    raise ComponentError(
+        f"{component.name} did not write {path} within {timeout:g} s; see {component.log_path}"
+    )
+
+
+class Rehearsal:
+    """One run of ``pushsim run``."""
+
+    def __init__(self, loaded: LoadedScenario, options: RunOptions) -> None:
+        self.loaded = loaded
+        self.scenario = loaded.scenario
+        self.options = options
+        self.run_dir = options.out
+        self.logs = self.run_dir / "logs"
+        self.group = ComponentGroup()
+        self.partial_reason: str | None = None
+        self.backend_url = options.target
+        self.backend_control: ControlClient | None = None
+        self.gateways: GatewayConfig | None = None
+
+    def say(self, message: str) -> None:
+        if not self.options.quiet:
+            print(message, flush=True)
+
+    # Preparation.
+
+    def prepare(self) -> None:
+        from sim.model.plan import run_plan
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        (self.run_dir / "scenario.yaml").write_text(dump_scenario(self.scenario))
+
+        started = time.monotonic()
+        plan = run_plan(self.scenario)
+        plan_info = {
+            "seed": self.scenario.seed,
+            "plan_hash": plan.summary.get("plan_hash"),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        (self.run_dir / "plan.json").write_text(json.dumps(plan_info, indent=2))
+        (self.run_dir / "plan-summary.json").write_text(json.dumps(plan.summary, indent=2))
+        self.say(f"plan hash {plan_info['plan_hash']} (seed {self.scenario.seed})")
+
+    # Components.
+
+    def start_gateways(self) -> None:
+        ready = self.run_dir / "gateways.json"
+        component = Component(
+            "gateways",
+            [*_python(), "gateways", "--dir", str(self.run_dir / "gateways"),
+             "--scenario", str(self.run_dir / "scenario.yaml"), "--ready-file", str(ready)],
+            self.logs / "gateways.log",
+        )  # fmt: skip
+        self.group.components.append(component)
+        component.start()
+        _wait_for_file(component, ready, timeout=60)
+        self.gateways = GatewayConfig.read(ready)
+        component.health_url = f"{self.gateways.control_url}/healthz"
+        component.wait_healthy()
+        self.say(f"gateways ready: control {self.gateways.control_url}")
+
+    def start_backend(self) -> None:
+        if self.options.target:
+            return
+        ready = self.run_dir / "backend.json"
+        command = [
+            *_python(), "backend",
+            "--scenario", str(self.run_dir / "scenario.yaml"),
+            "--gateways-config", str(self.run_dir / "gateways.json"),
+            "--db", str(self.run_dir / "backend.sqlite"),
+            "--ready-file", str(ready),
+        ]  # fmt: skip
+        for switch in self.options.backend_naive:
+            command += ["--naive", switch]
+        component = Component("backend", command, self.logs / "backend.log")
+        self.group.components.append(component)
+        component.start()
+        info = _wait_for_file(component, ready, timeout=60)
+        self.backend_url = info["url"]
+        component.health_url = f"{self.backend_url}/healthz"
+        component.wait_healthy()
+        self.backend_control = ControlClient(info["control_url"], info["control_token"])
+        self.say(f"backend ready: {self.backend_url}")
+
+    def announce_epoch(self) -> Epoch:
+        scenario = self.scenario
+        epoch = Epoch(
+            wall_t0=time.time() + EPOCH_LEAD,
+            sim_t0=scenario.clock.start.timestamp(),
+            time_scale=scenario.clock.time_scale,
+        )
+        epoch_body = {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0,
+                      "time_scale": epoch.time_scale}  # fmt: skip
+        shard_count = max(1, self.options.processes)
+        record = {"epoch": epoch_body, "seed": scenario.seed, "shard_count": shard_count}
+        (self.run_dir / "epoch.json").write_text(json.dumps(record, indent=2))
+
+        gateways = ControlClient(self.gateways.control_url, self.gateways.control_token)
+        gateways.request(
+            "POST",
+            "/control/run",
+            {**record, "mode": scenario.gateways.mode},
+        )
+        if self.backend_control is not None:
+            self.backend_control.request("POST", "/control/epoch", epoch_body)
+        return epoch
+
+    def locust_command(self) -> list[str]:
+        import sim.driver
+
+        locustfile = Path(sim.driver.__file__).parent / "locustfile.py"
+        users = self.options.users or max(32, 32 * max(1, self.options.processes))
+        command = [
+            sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+            "-u", str(users), "-r", str(users), "--host", self.backend_url,
+            "--scenario", str(self.run_dir / "scenario.yaml"),
+            "--gateways-config", str(self.run_dir / "gateways.json"),
+            "--run-dir", str(self.run_dir),
+            "--epoch-file", str(self.run_dir / "epoch.json"),
+            "--csv", str(self.run_dir / "locust"), "--csv-full-history",
+            "--html", str(self.run_dir / "locust.html"),
+            "--only-summary", "--loglevel", "INFO",
+        ]  # fmt: skip
+        if self.options.processes > 1:
+            command += ["--processes", str(self.options.processes)]
+        return command
+
+    def run_locust(self, epoch: Epoch) -> int | None:
+        component = Component("locust", self.locust_command(), self.logs / "locust.log")
+        self.group.components.append(component)
+        component.start()
+
+        run_start = self.scenario.clock.start.timestamp()
+        sim_end = self.scenario.clock.duration + self.scenario.clock.drain
+        deadline = epoch.wall_at(run_start + sim_end) + END_SLACK
+        conversions = ConversionCounter(self.run_dir)
+        metrics_url = f"{self.gateways.control_url}/metrics"
+        next_progress = time.time() + PROGRESS_EVERY
+
+        while component.alive():
+            crashed = [c for c in self.group.crashed() if c is not component]
+            if crashed:
+                names = ", ".join(f"{c.name} (log {c.log_path})" for c in crashed)
+                self.partial_reason = f"a component exited during the run: {names}"
+                component.stop(sig=signal.SIGINT)
+                break
+            if time.time() > deadline:
+                self.partial_reason = (
+                    f"Locust ran {END_SLACK:g} s past the scenario's end and was interrupted"
+                )
+                component.stop(sig=signal.SIGINT)
+                break
+            if time.time() >= next_progress:
+                self.say(
+                    progress_line(epoch, run_start, sim_end, self.run_dir, conversions, metrics_url)
+                )
+                next_progress += PROGRESS_EVERY
+            time.sleep(0.2)
+        code = component.exit_code()
+        if code not in (0, None) and self.partial_reason is None:
+            self.partial_reason = f"Locust exited with status {code}; see {component.log_path}"
+        return code
+
+    # The whole run.
+
+    def execute(self) -> int:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def interrupt(signum, frame):
+            raise Interrupted()
+
+        signal.signal(signal.SIGTERM, interrupt)
+        try:
+            self.prepare()
+            self.start_gateways()
+            self.start_backend()
+            if self.options.target:
+                self.print_external_instructions()
+            epoch = self.announce_epoch()
+            self.say(
+                f"running {self.scenario.name}: {self.scenario.clock.duration / 86400:g} simulated "
+                f"days at time scale {self.scenario.clock.time_scale:g}"
+            )
+            self.run_locust(epoch)
+        except (KeyboardInterrupt, Interrupted):
+            self.partial_reason = "interrupted by the user"
+            self.say("\ninterrupted: stopping every component and writing a partial report")
+        except ComponentError as error:
+            self.partial_reason = str(error).splitlines()[0]
+            print(f"pushsim: {error}", file=sys.stderr)
+        finally:
+            self.group.stop_all()
+            signal.signal(signal.SIGTERM, previous)
+        return self.finish()
+
+    def print_external_instructions(self) -> None:
+        from sim.commands.gateways import describe
+
+        scale = self.scenario.clock.time_scale
+        self.say(describe(self.gateways))
+        self.say(f"\nbackend under test: {self.options.target}")
+        self.say("configure it with the gateways above, and these journeys at wall time:")
+        for journey in self.scenario.journeys:
+            self.say(
+                f"  {journey.name}: trigger {journey.trigger.event or journey.kind}, delay "
+                f"{journey.delay / scale:.3g} wall s ({journey.delay:g} simulated s at time "
+                f"scale {scale:g}); a backend that cannot scale its delays needs time_scale 1"
+            )
+
+    def finish(self) -> int:
+        marker = {"partial": self.partial_reason is not None, "reason": self.partial_reason}
+        (self.run_dir / "run-status.json").write_text(json.dumps(marker, indent=2))
+        try:
+            from reports import build_report
+
+            report = build_report(self.run_dir)
+        except Exception as error:  # a report of what was collected beats none at all
+            log.exception("building the report failed")
+            print(f"pushsim: building the report failed: {error}", file=sys.stderr)
+            return EXIT_PARTIAL
+        self.say(report.summary_text)
+        self.say(f"report: {report.html_path}")
+        if self.partial_reason is not None:
+            print(f"pushsim: the run is partial: {self.partial_reason}", file=sys.stderr)
+            return EXIT_PARTIAL
+        return EXIT_PASSED if report.gates_passed else EXIT_GATE_FAILED
+
+
+def default_run_dir(name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path("runs") / f"{name}-{stamp}-{os.getpid()}"
