@@ -47,7 +47,7 @@ MAX_BODY = 64 * 1024 * 1024  # bytes; an invalidation batch of ~200k tokens fits
 
 
 class BadRequest(Exception):
-    """Input the API rejects, with the HTTP status to answer."""
+    """Invalid input, with the HTTP status to return."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)

@@ -60,8 +60,8 @@ class GatewayWorld:
     """Everything the gateways know about the simulated phones, wired together.
 
     ``mode``, ``topic`` and ``project`` are the defaults a posted run may override.
-    ``control_token`` is the bearer token of the control and inbox APIs; a random one is made
-    when none is given, and the code that writes the gateways' config file reads it from here.
+    ``control_token`` is the bearer token of the control and inbox APIs. A random one is made
+    when none is given. The code that writes the gateways' config file reads it from here.
     """
 
     def __init__(
