@@ -8,7 +8,12 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from worldkit import (
+
+from sim.formats.tokens import derive_run_key
+from sim.gateways.hooks import Service, TokenState
+from sim.gateways.world import GatewayWorld
+from sim.scenario import load_scenario
+from tests.gateways.worldkit import (
     PROJECT,
     RUN_KEY,
     SIM_T0,
@@ -19,11 +24,6 @@ from worldkit import (
     push,
     run,
 )
-
-from sim.formats.tokens import derive_run_key
-from sim.gateways.hooks import Service, TokenState
-from sim.gateways.world import GatewayWorld
-from sim.scenario import load_scenario
 
 
 def run_body(**changes) -> dict:

@@ -11,7 +11,6 @@ import time
 import httpx
 import pytest
 from aiohttp import web
-from worldkit import answer, apns_token, control_client, fcm_token, push, run, run_config
 
 from sim.formats.delivery import read_rows
 from sim.gateways.faults import (
@@ -24,6 +23,15 @@ from sim.gateways.hooks import NO_FAULT, Outcome, Service
 from sim.gateways.run import RunState
 from sim.gateways.world import GatewayWorld
 from sim.scenario.schema import Fault, LogNormal
+from tests.gateways.worldkit import (
+    answer,
+    apns_token,
+    control_client,
+    fcm_token,
+    push,
+    run,
+    run_config,
+)
 
 # At time_scale 600 one simulated hour is 6 wall seconds. Every fault below runs from simulated
 # hour 1 to hour 3, which is wall +6 s to +18 s after the epoch's wall_t0.
