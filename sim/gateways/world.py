@@ -157,8 +157,8 @@ class GatewayWorld:
         yield (
             "pushsim_gateway_tokens",
             "gauge",
-            "Tokens by state: dead (reported gone), dying (invalidated, still answering 200), "
-            "active (pushed within the throttle window).",
+            "Tokens by state: dead (reported gone), dying (invalidated, still accepted), and "
+            "with the per-token throttle on, active (pushed within about two throttle windows).",
             [
                 ("pushsim_gateway_tokens", {"state": state}, value)
                 for state, value in counts.items()
