@@ -41,7 +41,8 @@ REASON_STATUS: dict[Service, dict[str, int]] = {
     },
 }  # fmt: skip
 
-# The reason a service gives for a bare status, and when a reason of the other service is asked.
+# The reason each service returns for a bare status, also used when a fault names a reason of the
+# other service.
 DEFAULT_REASON: dict[Service, dict[int, str]] = {
     Service.APNS: {
         400: "BadDeviceToken", 403: "Forbidden", 404: "BadPath", 405: "MethodNotAllowed",
@@ -60,8 +61,8 @@ QUOTA_WINDOW = 60.0  # wall seconds: FCM's quota is per rolling minute
 def resolve_reason(service: Service, reason: str) -> tuple[int, str]:
     """Return ``(status, reason)`` that ``service`` sends for a fault's reason or bare status.
 
-    A reason of the other service maps through its status, so one ``both`` fault can say
-    ServiceUnavailable and FCM answers UNAVAILABLE. Raises ValueError naming the allowed values.
+    A reason of the other service maps through its status, so one ``both`` fault with
+    ServiceUnavailable makes FCM return UNAVAILABLE. Raises ValueError naming the allowed values.
     """
     table = REASON_STATUS[service]
     if reason in table:
@@ -177,8 +178,8 @@ def check_faults(faults: Iterable[Fault]) -> None:
 class FaultTimeline:
     """Fault policy that returns the scripted timeline's action at each push's received time.
 
-    ``action`` never blocks: a delay is returned for the server to await. Connection faults are
-    not per push, so servers poll ``connection_directives`` instead.
+    ``action`` does no I/O and never sleeps: a delay is returned for the server to await.
+    Connection faults are not per push, so servers poll ``connection_directives`` instead.
     """
 
     def __init__(

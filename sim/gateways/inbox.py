@@ -141,7 +141,7 @@ class Inbox:
             return sum(len(state.tail) for state in self._shards.values())
 
     def _from_memory(self, shard: int, after: int, limit: int) -> list[InboxEntry] | None:
-        # None means the cursor is behind the tail, so SQLite must answer.
+        # None means the cursor is behind the tail, so the rows must be read from SQLite.
         with self._lock:
             state = self._shard(shard)
             if after < state.floor:

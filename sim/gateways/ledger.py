@@ -215,11 +215,16 @@ class DeliveryLedger:
             return None
 
         # The writer commits at least every flush interval, even idle, so the crash came within
-        # one interval of its last heartbeat. Rows queued at that moment were lost as well.
+        # one interval of its last heartbeat. Rows are written in the order they were queued, so
+        # what is missing was received after the last row on disk.
         previous_interval = float(self.meta("flush_interval") or self.flush_interval)
         backlog = int(self.meta("backlog_at_flush") or 0)
-        since = float(last_flush)
-        gap = PossibleGap(since=since, until=since + previous_interval, backlog=backlog)
+        heartbeat = float(last_flush)
+        last_row = self._connection.execute(
+            "SELECT wall_time FROM deliveries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        since = min(last_row[0], heartbeat) if last_row else heartbeat
+        gap = PossibleGap(since=since, until=heartbeat + previous_interval, backlog=backlog)
 
         gaps = json.loads(self.meta(META_POSSIBLE_GAPS) or "[]")
         gaps.append(asdict(gap))

@@ -60,8 +60,8 @@ class GatewayWorld:
     """Everything the gateways know about the simulated phones, wired together.
 
     ``mode``, ``topic`` and ``project`` are the defaults a posted run may override.
-    ``control_token`` is the bearer token of the control and inbox APIs; a random one is made
-    when none is given, and the code that writes the gateways' config file reads it from here.
+    ``control_token`` is the bearer token of the control and inbox APIs. A random one is made
+    when none is given. The code that writes the gateways' config file reads it from here.
     """
 
     def __init__(
@@ -157,8 +157,8 @@ class GatewayWorld:
         yield (
             "pushsim_gateway_tokens",
             "gauge",
-            "Tokens by state: dead (reported gone), dying (invalidated, still answering 200), "
-            "active (pushed within the throttle window).",
+            "Tokens by state: dead (reported gone), dying (invalidated, still accepted), and "
+            "with the per-token throttle on, active (pushed within about two throttle windows).",
             [
                 ("pushsim_gateway_tokens", {"state": state}, value)
                 for state, value in counts.items()

@@ -8,7 +8,12 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from worldkit import (
+
+from sim.formats.tokens import derive_run_key
+from sim.gateways.hooks import Service, TokenState
+from sim.gateways.world import GatewayWorld
+from sim.scenario import load_scenario
+from tests.gateways.worldkit import (
     PROJECT,
     RUN_KEY,
     SIM_T0,
@@ -19,11 +24,6 @@ from worldkit import (
     push,
     run,
 )
-
-from sim.formats.tokens import derive_run_key
-from sim.gateways.hooks import Service, TokenState
-from sim.gateways.world import GatewayWorld
-from sim.scenario import load_scenario
 
 
 def run_body(**changes) -> dict:
@@ -397,3 +397,31 @@ def test_metrics_text_format(tmp_path):
     assert 'pushsim_gateway_streams_in_flight{service="fcm"} 1' in lines
     assert "pushsim_ledger_possible_gap_seconds 0" in lines
     assert 'pushsim_gateway_tokens{state="dead"} 0' in lines
+
+
+def test_large_invalidation_batch(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+    tokens = [apns_token(group) for group in range(2500)] + [
+        fcm_token(group) for group in range(2500)
+    ]
+    batch = [
+        {"token": token, "reason": "uninstall", "died_at": SIM_T0, "reported_at": SIM_T0}
+        for token in tokens
+    ]
+
+    responses = call(
+        world,
+        [
+            ("POST", "/control/run", {"json": run_body()}),
+            ("POST", "/control/invalidations", {"json": {"invalidations": batch}}),
+        ],
+    )
+    verdict = world.token_policy(Service.FCM).check(
+        push(tokens[-1], service=Service.FCM, received_at=1_700_000_001.0)
+    )
+    counts = world.registry.counts(1_700_000_001.0)
+    world.close()
+
+    assert responses[1].json() == {"accepted": 5000}
+    assert verdict.state is TokenState.DEAD
+    assert counts["dead"] == 5000

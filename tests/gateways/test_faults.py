@@ -3,12 +3,14 @@ in /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import statistics
 import time
 
+import httpx
 import pytest
-from worldkit import answer, apns_token, control_client, fcm_token, push, run, run_config
+from aiohttp import web
 
 from sim.formats.delivery import read_rows
 from sim.gateways.faults import (
@@ -17,10 +19,19 @@ from sim.gateways.faults import (
     SlidingWindowCounter,
     resolve_reason,
 )
-from sim.gateways.hooks import NO_FAULT, Service
+from sim.gateways.hooks import NO_FAULT, Outcome, Service
 from sim.gateways.run import RunState
 from sim.gateways.world import GatewayWorld
 from sim.scenario.schema import Fault, LogNormal
+from tests.gateways.worldkit import (
+    answer,
+    apns_token,
+    control_client,
+    fcm_token,
+    push,
+    run,
+    run_config,
+)
 
 # At time_scale 600 one simulated hour is 6 wall seconds. Every fault below runs from simulated
 # hour 1 to hour 3, which is wall +6 s to +18 s after the epoch's wall_t0.
@@ -268,3 +279,50 @@ def test_each_fault_in_ledger_and_metrics(tmp_path):
 
 def run_sim(wall_t0: float, wall: float) -> float:
     return run_config(wall_t0=wall_t0, time_scale=SCALE).epoch.sim_at(wall)
+
+
+def test_latency_awaited_without_blocking(tmp_path):
+    # A minimal server that calls the seams as a wire server does: concurrent pushes with 0.2 s
+    # of added latency each must finish together, not one after another.
+    world = GatewayWorld(
+        tmp_path / "ledger.sqlite",
+        faults=[Fault(kind="latency", start=0, duration=HOUR, latency=LogNormal(0.2, 0.0))],
+    ).start()
+    world.configure_run(run_config(wall_t0=time.time() - 1, time_scale=SCALE))
+
+    async def handle(request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        pushed = push(token, received_at=time.time())
+        action = world.fault_policy.action(pushed)
+        await asyncio.sleep(action.delay)
+        outcome = Outcome(200, delivery_id=f"d-{token[:8]}-{pushed.received_at}",
+                          added_latency=action.delay, fault=action.fault)  # fmt: skip
+        world.sink.record(pushed, outcome)
+        return web.json_response({})
+
+    async def scenario() -> float:
+        app = web.Application()
+        app.router.add_post("/3/device/{token}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                started = time.monotonic()
+                await asyncio.gather(
+                    *(client.post(f"/3/device/{apns_token(group)}") for group in range(20))
+                )
+                return time.monotonic() - started
+        finally:
+            await runner.cleanup()
+
+    elapsed = run(scenario())
+    world.close()
+    rows = list(read_rows(str(tmp_path / "ledger.sqlite")))
+
+    assert 0.2 <= elapsed < 2.0
+    assert len(rows) == 20
+    assert all(row.added_latency == pytest.approx(0.2) for row in rows)
+    assert all(row.fault == "latency" for row in rows)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from worldkit import (
+from sim.formats.delivery import read_rows
+from sim.formats.shards import shard_of
+from sim.formats.tokens import derive_run_key
+from sim.gateways.hooks import Service
+from sim.gateways.registry import Invalidation
+from sim.gateways.world import GatewayWorld
+from tests.gateways.worldkit import (
     SIM_T0,
     answer,
     apns_token,
@@ -16,13 +22,6 @@ from worldkit import (
     run_config,
     wait_for,
 )
-
-from sim.formats.delivery import read_rows
-from sim.formats.shards import shard_of
-from sim.formats.tokens import derive_run_key
-from sim.gateways.hooks import Service
-from sim.gateways.registry import Invalidation
-from sim.gateways.world import GatewayWorld
 
 SHARDS = 3
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from worldkit import RUN_KEY, SIM_T0, apns_token, fcm_token, push, run_config
 
 from sim.formats.tokens import derive_run_key
 from sim.gateways.hooks import Service, TokenState
 from sim.gateways.registry import DeviceThrottle, Invalidation, TokenRegistry
 from sim.gateways.run import RunState
+from tests.gateways.worldkit import RUN_KEY, SIM_T0, apns_token, fcm_token, push, run_config
 
 WALL_T0 = 1_700_000_000.0
 
