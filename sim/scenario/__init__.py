@@ -108,9 +108,11 @@ def load_scenario(
 
     With ``path=None`` and no ``text`` the defaults alone make the scenario.
     """
-    file_path = resolve_path(path) if path is not None else None
     name = str(path) if path is not None else "<defaults>"
-    if text is None:
+    if text is not None:
+        file_path = Path(path) if path is not None else None
+    else:
+        file_path = resolve_path(path) if path is not None else None
         text = file_path.read_text(encoding="utf-8") if file_path else ""
 
     try:

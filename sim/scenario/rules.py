@@ -10,6 +10,7 @@ from sim import catalogue
 from sim.gates import GATE_METRICS, parse_gate
 from sim.scenario.schema import FUNNEL_STATES, PLATFORMS, Journey, Scenario
 from sim.scenario.source import Path
+from sim.scenario.types import format_duration
 from sim.scenario.validate import Collector, suggest
 
 SHARE_TOLERANCE = 1e-3
@@ -212,10 +213,11 @@ def _check_faults(scenario: Scenario, collector: Collector) -> None:
         path: Path = ("gateways", "faults", index)
         wall = fault.duration / scale if scale > 0 else 0.0
         if wall < MIN_WALL_WINDOW:
+            shortest = format_duration(MIN_WALL_WINDOW * scale)
             collector.warning(
                 (*path, "duration"),
                 f"the window lasts {wall:.2g} wall seconds at time_scale {scale:g}, too short to "
-                f"rehearse; make it at least {MIN_WALL_WINDOW * scale:g} simulated seconds",
+                f"rehearse; make it at least {shortest} of simulated time",
             )
         if fault.kind == "errors" and not fault.reason:
             collector.error((*path, "reason"), "missing reason: an errors fault needs a reason")

@@ -37,10 +37,12 @@ class Source:
 
     def locate(self, path: Path) -> tuple[str, int | None]:
         """Return the file (or ``--set``) and the line that best explain ``path``."""
+        for overridden in self.overridden:
+            shorter = min(len(overridden), len(path))
+            if overridden[:shorter] == path[:shorter]:
+                return "--set", None
         for end in range(len(path), -1, -1):
             prefix = path[:end]
-            if prefix in self.overridden:
-                return "--set", None
             if prefix in self.lines:
                 return self.name, self.lines[prefix]
         return self.name, None

@@ -22,13 +22,19 @@ class Bounds:
 
     low: float | None = None
     high: float | None = None
+    above_low: bool = False  # the value must be strictly greater than low
 
     def describe(self) -> str:
         if self.low is not None and self.high is not None:
             return f"{self.low:g}..{self.high:g}"
         if self.low is not None:
-            return f">= {self.low:g}"
+            return f"> {self.low:g}" if self.above_low else f">= {self.low:g}"
         return f"<= {self.high:g}"
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.above_low else value < self.low):
+            return False
+        return self.high is None or value <= self.high
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class DateTimeMarker:
 
 Probability = Annotated[float, Bounds(0.0, 1.0)]
 NonNegative = Annotated[float, Bounds(0.0, None)]
-Positive = Annotated[float, Bounds(1e-12, None)]
+Positive = Annotated[float, Bounds(0.0, None, above_low=True)]
 Count = Annotated[int, Bounds(0, None)]
 # Simulated time, scaled to wall time by the run's time_scale.
 Duration = Annotated[float, DurationMarker(), Bounds(0.0, None)]

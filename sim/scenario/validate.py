@@ -186,20 +186,17 @@ class Walker:
                 return default
 
         for bounds in (m for m in markers if isinstance(m, Bounds)):
-            too_low = bounds.low is not None and converted < bounds.low
-            too_high = bounds.high is not None and converted > bounds.high
-            if too_low or too_high:
-                shown = value if not isinstance(value, float) else f"{value:g}"
-                if DurationMarker in marker_kinds and too_low and bounds.low == 0:
-                    message = f"invalid duration {shown!r}: it must not be negative"
-                elif bounds == Bounds(0.0, 1.0):
-                    message = f"invalid probability {shown}: it must be between 0 and 1"
-                elif bounds.low is not None and bounds.low > 0 and bounds.low < 1e-6:
-                    message = f"invalid value {shown}: it must be greater than 0"
-                else:
-                    message = f"invalid value {shown}: it must be {bounds.describe()}"
-                self.collector.error(path, message)
-                return default
+            if bounds.admits(converted):
+                continue
+            shown = value if not isinstance(value, float) else f"{value:g}"
+            if DurationMarker in marker_kinds and converted < 0:
+                message = f"invalid duration {shown!r}: it must not be negative"
+            elif bounds == Bounds(0.0, 1.0):
+                message = f"invalid probability {shown}: it must be between 0 and 1"
+            else:
+                message = f"invalid value {shown}: it must be {bounds.describe()}"
+            self.collector.error(path, message)
+            return default
         return converted
 
     def _list(self, item_type: Any, value: Any, path: Path, default: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Bundled rehearsal scenarios, installed as the package ``pushsim_scenarios``."""

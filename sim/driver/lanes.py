@@ -1,0 +1,112 @@
+"""Device lanes: each device's SDK calls leave in order, and no device waits behind another.
+
+A real SDK keeps a queue per app install, so one device's calls are sequential, while different
+phones never wait for each other. Each device has its own FIFO queue. A fixed pool of lane
+greenlets takes the next device that has work and is not already sending, sends that device's
+oldest call, and hands the device back. The pool size is the number of requests that may be in
+flight at once; it is Locust's user count in a live run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.queue
+
+from sim.driver.timing import SCHEDULE_LAG, TimingTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Action:
+    """One SDK call waiting to be sent.
+
+    ``due`` is the wall Unix time it was scheduled for. ``send`` performs it with a lane's
+    client; ``dropped`` is called instead when it is already later than the lag budget.
+    """
+
+    device: str
+    due: float
+    send: Callable[[Any], None]
+    dropped: Callable[[float], None]
+
+
+class DeviceLanes:
+    """Per-device FIFO queues served by a pool of lanes."""
+
+    def __init__(
+        self,
+        lag_budget: float,
+        timing: TimingTable,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lag_budget = lag_budget
+        self.timing = timing
+        self._wall_clock = wall_clock
+        self._queues: dict[str, deque[Action]] = {}
+        self._busy: set[str] = set()
+        self._ready: gevent.queue.Queue = gevent.queue.Queue()
+        self.pending = 0
+        self.sent = 0
+        self.dropped = 0
+
+    def submit(self, action: Action) -> None:
+        """Queue an action behind the device's earlier ones."""
+        queue = self._queues.get(action.device)
+        if queue is None:
+            queue = self._queues[action.device] = deque()
+        queue.append(action)
+        self.pending += 1
+        if len(queue) == 1 and action.device not in self._busy:
+            self._ready.put(action.device)
+
+    def serve(self, client: Any, stop: Callable[[], bool]) -> None:
+        """Run one lane with ``client`` until ``stop()`` is true; call from a greenlet."""
+        while not stop():
+            try:
+                device = self._ready.get(timeout=0.1)
+            except gevent.queue.Empty:
+                continue
+            self.serve_one(client, device)
+
+    def serve_one(self, client: Any, device: str) -> None:
+        """Send the oldest call of ``device`` with ``client``, or drop it if it is too late."""
+        queue = self._queues[device]
+        action = queue.popleft()
+        self.pending -= 1
+        self._busy.add(device)
+        try:
+            lag = self._wall_clock() - action.due
+            lag_ms = max(0.0, lag * 1000.0)
+            if lag > self.lag_budget:
+                self.timing.get(SCHEDULE_LAG).add_drop(lag_ms)
+                self.dropped += 1
+                action.dropped(lag)
+            else:
+                self.timing.get(SCHEDULE_LAG).add(lag_ms)
+                self.sent += 1
+                action.send(client)
+        except Exception:
+            # A failing send must not kill the lane: the other devices depend on it.
+            log.exception("SDK call for device %s failed", device)
+        finally:
+            self._busy.discard(device)
+            if queue:
+                self._ready.put(device)
+            else:
+                del self._queues[device]
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every queued action left, up to ``timeout`` wall seconds."""
+        deadline = self._wall_clock() + timeout
+        while (self.pending or self._busy) and self._wall_clock() < deadline:
+            gevent.sleep(0.05)
+        return not (self.pending or self._busy)

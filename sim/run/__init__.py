@@ -1,0 +1,1 @@
+"""``pushsim run``: start every component, run the rehearsal, judge it and write the report."""

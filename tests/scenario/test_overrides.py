@@ -1,0 +1,43 @@
+"""``--set`` overrides: applied, validated like the file, and reported with their key path."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.scenario import ScenarioError, load_scenario
+
+
+def test_override_sets_nested_value():
+    loaded = load_scenario("cart_recovery", ["permission.opt_in.ios=0.45"])
+    assert loaded.scenario.permission.opt_in["ios"] == 0.45
+
+
+def test_override_keeps_sibling_defaults():
+    loaded = load_scenario("cart_recovery", ["permission.opt_in.ios=0.45"])
+    assert loaded.scenario.permission.opt_in["android"] == 0.60
+
+
+def test_override_parses_durations_and_indexes():
+    loaded = load_scenario("cart_recovery", ["journeys[0].delay=45m", "clock.duration=6h"])
+    assert loaded.scenario.journeys[0].delay == 2700.0
+    assert loaded.scenario.clock.duration == 6 * 3600.0
+
+
+@pytest.mark.parametrize(
+    ("override", "path", "phrase"),
+    [
+        ("permission.opt_in.ios=1.5", "permission.opt_in.ios", "between 0 and 1"),
+        ("permission.optin.ios=0.5", "permission.optin", "did you mean 'opt_in'"),
+        ("clock.duration=-3h", "clock.duration", "must not be negative"),
+        ("journeys[5].delay=1h", "journeys[5].delay", "out of range"),
+        ("no-equals-sign", "no-equals-sign", "key.path=value"),
+        ("a..b=1", "a..b", "invalid key path segment"),
+    ],
+)
+def test_bad_override_reported_with_path(override, path, phrase):
+    with pytest.raises(ScenarioError) as raised:
+        load_scenario("cart_recovery", [override])
+    (finding,) = raised.value.findings
+    assert finding.file == "--set"
+    assert finding.path == path
+    assert phrase in finding.message
