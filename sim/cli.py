@@ -7,10 +7,10 @@ import logging
 import sys
 
 from sim import __version__
-from sim.commands import plan, scenarios, validate
+from sim.commands import compare, plan, report, scenarios, validate
 
 # Each module adds one subcommand; the order here is the order in --help.
-COMMANDS = [validate, plan, scenarios]
+COMMANDS = [validate, plan, scenarios, report, compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,6 +78,8 @@ class TruthIndex:
         self.person_devices: dict[str, set[str]] = defaultdict(set)
         self.identified_at: dict[str, float] = {}
         self.anonymous_ids: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        # Identify calls per anonymous id: (at, user id), for merging anonymous activity.
+        self.merges: dict[str, list[tuple[float, str]]] = defaultdict(list)
         self.end = 0.0
 
     @classmethod
@@ -142,6 +144,22 @@ class TruthIndex:
                 registrations.add(call["at"], None)
         elif method == "identify" and call.get("user_id"):
             self.identified_at.setdefault(call["user_id"], call["at"])
+            if call.get("anonymous_id"):
+                self.merges[call["anonymous_id"]].append((call["at"], call["user_id"]))
+
+    def profile_at(self, call: dict, at: float) -> str:
+        """Return the profile that holds an SDK call's event at ``at``.
+
+        An identify merges the activity its anonymous id sent before it into the identified
+        profile, as Customer.io and Segment-style backends do. Events sent with that anonymous
+        id after the identify stay on the anonymous profile.
+        """
+        if call.get("user_id") or not call.get("anonymous_id"):
+            return profile_of(call)
+        for merged_at, user_id in self.merges.get(call["anonymous_id"], []):
+            if call["at"] <= merged_at <= at:
+                return f"user:{user_id}"
+        return profile_of(call)
 
     def live_token(self, device: str, at: float) -> str | None:
         """Return the device's token that is alive at ``at`` by truth, or None."""

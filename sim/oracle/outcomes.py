@@ -12,7 +12,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 
 from sim.formats.epoch import Epoch
-from sim.oracle.ledger import TruthIndex, profile_of
+from sim.oracle.ledger import TruthIndex
 from sim.oracle.pushes import Push
 from sim.oracle.triggers import Trigger
 from sim.scenario.schema import Journey
@@ -221,10 +221,10 @@ def _failure(
     live_tokens = [
         token for token in (index.live_token(device, due) for device in devices) if token
     ]
-    trigger_profile = profile_of(trigger.call)
+    trigger_profile = index.profile_at(trigger.call, due)
 
     # The trigger reached an identified profile, but the device tokens never left anonymous ones.
-    if trigger.call.get("user_id") and live_tokens:
+    if trigger_profile.startswith("user:") and live_tokens:
         registrations = [index.registrations.get(token) for token in live_tokens]
         anonymous_only = [
             r is not None and r.registered_before(due) and not r.identified_before(due)

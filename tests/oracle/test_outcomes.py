@@ -270,3 +270,14 @@ def test_waterfall_adds_up(tmp_path):
     assert steps["push expected"] == 4
     assert steps["delivered"] == 1
     assert result.metrics["delivery_rate"] == 0.25
+
+
+def test_anonymous_trigger_merged_by_identify(tmp_path):
+    story = Story()
+    token = story.shopper(user_id=None)
+    story.add_to_cart(CART_AT, user_id=None)
+    # A guest checkout identifies the shopper: the anonymous cart joins their profile.
+    story.call("identify", CART_AT + 200, "d1-0", "p1-0", user_id="p1-0")
+    story.call("register_token", CART_AT + 200, "d1-0", "p1-0", user_id="p1-0", token=token)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "not_sent"
