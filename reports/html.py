@@ -10,6 +10,7 @@ import base64
 import datetime
 from html import escape
 
+from sim.gates import GATE_METRICS
 from sim.oracle.outcomes import FAILURES, LEGITIMATE
 from sim.oracle.result import OracleResult
 
@@ -39,11 +40,14 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 td.status { font-weight: bold; }
 .muted { color: #555; font-size: .9em; }
 img { max-width: 100%; border: 1px solid #ccc; margin: .4em 0; }
-code { font-size: .88em; }
+code { font-size: 1em; }
+.badge { font-weight: bold; padding: 0 .4em; border: 2px solid #000; }
+.gates table { font-size: 1.05em; }
 """
 
 
-def _number(value: object, digits: int = 3) -> str:
+def _number(value: object) -> str:
+    """Format a figure for reading: thousands separated, no exponents, about 3 digits."""
     if value is None:
         return "n/a"
     if isinstance(value, bool):
@@ -51,7 +55,14 @@ def _number(value: object, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.{digits}g}" if abs(value) < 1e6 else f"{value:,.0f}"
+        size = abs(value)
+        if size >= 100 or value == int(value):
+            return f"{value:,.0f}"
+        if size >= 1:
+            return f"{value:,.1f}"
+        if size < 0.0005:
+            return "0"
+        return f"{value:.3f}"
     return escape(str(value))
 
 
@@ -76,16 +87,19 @@ def _gates(result: OracleResult) -> str:
                    f"{len(result.gates)}</div>")  # fmt: skip
     else:
         verdict = f'<div class="verdict pass">GATES PASSED: all {len(result.gates)}</div>'
-    rows = [
-        [
+    rows = []
+    for gate in result.gates:
+        metric = GATE_METRICS.get(gate.metric)
+        word = "PASS" if gate.passed else "FAIL"
+        rows.append([
             f"<code>{escape(gate.gate)}</code>",
             _number(gate.value),
-            f'<span class="{"pass" if gate.passed else "fail"}">'
-            f"{'PASS' if gate.passed else 'FAIL'}</span> {escape(gate.note)}",
-        ]
-        for gate in result.gates
-    ]
-    return verdict + _table(["gate", "value", "result"], rows, {1})
+            _number(gate.threshold),
+            escape(metric.unit if metric else ""),
+            f'<span class="badge {"pass" if gate.passed else "fail"}">{word}</span> '
+            f"{escape(gate.note)}",
+        ])  # fmt: skip
+    return verdict + _table(["gate", "value", "threshold", "unit", "result"], rows, {1, 2})
 
 
 def _waterfalls(result: OracleResult) -> str:
@@ -216,7 +230,7 @@ def render(result: OracleResult, figures: dict[str, bytes], csv_names: list[str]
 {result.time_scale:g}, {result.push_requests:,} push requests,
 {result.unattributed_pushes:,} not tied to any trigger. Written {created}.</p>
 <div class="grid">
-<section><h2>Gates</h2>{_gates(result)}</section>
+<section class="gates"><h2>Gates</h2>{_gates(result)}</section>
 <section><h2>Waterfall</h2>{_waterfalls(result)}</section>
 <section><h2>Top problems</h2>{_top_problems(result)}</section>
 <section><h2>Generator health</h2>{_generator(result)}</section>

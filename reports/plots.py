@@ -72,23 +72,24 @@ def waterfall(result: OracleResult) -> bytes:
 
 
 def delivery_over_time(result: OracleResult) -> bytes:
-    """Draw accepted and rejected pushes, displays and conversions per simulated-time bin."""
+    """Draw pushes per simulated-time bin as hatched bars, and reactions to them as lines."""
     series = result.series
     hours = _hours(series["bin_start_s"])
+    width = series["bin_width_s"] / 3600.0 * 0.9
+    accepted = np.asarray(series["pushes_accepted"], dtype=float)
     figure, axis = plt.subplots(figsize=(9, 3.6))
-    lines = [
-        ("pushes accepted", series["pushes_accepted"]),
-        ("pushes rejected", series["pushes_rejected"]),
-        ("displayed", series["reactions"]["displayed"]),
-        ("opened", series["reactions"]["opened"]),
-        ("converted", series["reactions"]["converted"]),
-    ]
-    for position, (label, values) in enumerate(lines):
-        axis.plot(hours, values, label=label, **_style(position))
+    axis.bar(hours, accepted, width=width, align="edge", color="white", edgecolor="0.3",
+             hatch="//", label="pushes accepted")  # fmt: skip
+    axis.bar(hours, series["pushes_rejected"], width=width, align="edge", bottom=accepted,
+             color="0.6", edgecolor="0.3", hatch="..", label="pushes rejected")  # fmt: skip
+    centres = hours + width / 2
+    for position, step in enumerate(("displayed", "opened", "converted")):
+        axis.plot(centres, series["reactions"][step], label=step, **_style(position))
+    axis.set_ylim(bottom=0)
     axis.set_xlabel("simulated time since start (h)")
     axis.set_ylabel(f"count per {series['bin_width_s'] / 60:.0f} simulated min")
     axis.set_title("Delivery and conversion over simulated time")
-    axis.legend(fontsize="small")
+    axis.legend(fontsize="small", ncol=2)
     axis.grid(alpha=0.3)
     return _png(figure)
 
@@ -98,12 +99,21 @@ def stitching_over_time(result: OracleResult) -> bytes:
     series = result.series
     hours = _hours(series["bin_start_s"])
     figure, axis = plt.subplots(figsize=(9, 3.6))
-    for position, (kind, values) in enumerate(series["stitching"].items()):
-        axis.plot(hours, values, label=kind.replace("_", " "), **_style(position))
+    drawn = 0
+    for kind, values in series["stitching"].items():
+        if any(values):
+            axis.plot(hours, values, label=kind.replace("_", " "), **_style(drawn))
+            drawn += 1
+    if drawn:
+        axis.legend(fontsize="small", ncol=2)
+    else:
+        axis.text(0.5, 0.5, "no stitching failures or cross-row problems", ha="center",
+                  transform=axis.transAxes)  # fmt: skip
+    axis.set_ylim(bottom=0)
+    axis.set_xlim(hours[0] if len(hours) else 0, hours[-1] if len(hours) else 1)
     axis.set_xlabel("simulated time since start (h)")
     axis.set_ylabel(f"count per {series['bin_width_s'] / 60:.0f} simulated min")
     axis.set_title("Stitching problems by kind (failures by due time, problems by push time)")
-    axis.legend(fontsize="small", ncol=2)
     axis.grid(alpha=0.3)
     return _png(figure)
 
