@@ -188,13 +188,13 @@ def _outcome_table(result: OracleResult) -> str:
 def _conduct(result: OracleResult) -> str:
     conduct = result.conduct
     rows = [
-        ["429/503 answers", _number(conduct.retryable_errors)],
+        ["429/503 responses", _number(conduct.retryable_errors)],
         ["retries of them", _number(conduct.retries)],
         ["retries without backoff", _number(conduct.retries_without_backoff)],
         ["retries before Retry-After", _number(conduct.retries_before_retry_after)],
         ["429/503 never retried", _number(conduct.errors_never_retried)],
-        ["unregistered answers (410 / UNREGISTERED)", _number(conduct.unregistered_answers)],
-        ["sends after an unregistered answer", _number(conduct.sends_after_unregistered)],
+        ["unregistered responses (410 / UNREGISTERED)", _number(conduct.unregistered_responses)],
+        ["sends after an unregistered response", _number(conduct.sends_after_unregistered)],
         ["connections per service", escape(", ".join(
             f"{k} {v}" for k, v in conduct.connections.items()) or "none")],
         ["requests per connection", _number(conduct.requests_per_connection)],

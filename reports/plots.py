@@ -167,7 +167,7 @@ def reach_over_time(result: OracleResult) -> bytes:
 
 
 def status_mix(result: OracleResult) -> bytes:
-    """Draw the gateways' answers by service, status and reason, stacked per time bin."""
+    """Draw the gateways' responses by service, status and reason, stacked per time bin."""
     series = result.series
     hours = _hours(series["bin_start_s"])
     width = series["bin_width_s"] / 3600.0 * 0.9
@@ -184,7 +184,7 @@ def status_mix(result: OracleResult) -> bytes:
         axis.legend(fontsize="small", ncol=2)
     axis.set_xlabel("simulated time since start (h)")
     axis.set_ylabel(f"requests per {series['bin_width_s'] / 60:.0f} simulated min")
-    axis.set_title("Gateway answers: service, HTTP status and reason")
+    axis.set_title("Gateway responses: service, HTTP status and reason")
     return _png(figure)
 
 

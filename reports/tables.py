@@ -69,7 +69,7 @@ def write_tables(result: OracleResult, directory: Path) -> list[Path]:
     ))  # fmt: skip
     written.append(_write(
         directory / "status_mix.csv",
-        ("bin_start_s", "answer", "requests"),
+        ("bin_start_s", "response", "requests"),
         [(start, label, count)
          for label, counts in series["status_mix"].items()
          for start, count in zip(series["bin_start_s"], counts, strict=True) if count],

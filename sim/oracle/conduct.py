@@ -31,7 +31,7 @@ class Conduct:
     retries_without_backoff: int = 0
     retries_before_retry_after: int = 0
     errors_never_retried: int = 0
-    unregistered_answers: int = 0
+    unregistered_responses: int = 0
     sends_after_unregistered: int = 0
     connections: dict[str, int] = field(default_factory=dict)
     requests_per_connection: float | None = None
@@ -48,7 +48,7 @@ class Conduct:
 def judge_conduct(
     pushes: list[Push], index: TruthIndex, epoch: Epoch, origin: float, store_present: bool
 ) -> Conduct:
-    """Judge retries, Retry-After, sends after unregistered answers and connection use."""
+    """Judge retries, Retry-After, sends after unregistered responses and connection use."""
     conduct = Conduct()
     ordered = sorted(pushes, key=lambda push: push.row.seq)
     _judge_retries(ordered, conduct)
@@ -105,7 +105,7 @@ def _judge_unregistered(
     """Count sends to a token after the push service said it is unregistered.
 
     A send is fine when the app registered the token again after the token's 410 ``timestamp``
-    (APNs) or after the answered send (FCM, whose answer carries no timestamp).
+    (APNs) or after the rejected send (FCM, whose response carries no timestamp).
     """
     gone: dict[str, float] = {}
     counts: Counter[str] = Counter()
@@ -121,7 +121,7 @@ def _judge_unregistered(
             else:
                 del gone[token]
         if push.unregistered:
-            conduct.unregistered_answers += 1
+            conduct.unregistered_responses += 1
             if push.row.timestamp_ms is not None:
                 gone[token] = epoch.sim_at(push.row.timestamp_ms / 1000.0) - origin
             else:

@@ -159,7 +159,7 @@ def time_series(
     index: TruthIndex,
     duration: float,
 ) -> dict[str, Any]:
-    """Bin pushes, reactions, problems, gateway answers and connections by simulated time."""
+    """Bin pushes, reactions, problems, gateway responses and connections by simulated time."""
     edges = sample_times(duration)
     width = edges[1] - edges[0] if len(edges) > 1 else max(duration, 1.0)
     bins = len(edges)

@@ -28,7 +28,7 @@ def profile_of(call: dict) -> str:
 
 @dataclass
 class Registrations:
-    """Where the backend was told a device token lives: profile per change time, None if deleted."""
+    """Profiles a device token was registered on over time; None marks a deletion."""
 
     times: list[float] = field(default_factory=list)
     profiles: list[str | None] = field(default_factory=list)
@@ -61,7 +61,7 @@ class Registrations:
 
 
 class TruthIndex:
-    """Every question the oracle asks of the truth ledger, answered from one pass."""
+    """Index of the truth ledger for the oracle's queries, built in one pass."""
 
     def __init__(self) -> None:
         self.view = TruthView()
@@ -148,11 +148,11 @@ class TruthIndex:
                 self.merges[call["anonymous_id"]].append((call["at"], call["user_id"]))
 
     def profile_at(self, call: dict, at: float) -> str:
-        """Return the profile that holds an SDK call's event at ``at``.
+        """Return the profile that contains an SDK call's event at ``at``.
 
-        An identify merges the activity its anonymous id sent before it into the identified
-        profile, as Customer.io and Segment-style backends do. Events sent with that anonymous
-        id after the identify stay on the anonymous profile.
+        The oracle expects an identify to merge the activity its anonymous id sent before it
+        into the identified profile. Events sent with that anonymous id after the identify stay
+        on the anonymous profile.
         """
         if call.get("user_id") or not call.get("anonymous_id"):
             return profile_of(call)

@@ -63,7 +63,7 @@ class TriggerRow:
 
 @dataclass
 class JudgeContext:
-    """What every trigger of one journey is judged against."""
+    """Shared inputs for judging the triggers of one journey."""
 
     journey: Journey
     index: TruthIndex
@@ -246,5 +246,5 @@ def _failure(
 
     if not good:
         statuses = sorted({f"{p.row.status} {p.row.reason or ''}".strip() for p in pushes})
-        return "not_sent", ("answered " + ", ".join(statuses)) if statuses else ""
+        return "not_sent", ("responses: " + ", ".join(statuses)) if statuses else ""
     return "sent_late", f"first push {good[0].at - due:.0f} s after due"

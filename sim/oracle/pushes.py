@@ -22,7 +22,7 @@ UNREGISTERED_STATUSES = frozenset({410, 404})
 
 @dataclass
 class Push:
-    """One answered push request, with its truth: the token's owner when it was sent."""
+    """One push request and its response, with its truth: the token's owner when it was sent."""
 
     row: DeliveryRow
     at: float

@@ -43,7 +43,7 @@ def apns_token(n: int) -> str:
 
 
 class Story:
-    """A truth ledger under construction, with the delivery rows a backend answered."""
+    """A truth ledger under construction, with the delivery rows of a backend's push requests."""
 
     def __init__(self) -> None:
         self.records: list[dict] = []
@@ -100,7 +100,7 @@ class Story:
     def push(self, at: float, token: str, cart: str = "c1-1", *, status=200, reason=None,
              live=True, message_id=None, wall=None, retry_after=None, timestamp_ms=None,
              connection="conn-1") -> str | None:  # fmt: skip
-        """Record a push request answered at simulated ``at``; return its delivery id."""
+        """Record a push request at simulated ``at`` and return its delivery id."""
         self._delivery += 1
         delivery_id = f"dl-{self._delivery}" if status == 200 and live else None
         payload = {"aps": {"alert": "x"}, "CIO": {"push": {"link": f"shop://cart/{cart}"}}}

@@ -1,4 +1,4 @@
-"""Each primary outcome from a hand-built ledger that tells one shopper's story."""
+"""Each primary outcome, from a hand-built ledger of one shopper's actions."""
 
 from __future__ import annotations
 

@@ -125,7 +125,7 @@ def test_send_after_unregistered(tmp_path):
                timestamp_ms=dead_ms)  # fmt: skip
     story.push(DUE + 5000, token, "c1-2", status=410, reason="Unregistered", live=False)
     result = judge_run(story.write(tmp_path))
-    assert result.conduct.unregistered_answers == 2
+    assert result.conduct.unregistered_responses == 2
     assert result.conduct.sends_after_unregistered == 1
 
 

@@ -35,7 +35,8 @@ def test_html_is_self_contained(good_run):
     assert len(images) >= 6
     assert all(src.startswith("data:image/png;base64,") for src in images)
     assert "<script" not in text
-    assert "http://" not in text and "https://" not in text
+    assert "http://" not in text
+    assert "https://" not in text
 
 
 def test_html_summary_states_gates_in_words(good_run):
