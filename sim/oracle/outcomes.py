@@ -137,7 +137,11 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
         row.lateness_wall_ms = (first.row.wall_time - due_wall) * 1000.0
         row.delivery_ids = [p.row.delivery_id for p in good if p.row.delivery_id]
 
-    row.outcome, row.detail = _legitimate(trigger, pushes, devices, due, held_until, context)
+    # An exit after the first good push belongs to that push, so the exit window ends there.
+    exit_until = min(due, good[0].at) if good else due
+    row.outcome, row.detail = _legitimate(
+        trigger, pushes, devices, due, exit_until, held_until, context
+    )
     if row.outcome:
         return row
     if on_time:
@@ -152,13 +156,15 @@ def _legitimate(
     pushes: list[Push],
     devices: list[str],
     due: float,
+    exit_until: float,
     held_until: float | None,
     context: JudgeContext,
 ) -> tuple[str, str]:
     journey = context.journey
     index = context.index
 
-    exits = [at for at in context.exits.get(trigger.value or "", []) if trigger.at <= at <= due]
+    exits = context.exits.get(trigger.value or "", [])
+    exits = [at for at in exits if trigger.at <= at <= exit_until]
     if exits:
         return "converted_before_delay", f"exit at {exits[0]:.0f} s"
 

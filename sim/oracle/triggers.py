@@ -133,16 +133,25 @@ def _value(call: dict, field_name: str) -> str | None:
 
 
 def exit_times(journey: Journey, index: TruthIndex, field_name: str) -> dict[str, list[float]]:
-    """Return when each match value's exit event happened, by truth (any call status)."""
+    """Return when each match value's exit event happened, by truth (any call status).
+
+    A repeated_event journey's ``absence`` event ends it the same way as an exit.
+    """
     exits: dict[str, list[float]] = {}
-    if not journey.exit.event:
+    ends = {
+        canonical_name(match.event): match.match or field_name
+        for match in (journey.exit, journey.absence)
+        if match.event
+    }
+    if not ends:
         return exits
-    wanted = canonical_name(journey.exit.event)
-    match = journey.exit.match or field_name
     for call in index.calls:
-        if call["method"] not in TRACK_METHODS or canonical_name(call.get("event") or "") != wanted:
+        name = canonical_name(call.get("event") or "")
+        if call["method"] not in TRACK_METHODS or name not in ends:
             continue
-        value = _value(call, match)
+        value = _value(call, ends[name])
         if value is not None:
             exits.setdefault(value, []).append(call["at"])
+    for times in exits.values():
+        times.sort()
     return exits

@@ -32,6 +32,10 @@ gates:
   - wrong_person_pushes == 0
   - delivery_rate >= 0.5
 """
+QUIET_SCENARIO_TEXT = SCENARIO.replace(
+    "link: shop://cart/{cart_id}",
+    "link: shop://cart/{cart_id}\n    quiet_hours: {start: '22:00', end: '08:00'}",
+)
 ORIGIN = 1795651200.0  # 2026-11-26T00:00:00Z
 WALL_T0 = 1_800_000_000.0
 TIME_SCALE = 1440.0

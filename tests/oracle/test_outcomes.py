@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sim.oracle.judge import judge_run
 from sim.oracle.outcomes import OUTCOMES, late_tolerance
-from tests.oracle.ledgers import DELAY, SCENARIO, Story, apns_token
+from tests.oracle.ledgers import DELAY, QUIET_SCENARIO_TEXT, SCENARIO, Story, apns_token
 
 CART_AT = 1000.0
 DUE = CART_AT + DELAY
@@ -60,9 +60,7 @@ def test_capped_second_cart(tmp_path):
     assert result.journeys[0].outcomes["delivered"] == 1
 
 
-QUIET_SCENARIO = SCENARIO.replace("link: shop://cart/{cart_id}",
-                                  "link: shop://cart/{cart_id}\n"
-                                  "    quiet_hours: {start: '22:00', end: '08:00'}")  # fmt: skip
+QUIET_SCENARIO = QUIET_SCENARIO_TEXT
 
 
 def test_quiet_hours_skip(tmp_path):
