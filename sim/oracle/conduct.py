@@ -72,8 +72,11 @@ def judge_conduct(
 
 
 def _judge_retries(ordered: list[Push], conduct: Conduct) -> None:
-    """Pair each 429/503 with the next request for the same token and payload."""
+    """Pair each 429/503 with its retry: the row whose ``retry_of`` names it, when the gateway
+    set one, else the next request for the same token and payload.
+    """
     later: dict[tuple[str, bytes | None], list[Push]] = defaultdict(list)
+    marked = {push.row.retry_of: push for push in ordered if push.row.retry_of is not None}
     for push in ordered:
         later[(push.row.token, push.row.payload)].append(push)
 
@@ -82,10 +85,12 @@ def _judge_retries(ordered: list[Push], conduct: Conduct) -> None:
             if push.row.status not in RETRYABLE_STATUSES:
                 continue
             conduct.retryable_errors += 1
-            if position + 1 >= len(same):
+            retry = marked.get(push.row.seq)
+            if retry is None and position + 1 < len(same):
+                retry = same[position + 1]
+            if retry is None:
                 conduct.errors_never_retried += 1
                 continue
-            retry = same[position + 1]
             conduct.retries += 1
             gap = retry.row.wall_time - push.row.wall_time
             if gap < MIN_BACKOFF_SECONDS:

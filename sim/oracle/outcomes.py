@@ -133,7 +133,7 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
         first = good[0]
         row.first_push_at = first.at
         row.lateness_s = first.at - due
-        due_wall = context.epoch.wall_at(context.origin + due)
+        due_wall = _due_wall(trigger, due, context)
         row.lateness_wall_ms = (first.row.wall_time - due_wall) * 1000.0
         row.delivery_ids = [p.row.delivery_id for p in good if p.row.delivery_id]
 
@@ -149,6 +149,18 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
         return row
     row.outcome, row.detail = _failure(trigger, pushes, good, devices, due, context)
     return row
+
+
+def _due_wall(trigger: Trigger, due: float, context: JudgeContext) -> float:
+    """Return the wall time the push was due, from when the trigger call was really sent.
+
+    A live run's driver stamps ``sent_wall``, so a generator that sent the trigger late does
+    not count against the backend; a virtual run converts the simulated due time instead.
+    """
+    sent_wall = trigger.call.get("sent_wall")
+    if sent_wall is None:
+        return context.epoch.wall_at(context.origin + due)
+    return float(sent_wall) + context.epoch.wall_duration(due - trigger.at)
 
 
 def _legitimate(

@@ -226,3 +226,27 @@ def test_gate_without_value_fails(tmp_path):
     assert gates["delivery_rate"].value is None
     assert not gates["delivery_rate"].passed
     assert "no value" in gates["delivery_rate"].note
+
+
+def test_retry_named_by_gateway(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    wall = WALL_T0 + DUE / 1440
+    story.push(DUE, token, status=503, reason="ServiceUnavailable", wall=wall)
+    story.push(DUE, token, "c1-2", wall=wall + 2.0)
+    story.rows[-1]["retry_of"] = 1
+    result = judge_run(story.write(tmp_path))
+    assert result.conduct.retries == 1
+    assert result.conduct.errors_never_retried == 0
+
+
+def test_wall_lateness_from_sent_wall(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    # The generator sent the trigger 2 wall seconds late; the push came 2 s after its due time.
+    story.records[-1]["sent_wall"] = WALL_T0 + CART_AT / 1440 + 2.0
+    story.push(DUE, token, wall=WALL_T0 + DUE / 1440 + 2.0)
+    result = judge_run(story.write(tmp_path))
+    assert abs(result.rows[0].lateness_wall_ms) < 1e-3
