@@ -33,6 +33,7 @@ def draw_figures(result: OracleResult, run_dir: Path) -> dict[str, bytes]:
         "Trigger lateness": plots.lateness_cdf(result),
         "Reachable shoppers and device tokens": plots.reach_over_time(result),
         "Gateway status and reason mix": plots.status_mix(result),
+        "Connection churn": plots.connection_churn(result),
     }
     history_path = run_dir / LOCUST_HISTORY
     if history_path.exists():

@@ -188,6 +188,24 @@ def status_mix(result: OracleResult) -> bytes:
     return _png(figure)
 
 
+def connection_churn(result: OracleResult) -> bytes:
+    """Draw the connections the backend opened to the gateways per simulated-time bin."""
+    series = result.series
+    hours = _hours(series["bin_start_s"])
+    width = series["bin_width_s"] / 3600.0 * 0.9
+    figure, axis = plt.subplots(figsize=(9, 3.0))
+    axis.bar(hours, series["new_connections"], width=width, align="edge", color="0.7",
+             edgecolor="black", hatch="xx", label="connections first seen")  # fmt: skip
+    connections = result.conduct.connections
+    totals = ", ".join(f"{service} {count}" for service, count in connections.items())
+    axis.set_title(f"Connection churn (distinct connections: {totals or 'none'})")
+    axis.set_xlabel("simulated time since start (h)")
+    axis.set_ylabel(f"new connections per {series['bin_width_s'] / 60:.0f} simulated min")
+    axis.set_ylim(bottom=0)
+    axis.legend(fontsize="small")
+    return _png(figure)
+
+
 def backend_latency(history: LatencyHistory) -> bytes:
     """Draw Locust's aggregated response-time percentiles over wall time."""
     figure, axis = plt.subplots(figsize=(9, 3.4))

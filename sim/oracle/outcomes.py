@@ -1,8 +1,8 @@
 """One primary outcome per journey trigger, from an ordered list, so the waterfall adds up.
 
-The first outcome that applies wins. Legitimate reasons not to push come first, then failures,
-then how far a delivered push went. Every check reads the truth ledger and the delivery ledger;
-fault labels never decide an outcome.
+The first outcome that applies wins. Legitimate reasons not to push come first. A trigger with
+an on-time push then gets how far that push went, and the failures apply only to the rest. Every
+check reads the truth ledger and the delivery ledger, and fault labels never decide an outcome.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ EXCLUDED = "excluded_near_end"
 LATE_TOLERANCE_MIN = 60.0
 LATE_TOLERANCE_SHARE = 0.10
 
-# The latent split of a conversion; it rests on the model's "would have bought anyway" draw.
+# The latent split of a conversion, which rests on the model's "would have bought anyway" draw.
 INCREMENTAL, PULLED_FORWARD, UNKNOWN = "incremental", "pulled_forward", "unknown"
 
 
