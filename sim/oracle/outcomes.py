@@ -126,8 +126,10 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
         row.outcome = EXCLUDED
         return row
 
-    devices = sorted(set(index.devices_of(trigger.person, due)) | {trigger.device})
-    good = [push for push in pushes if push.accepted and push.owner_device in devices]
+    # The person's devices at the due time; a phone handed over or taken by the other user of a
+    # shared phone is not theirs then.
+    devices = index.devices_of(trigger.person, due)
+    good = [push for push in pushes if _reached_person(push, trigger, devices)]
     on_time = [push for push in good if push.at <= deadline]
     if good:
         first = good[0]
@@ -149,6 +151,15 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
         return row
     row.outcome, row.detail = _failure(trigger, pushes, good, devices, due, context)
     return row
+
+
+def _reached_person(push: Push, trigger: Trigger, devices: list[str]) -> bool:
+    """Tell whether an accepted push reached a live token on a phone the person was using."""
+    if not push.accepted or push.owner_device is None:
+        return False
+    if push.owner_person is not None:
+        return push.owner_person == trigger.person
+    return push.owner_device in devices
 
 
 def _due_wall(trigger: Trigger, due: float, context: JudgeContext) -> float:
@@ -263,6 +274,9 @@ def _failure(
         return "events_without_device", f"trigger on {trigger_profile}"
 
     if not good:
+        others = sorted({p.owner_person for p in pushes if p.accepted and p.owner_person})
+        if others:
+            return "not_sent", f"accepted for a phone used by {', '.join(others)}"
         statuses = sorted({f"{p.row.status} {p.row.reason or ''}".strip() for p in pushes})
         return "not_sent", ("responses: " + ", ".join(statuses)) if statuses else ""
     return "sent_late", f"first push {good[0].at - due:.0f} s after due"

@@ -279,3 +279,16 @@ def test_anonymous_trigger_merged_by_identify(tmp_path):
     story.call("register_token", CART_AT + 200, "d1-0", "p1-0", user_id="p1-0", token=token)
     row, _ = outcome_of(story, tmp_path)
     assert row.outcome == "not_sent"
+
+
+def test_push_to_handed_over_phone(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.shopper(device="d2-0", person="p1-0", token=2)
+    story.add_to_cart(CART_AT)
+    # The first phone changes hands with its token; the shopper keeps using the second phone.
+    story.record("device_user", CART_AT + 100, device="d1-0", person="p1-5")
+    story.push(DUE, token)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "not_sent"
+    assert "p1-5" in row.detail
