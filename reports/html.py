@@ -143,6 +143,8 @@ def _top_problems(result: OracleResult) -> str:
         if count:
             examples = conduct.examples.get(example_key, [])
             entries.append((count, name.replace("_", " "), "; ".join(examples[:3])))
+    if result.unattributed_pushes:
+        entries.append((result.unattributed_pushes, "pushes tied to no trigger", ""))
     if not entries:
         return "<p>No failures or problems found.</p>"
     entries.sort(key=lambda entry: -entry[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sim.formats.epoch import Epoch
 from sim.formats.truth import TruthWriter
 from sim.oracle.inputs import RunInputs
 from sim.scenario import load_scenario
+from sim.scenario.dump import dump_scenario
 
 SCENARIO = """
 name: hand
@@ -152,3 +154,16 @@ def write_deliveries(path: Path, rows: list[dict]) -> None:
     )
     connection.commit()
     connection.close()
+
+
+def write_run_dir(story: Story, tmp_path: Path, scenario_text: str = SCENARIO):
+    """Write the story's ledgers, then a run directory without truth ledgers under ``tmp_path``."""
+    inputs = story.write(tmp_path / "ledgers", scenario_text)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "scenario.yaml").write_text(dump_scenario(inputs.scenario))
+    epoch = inputs.epoch
+    (run_dir / "epoch.json").write_text(json.dumps(
+        {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0, "time_scale": epoch.time_scale}))
+    shutil.copy(inputs.delivery_path, run_dir / "deliveries.sqlite")
+    return inputs, run_dir

@@ -14,20 +14,7 @@ from sim.oracle.judge import judge_run
 from sim.oracle.outcomes import JudgeContext, quiet_end
 from sim.oracle.triggers import Trigger
 from sim.scenario import load_scenario
-from sim.scenario.dump import dump_scenario
-from tests.oracle.ledgers import ORIGIN, QUIET_SCENARIO_TEXT, SCENARIO, Story
-
-
-def write_run_dir(story: Story, tmp_path, scenario_text: str = SCENARIO):
-    inputs = story.write(tmp_path / "ledgers", scenario_text)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "scenario.yaml").write_text(dump_scenario(inputs.scenario))
-    epoch = inputs.epoch
-    (run_dir / "epoch.json").write_text(json.dumps(
-        {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0, "time_scale": epoch.time_scale}))
-    shutil.copy(inputs.delivery_path, run_dir / "deliveries.sqlite")
-    return inputs, run_dir
+from tests.oracle.ledgers import ORIGIN, QUIET_SCENARIO_TEXT, Story, write_run_dir
 
 
 def two_shopper_story() -> Story:

@@ -11,6 +11,7 @@ from reports.build import build_report
 from reports.compare import compare_runs
 from sim.cli import main
 from sim.oracle.outcomes import OUTCOMES
+from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
 
 SUMMARY_KEYS = {
     "summary_version", "scenario", "clock", "gates_passed", "gates", "metrics", "journeys",
@@ -129,3 +130,16 @@ def test_report_command_missing_run(tmp_path, capsys):
 def test_compare_command(good_run, flawed_run, capsys):
     assert main(["compare", str(good_run), str(flawed_run)]) == 0
     assert "WORSE" in capsys.readouterr().out
+
+
+def test_report_for_unjudged_journey(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(1000.0)
+    story.push(2800.0, token)
+    text = SCENARIO.replace("kind: event", "kind: broadcast\n    at: 2026-11-26T10:00:00Z")
+    inputs, run_dir = write_run_dir(story, tmp_path, text)
+    shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    assert "not judged" in html
+    assert "pushes tied to no trigger" in html
