@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
 from reports.locust import LatencyHistory  # noqa: E402
+from sim.oracle.judge import LATENESS_OUTCOMES  # noqa: E402
 from sim.oracle.result import OracleResult  # noqa: E402
 
 HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--", "**", "||")
@@ -120,7 +121,7 @@ def stitching_over_time(result: OracleResult) -> bytes:
 
 def lateness_cdf(result: OracleResult) -> bytes:
     """Draw the cumulative share of pushes by lateness, in simulated s and in wall ms."""
-    rows = [r for r in result.rows if r.lateness_s is not None and r.outcome != "excluded_near_end"]
+    rows = [r for r in result.rows if r.lateness_s is not None and r.outcome in LATENESS_OUTCOMES]
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     for axis, values, unit in (
         (left, [r.lateness_s for r in rows], "simulated s"),

@@ -17,7 +17,7 @@ from sim.oracle.gating import evaluate_gates, gate_metrics
 from sim.oracle.generator import judge_generator
 from sim.oracle.inputs import RunInputs
 from sim.oracle.ledger import TruthIndex
-from sim.oracle.outcomes import EXCLUDED, OUTCOMES, JudgeContext, TriggerRow, judge
+from sim.oracle.outcomes import DELIVERED, EXCLUDED, OUTCOMES, JudgeContext, TriggerRow, judge
 from sim.oracle.problems import PROBLEM_KINDS, find_problems
 from sim.oracle.pushes import Push, link_value, place_pushes
 from sim.oracle.reach import reach_over_time, sample_times
@@ -26,6 +26,7 @@ from sim.oracle.stats import summarise
 from sim.oracle.triggers import Trigger, TriggerSet, exit_times, find_triggers
 from sim.scenario.schema import Journey
 
+LATENESS_OUTCOMES = frozenset(DELIVERED) | {"sent_late"}
 # Failure outcomes drawn as stitching problems over time.
 STITCHING_OUTCOMES = ("stranded_anonymous", "events_without_device", "stale_token")
 
@@ -80,9 +81,8 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         journey_results.append(_journey_result(triggers, judged))
 
     problems = find_problems(attributed_all, pushes, exits_by_journey, index)
-    reached = [
-        row for row in trigger_rows if row.lateness_s is not None and row.outcome != EXCLUDED
-    ]
+    # Lateness is measured where a push reached the person: delivered outcomes and sent_late.
+    reached = [row for row in trigger_rows if row.outcome in LATENESS_OUTCOMES]
     result = OracleResult(
         scenario=scenario.name,
         duration=clock.duration,
@@ -112,6 +112,8 @@ def attribute(triggers: TriggerSet, pushes: list[Push], journey: Journey) -> dic
     When several triggers share the value (a sku, say), the push goes to the latest one before
     it on the device that owns the token, else the latest one before it of any person.
     """
+    # NOTE: two journeys with the same link template both claim a push; telling them apart
+    # would need a journey marker in the payload, which no backend is required to send.
     by_value: dict[str | None, list[Trigger]] = defaultdict(list)
     for trigger in triggers.triggers:
         by_value[trigger.value].append(trigger)

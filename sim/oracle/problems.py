@@ -63,15 +63,18 @@ def find_problems(
                         f"{push.row.delivery_id} about {subject} shown to {reaction.get('person')}",
                     )
 
-        # Retries that reuse the apns-id of an accepted push are one delivery, not two.
-        message_ids: list[str] = []
+        # Counted per device token, because one push to each of a person's phones is one
+        # delivery each. Retries that reuse the apns-id of an accepted push are one delivery.
+        message_ids: dict[str, set[str]] = {}
         for push in delivered:
-            if push.row.message_id not in message_ids:
-                message_ids.append(push.row.message_id)
-                if len(message_ids) > 1:
-                    problems["duplicate_delivery"].note(
-                        push.at, f"{trigger.trigger_id} {push.row.delivery_id}"
-                    )
+            seen = message_ids.setdefault(push.row.token, set())
+            if push.row.message_id in seen:
+                continue
+            seen.add(push.row.message_id)
+            if len(seen) > 1:
+                problems["duplicate_delivery"].note(
+                    push.at, f"{trigger.trigger_id} {push.row.delivery_id}"
+                )
 
         journey_exits = exits.get(trigger.journey, {}).get(trigger.value or "", [])
         exited = [at for at in journey_exits if at >= trigger.at]

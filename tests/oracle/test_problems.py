@@ -250,3 +250,15 @@ def test_wall_lateness_from_sent_wall(tmp_path):
     story.push(DUE, token, wall=WALL_T0 + DUE / 1440 + 2.0)
     result = judge_run(story.write(tmp_path))
     assert abs(result.rows[0].lateness_wall_ms) < 1e-3
+
+
+def test_one_push_per_phone_not_duplicate(tmp_path):
+    story = Story()
+    first = story.shopper()
+    second = story.shopper(device="d2-0", token=2)
+    story.add_to_cart(CART_AT)
+    story.push(DUE, first)
+    story.push(DUE, second)
+    result = judge_run(story.write(tmp_path))
+    assert result.problems["duplicate_delivery"].count == 0
+    assert result.rows[0].outcome == "delivered"
