@@ -218,8 +218,10 @@ def render(result: OracleResult, figures: dict[str, bytes], csv_names: list[str]
     """Return the report as one HTML document."""
     banner = ""
     if result.generator.fell_behind:
+        health = result.generator
         banner = (f'<div class="banner" role="alert">GENERATOR FELL BEHIND: backend figures '
-                  f"cannot be trusted. {escape(result.generator.message)}</div>")  # fmt: skip
+                  f"cannot be trusted. It dropped {health.dropped:,} SDK calls "
+                  f"({health.drop_share:.1%}).</div>")  # fmt: skip
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     csv_list = ", ".join(f'<a href="{escape(name)}">{escape(name)}</a>' for name in csv_names)
     return f"""<!DOCTYPE html>
