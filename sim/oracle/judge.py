@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from sim.catalogue import canonical_name
 from sim.formats.delivery import read_rows
 from sim.oracle.conduct import judge_conduct
 from sim.oracle.gating import evaluate_gates, gate_metrics
@@ -36,7 +37,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     scenario = inputs.scenario
     clock = scenario.clock
     origin = clock.start.timestamp()
-    index = index or TruthIndex.load(inputs.truth_paths)
+    index = index or TruthIndex.load(inputs.truth_paths, journey_events(scenario.journeys))
     rows = list(read_rows(str(inputs.delivery_path))) if inputs.delivery_path else []
     pushes = place_pushes(rows, index, inputs.epoch, origin)
 
@@ -104,6 +105,16 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     result.metrics = gate_metrics(result)
     result.gates = evaluate_gates(scenario.gates, result.metrics)
     return result
+
+
+def journey_events(journeys: list[Journey]) -> set[str]:
+    """Return the catalogue names of every journey's trigger, exit and absence events."""
+    names = set()
+    for journey in journeys:
+        for event in (journey.trigger.event, journey.exit.event, journey.absence.event):
+            if event:
+                names.add(canonical_name(event))
+    return names
 
 
 def attribute(triggers: TriggerSet, pushes: list[Push], journey: Journey) -> dict[str, list[Push]]:

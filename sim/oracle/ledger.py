@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sim.catalogue import canonical_name
 from sim.formats.truth import TruthView, canonical_key, read_records
 
 # SDK call statuses that reached the backend, or would have in a virtual run.
 DELIVERED_STATUSES = frozenset({"sent", "planned"})
 DROPPED = "dropped"
+
+
+def _only_counted(record: dict, events: Collection[str]) -> bool:
+    """Tell whether a record is a track call of an event outside ``events``."""
+    if record["kind"] != "sdk_call" or record["method"] not in ("track", "anonymous_track"):
+        return False
+    return canonical_name(record.get("event") or "") not in events
 
 
 def profile_of(call: dict) -> str:
@@ -83,10 +91,25 @@ class TruthIndex:
         self.end = 0.0
 
     @classmethod
-    def load(cls, paths: Iterable[str | Path]) -> TruthIndex:
-        """Read and index the ledgers of every shard of a run."""
-        records = [record for path in paths for record in read_records(path)]
-        return cls.build(records)
+    def load(
+        cls, paths: Iterable[str | Path], events: Collection[str] | None = None
+    ) -> TruthIndex:
+        """Read and index the ledgers of every shard of a run.
+
+        With ``events`` (catalogue names), track calls of other events are counted for the
+        generator's health but not kept, so memory grows with the calls the oracle reads.
+        """
+        index = cls()
+        kept = []
+        for path in paths:
+            for record in read_records(path):
+                if events is not None and _only_counted(record, events):
+                    index._count_call(record)
+                    continue
+                kept.append(record)
+        for record in sorted(kept, key=canonical_key):
+            index.add(record)
+        return index
 
     @classmethod
     def build(cls, records: list[dict]) -> TruthIndex:
@@ -123,15 +146,19 @@ class TruthIndex:
         elif kind == "reaction":
             self.reactions[record["delivery_id"]].append(record)
 
-    def _add_call(self, call: dict) -> None:
-        status = call.get("status", "planned")
-        self.status_counts[status] += 1
+    def _count_call(self, call: dict) -> None:
+        """Count an SDK call's status and lag, and note who used which device."""
+        self.status_counts[call.get("status", "planned")] += 1
         if call.get("lag_ms") is not None:
             self.lags_ms.append(float(call["lag_ms"]))
-        self.calls.append(call)
         if call.get("person") and call.get("device"):
             self.person_devices[call["person"]].add(call["device"])
-        if status not in DELIVERED_STATUSES:
+        self.end = max(self.end, call["at"])
+
+    def _add_call(self, call: dict) -> None:
+        self._count_call(call)
+        self.calls.append(call)
+        if call.get("status", "planned") not in DELIVERED_STATUSES:
             return
 
         method = call["method"]

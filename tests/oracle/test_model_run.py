@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sim.formats.truth import read_records
 from sim.oracle.judge import judge_run
+from sim.oracle.ledger import TruthIndex
 from sim.oracle.outcomes import OUTCOMES
 from tests.oracle.modelled import run_model
 
@@ -118,3 +119,14 @@ def test_conversions_split_by_latent_draw(tmp_path):
     assert journey.conversions["pulled_forward"] == pulled
     assert journey.conversions["incremental"] == len(converted) - pulled
 
+
+
+def test_filtered_index_same_verdicts(tmp_path):
+    inputs, _ = run_model(tmp_path)
+    filtered = judge_run(inputs)
+    whole = judge_run(inputs, TruthIndex.load(inputs.truth_paths))
+    assert [(r.trigger_id, r.outcome) for r in filtered.rows] == [
+        (r.trigger_id, r.outcome) for r in whole.rows
+    ]
+    assert filtered.generator.calls_by_status == whole.generator.calls_by_status
+    assert filtered.reach == whole.reach
