@@ -12,19 +12,19 @@ from sim.oracle.ledger import TruthIndex
 from sim.oracle.problems import EXAMPLES_KEPT
 from sim.oracle.pushes import Push
 
-# Answers after which a sender should retry later: APNs 429/503 and FCM QUOTA_EXCEEDED 429 and
+# Responses after which a sender should retry later: APNs 429/503 and FCM QUOTA_EXCEEDED 429 and
 # UNAVAILABLE 503.
 RETRYABLE_STATUSES = frozenset({429, 503})
 # A retry sooner than this many wall seconds after the error counts as a retry without backoff.
 MIN_BACKOFF_SECONDS = 0.5
-# Retry-After is whole wall seconds; a retry this much earlier still counts as honouring it,
+# Retry-After is whole wall seconds. A retry this much earlier still counts as honouring it,
 # which allows for clock reading and rounding on the sender's side.
 RETRY_AFTER_SLACK_SECONDS = 0.05
 
 
 @dataclass
 class Conduct:
-    """How the backend behaved towards the push services."""
+    """The backend's conduct towards the push services, as counts and examples."""
 
     retryable_errors: int = 0
     retries: int = 0
@@ -107,7 +107,7 @@ def _judge_retries(ordered: list[Push], conduct: Conduct) -> None:
 def _judge_unregistered(
     ordered: list[Push], index: TruthIndex, epoch: Epoch, origin: float, conduct: Conduct
 ) -> None:
-    """Count sends to a token after the push service said it is unregistered.
+    """Count sends to a token after the push service responded that it is unregistered.
 
     A send is fine when the app registered the token again after the token's 410 ``timestamp``
     (APNs) or after the rejected send (FCM, whose response carries no timestamp).

@@ -1,7 +1,7 @@
 """What the oracle reads: truth ledgers, the delivery ledger, the scenario, the epoch, and the
 embedded backend's store when there is one.
 
-A run directory holds them as ``scenario.yaml`` (resolved), ``epoch.json``, ``truth-*.jsonl``
+A run directory contains them as ``scenario.yaml`` (resolved), ``epoch.json``, ``truth-*.jsonl``
 (optionally gzipped), ``deliveries.sqlite`` and, for the embedded backend, ``backend.sqlite``.
 """
 

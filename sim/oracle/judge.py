@@ -123,8 +123,8 @@ def attribute(triggers: TriggerSet, pushes: list[Push], journey: Journey) -> dic
     When several triggers share the value (a sku, say), the push goes to the latest one before
     it on the device that owns the token, else the latest one before it of any person.
     """
-    # NOTE: two journeys with the same link template both claim a push; telling them apart
-    # would need a journey marker in the payload, which no backend is required to send.
+    # NOTE: two journeys with the same link template both claim a push. Telling them apart
+    # would need a journey marker in the payload, and no backend is required to send one.
     by_value: dict[str | None, list[Trigger]] = defaultdict(list)
     for trigger in triggers.triggers:
         by_value[trigger.value].append(trigger)

@@ -166,7 +166,7 @@ def _due_wall(trigger: Trigger, due: float, context: JudgeContext) -> float:
     """Return the wall time the push was due, from when the trigger call was really sent.
 
     A live run's driver stamps ``sent_wall``, so a generator that sent the trigger late does
-    not count against the backend; a virtual run converts the simulated due time instead.
+    not count against the backend. A virtual run converts the simulated due time instead.
     """
     sent_wall = trigger.call.get("sent_wall")
     if sent_wall is None:

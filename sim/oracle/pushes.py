@@ -16,7 +16,7 @@ from sim.oracle.ledger import TruthIndex
 from sim.scenario.schema import Journey
 
 ACCEPTED = 200
-# Answers that say a device token is gone: APNs 410 Unregistered, FCM 404 UNREGISTERED.
+# Responses that report a device token gone: APNs 410 Unregistered, FCM 404 UNREGISTERED.
 UNREGISTERED_STATUSES = frozenset({410, 404})
 
 

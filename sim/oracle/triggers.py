@@ -3,7 +3,7 @@
 - ``event`` and ``delay_range``: the first trigger event per (person, match value), where the
   match value is the property the push's deep link carries (``cart_id`` for cart recovery).
 - ``repeated_event``: the moment a person's ``count``-th trigger event with the same ``same``
-  property falls within ``window``; later events with that value start no new trigger.
+  property falls within ``window``. Later events with that value start no new trigger.
 
 A trigger event counts only when its SDK call was sent (or planned, in a virtual run). Dropped
 calls are the load generator's fault, so they are counted apart and never judged.

@@ -1,7 +1,7 @@
 """The oracle on a modelled run with SDK faults and a backend that sends nothing.
 
 Every trigger that expected a push is then a failure, and an independent replay of the truth
-ledger says which: stranded on an anonymous profile, events on a profile without the device, or
+ledger decides which: stranded on an anonymous profile, events on a profile without the device, or
 simply not sent. Fault labels play no part in the replay.
 """
 
