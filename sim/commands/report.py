@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if result.generator.fell_behind:
         print(f"warning: {result.generator.message}", file=sys.stderr)
     failed = [gate for gate in result.gates if not gate.passed]
+    if not result.gates:
+        print("no gates in the scenario")
     for gate in result.gates:
         value = "no value" if gate.value is None else f"{gate.value:g}"
         status = "pass" if gate.passed else "FAIL"

@@ -1,7 +1,7 @@
 """What the oracle reads: truth ledgers, the delivery ledger, the scenario, the epoch, and the
 embedded backend's store when there is one.
 
-A run directory contains them as ``scenario.yaml`` (resolved), ``epoch.json``, ``truth-*.jsonl``
+A run directory contains them as ``scenario.yaml`` (resolved), ``epoch.json``, ``truth*.jsonl``
 (optionally gzipped), ``deliveries.sqlite`` and, for the embedded backend, ``backend.sqlite``.
 """
 
@@ -47,10 +47,11 @@ def load_run(run_dir: str | Path) -> RunInputs:
             raise FileNotFoundError(
                 f"{required} not found: point at a run directory written by pushsim run"
             )
-    truth_paths = sorted(run_dir.glob("truth-*.jsonl")) + sorted(run_dir.glob("truth-*.jsonl.gz"))
+    # truth.jsonl.gz is the name pushsim plan --truth writes; live workers write truth-N.jsonl.
+    truth_paths = sorted(run_dir.glob("truth*.jsonl")) + sorted(run_dir.glob("truth*.jsonl.gz"))
     if not truth_paths:
         raise FileNotFoundError(
-            f"no truth ledger (truth-*.jsonl or truth-*.jsonl.gz) in {run_dir}: the run's "
+            f"no truth ledger (truth*.jsonl or truth*.jsonl.gz) in {run_dir}: the run's "
             "driver writes one per worker"
         )
 
