@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from reports.locust import LatencyHistory  # noqa: E402
 from sim.oracle.judge import LATENESS_OUTCOMES  # noqa: E402
@@ -199,9 +200,11 @@ def connection_churn(result: OracleResult) -> bytes:
              edgecolor="black", hatch="xx", label="connections first seen")  # fmt: skip
     connections = result.conduct.connections
     totals = ", ".join(f"{service} {count}" for service, count in connections.items())
-    axis.set_title(f"Connection churn (distinct connections: {totals or 'none'})")
+    axis.set_title(f"Connection churn per {series['bin_width_s'] / 60:.0f} simulated min "
+                   f"(distinct connections: {totals or 'none'})")  # fmt: skip
     axis.set_xlabel("simulated time since start (h)")
-    axis.set_ylabel(f"new connections per {series['bin_width_s'] / 60:.0f} simulated min")
+    axis.set_ylabel("new connections (count)")
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylim(bottom=0)
     axis.legend(fontsize="small")
     return _png(figure)
