@@ -48,6 +48,61 @@ GATE_METRICS: dict[str, GateMetric] = {
             "share of scheduled SDK actions the load generator dropped past its lag budget",
             "ratio 0..1",
         ),
+        GateMetric(
+            "conversion_rate",
+            "share of triggers that expected a push whose push led to an order",
+            "ratio 0..1",
+        ),
+        GateMetric(
+            "incremental_conversions",
+            "conversions after a push whose cart the model would not have bought anyway",
+            "count",
+        ),
+        GateMetric(
+            "failure_rate",
+            "share of triggers that expected a push and ended in a failure outcome",
+            "ratio 0..1",
+        ),
+        GateMetric(
+            "stranded_anonymous",
+            "triggers whose shopper's device token stayed on an anonymous profile",
+            "count",
+        ),
+        GateMetric(
+            "duplicate_deliveries",
+            "pushes delivered again for a trigger that already had one, APNs retries aside",
+            "count",
+        ),
+        GateMetric(
+            "pushes_without_permission",
+            "pushes accepted for a live device token whose device had no push permission",
+            "count",
+        ),
+        GateMetric(
+            "sends_after_unregistered",
+            "push requests to a device token after the push service said it is unregistered",
+            "count",
+        ),
+        GateMetric(
+            "retries_without_backoff",
+            "retries sent less than half a wall second after a 429 or 503",
+            "count",
+        ),
+        GateMetric(
+            "retries_before_retry_after",
+            "retries sent before the Retry-After of the 429 or 503 they follow",
+            "count",
+        ),
+        GateMetric(
+            "trigger_lateness_p99_wall_ms",
+            "99th percentile of push arrival after trigger plus delay, in wall time",
+            "milliseconds",
+        ),
+        GateMetric(
+            "reachable_share_min",
+            "lowest share, over the run, of opted-in shoppers reachable on the right profile",
+            "ratio 0..1",
+        ),
     )
 }
 

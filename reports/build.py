@@ -1,0 +1,70 @@
+"""Build a run's report folder: report.html, summary.json, one CSV per table and every PNG.
+
+Example::
+
+    path = build_report("runs/cart_recovery-1")   # writes runs/cart_recovery-1/report/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from reports import plots
+from reports.html import render
+from reports.locust import read_history
+from reports.tables import write_tables
+from sim.oracle import judge_run, load_run, to_summary
+from sim.oracle.result import OracleResult
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+LOCUST_HISTORY = "locust_stats_history.csv"
+
+
+def draw_figures(result: OracleResult, run_dir: Path) -> dict[str, bytes]:
+    """Return every figure as PNG bytes, keyed by its title; Locust's only when its CSV exists."""
+    figures = {
+        "Waterfall per journey": plots.waterfall(result),
+        "Delivery and conversion over time": plots.delivery_over_time(result),
+        "Stitching problems over time": plots.stitching_over_time(result),
+        "Trigger lateness": plots.lateness_cdf(result),
+        "Reachable shoppers and device tokens": plots.reach_over_time(result),
+        "Gateway status and reason mix": plots.status_mix(result),
+        "Connection churn": plots.connection_churn(result),
+    }
+    history_path = run_dir / LOCUST_HISTORY
+    if history_path.exists():
+        history = read_history(history_path)
+        if history is not None:
+            figures["Backend latency percentiles"] = plots.backend_latency(history)
+        else:
+            log.warning("no Aggregated rows in %s; latency figure left out", history_path)
+    return figures
+
+
+def write_report(result: OracleResult, run_dir: str | Path) -> Path:
+    """Write the report folder for an already judged run and return the path of report.html."""
+    run_dir = Path(run_dir)
+    out = run_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+
+    summary = to_summary(result)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    csv_paths = write_tables(result, out)
+
+    figures = draw_figures(result, run_dir)
+    for title, png in figures.items():
+        (out / (title.lower().replace(" ", "_") + ".png")).write_bytes(png)
+
+    html_path = out / "report.html"
+    html_path.write_text(render(result, figures, [p.name for p in csv_paths]), encoding="utf-8")
+    log.info("report written to %s", html_path)
+    return html_path
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Judge the run in ``run_dir`` and write its report folder; return the report.html path."""
+    return write_report(judge_run(load_run(run_dir)), run_dir)

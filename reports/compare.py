@@ -1,0 +1,80 @@
+"""Put two runs' summaries side by side and flag the figures that got worse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reports.build import REPORT_DIR, build_report
+
+# Gate metrics where a higher value is better; every other metric is better lower.
+HIGHER_IS_BETTER = frozenset(
+    {"delivery_rate", "conversion_rate", "incremental_conversions", "reachable_share_min"}
+)
+
+
+def load_summary(run_dir: str | Path) -> dict:
+    """Return the run's summary.json, building the report first when it is missing."""
+    path = Path(run_dir) / REPORT_DIR / "summary.json"
+    if not path.exists():
+        build_report(run_dir)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def worse(metric: str, before: float | None, after: float | None) -> bool:
+    """Tell whether ``after`` is worse than ``before`` for ``metric``; a lost value is worse."""
+    if before is None:
+        return False
+    if after is None:
+        return True
+    return after < before if metric in HIGHER_IS_BETTER else after > before
+
+
+def _format(value: object) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
+    """Return a text table of both runs' metrics, gates and outcomes, marking what got worse."""
+    a, b = load_summary(run_a), load_summary(run_b)
+    lines = [f"A: {run_a} ({a['scenario']})", f"B: {run_b} ({b['scenario']})", ""]
+    width = max(len(name) for name in a["metrics"] | b["metrics"]) + 2
+    lines.append(f"{'metric':<{width}}{'A':>14}{'B':>14}  ")
+    regressions = 0
+    for metric in sorted(a["metrics"] | b["metrics"]):
+        before, after = a["metrics"].get(metric), b["metrics"].get(metric)
+        flag = "WORSE" if worse(metric, before, after) else ""
+        regressions += bool(flag)
+        lines.append(f"{metric:<{width}}{_format(before):>14}{_format(after):>14}  {flag}")
+
+    gates_a = {gate["gate"]: gate["passed"] for gate in a["gates"]}
+    gates_b = {gate["gate"]: gate["passed"] for gate in b["gates"]}
+    if gates_a or gates_b:
+        lines += ["", "gates"]
+        for gate in sorted(gates_a | gates_b):
+            before, after = gates_a.get(gate), gates_b.get(gate)
+            flag = "WORSE" if before and after is False else ""
+            regressions += bool(flag)
+            label = {True: "pass", False: "FAIL", None: "-"}
+            lines.append(f"  {gate:<{width + 10}}{label[before]:>6}{label[after]:>6}  {flag}")
+
+    lines += ["", "outcomes (share of eligible triggers)"]
+    journeys_b = {journey["name"]: journey for journey in b["journeys"]}
+    for journey in a["journeys"]:
+        other = journeys_b.get(journey["name"])
+        if other is None:
+            lines.append(f"  {journey['name']}: only in A")
+            continue
+        for outcome, count in journey["outcomes"].items():
+            share_a = count / journey["eligible"] if journey["eligible"] else 0.0
+            share_b = (other["outcomes"].get(outcome, 0) / other["eligible"]
+                       if other["eligible"] else 0.0)  # fmt: skip
+            if share_a or share_b:
+                lines.append(f"  {journey['name']}.{outcome:<{width}}{share_a:>13.1%}"
+                             f"{share_b:>14.1%}")  # fmt: skip
+    lines += ["", f"{regressions} figure(s) worse in B" if regressions else "nothing worse in B"]
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""``pushsim compare``: put two runs' summaries side by side and flag what got worse."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sim.commands.common import EXIT_USAGE
+from sim.scenario import ScenarioError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare two runs' metrics, gates and outcomes, marking what got worse in B",
+        description="Print the gate metrics, gates and outcome shares of RUN_A and RUN_B side "
+        "by side and mark each figure that is worse in RUN_B. A run without "
+        "report/summary.json is judged first. Exits 0, or 2 when a run cannot be read.",
+    )
+    parser.add_argument("run_a", metavar="RUN_A", help="the baseline run directory")
+    parser.add_argument("run_b", metavar="RUN_B", help="the run directory to compare with it")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reports.compare import compare_runs
+
+    try:
+        print(compare_runs(args.run_a, args.run_b))
+    except (FileNotFoundError, ScenarioError, ValueError) as error:
+        print(f"pushsim: cannot compare: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

@@ -1,0 +1,133 @@
+"""Backend conduct read from the delivery ledger: retries, backoff, Retry-After, sends to
+unregistered tokens and connection churn.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from sim.formats.epoch import Epoch
+from sim.oracle.ledger import TruthIndex
+from sim.oracle.problems import EXAMPLES_KEPT
+from sim.oracle.pushes import Push
+
+# Responses after which a sender should retry later: APNs 429/503 and FCM QUOTA_EXCEEDED 429 and
+# UNAVAILABLE 503.
+RETRYABLE_STATUSES = frozenset({429, 503})
+# A retry sooner than this many wall seconds after the error counts as a retry without backoff.
+MIN_BACKOFF_SECONDS = 0.5
+# Retry-After is whole wall seconds. A retry this much earlier still counts as honouring it,
+# which allows for clock reading and rounding on the sender's side.
+RETRY_AFTER_SLACK_SECONDS = 0.05
+
+
+@dataclass
+class Conduct:
+    """The backend's conduct towards the push services, as counts and examples."""
+
+    retryable_errors: int = 0
+    retries: int = 0
+    retries_without_backoff: int = 0
+    retries_before_retry_after: int = 0
+    errors_never_retried: int = 0
+    unregistered_responses: int = 0
+    sends_after_unregistered: int = 0
+    connections: dict[str, int] = field(default_factory=dict)
+    requests_per_connection: float | None = None
+    pruning_checked: bool = False
+    pruning_note: str = ""
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def example(self, kind: str, text: str) -> None:
+        kept = self.examples.setdefault(kind, [])
+        if len(kept) < EXAMPLES_KEPT:
+            kept.append(text)
+
+
+def judge_conduct(
+    pushes: list[Push], index: TruthIndex, epoch: Epoch, origin: float, store_present: bool
+) -> Conduct:
+    """Judge retries, Retry-After, sends after unregistered responses and connection use."""
+    conduct = Conduct()
+    ordered = sorted(pushes, key=lambda push: push.row.seq)
+    _judge_retries(ordered, conduct)
+    _judge_unregistered(ordered, index, epoch, origin, conduct)
+
+    by_service: dict[str, set[str]] = defaultdict(set)
+    for push in ordered:
+        by_service[push.row.service].add(push.row.connection_id)
+    conduct.connections = {service: len(ids) for service, ids in sorted(by_service.items())}
+    total = sum(conduct.connections.values())
+    conduct.requests_per_connection = len(ordered) / total if total else None
+
+    # NOTE: the pruning check needs the backend store's schema, which has no shared definition
+    # yet, so it is reported as not checked even when a store is present.
+    conduct.pruning_note = (
+        "backend store present, but its schema is not read yet"
+        if store_present
+        else "no backend store in the run (external backend)"
+    )
+    return conduct
+
+
+def _judge_retries(ordered: list[Push], conduct: Conduct) -> None:
+    """Pair each 429/503 with its retry: the row whose ``retry_of`` names it, when the gateway
+    set one, else the next request for the same token and payload.
+    """
+    later: dict[tuple[str, bytes | None], list[Push]] = defaultdict(list)
+    marked = {push.row.retry_of: push for push in ordered if push.row.retry_of is not None}
+    for push in ordered:
+        later[(push.row.token, push.row.payload)].append(push)
+
+    for same in later.values():
+        for position, push in enumerate(same):
+            if push.row.status not in RETRYABLE_STATUSES:
+                continue
+            conduct.retryable_errors += 1
+            retry = marked.get(push.row.seq)
+            if retry is None and position + 1 < len(same):
+                retry = same[position + 1]
+            if retry is None:
+                conduct.errors_never_retried += 1
+                continue
+            conduct.retries += 1
+            gap = retry.row.wall_time - push.row.wall_time
+            if gap < MIN_BACKOFF_SECONDS:
+                conduct.retries_without_backoff += 1
+                conduct.example("retry_without_backoff", f"seq {retry.row.seq} after {gap:.3f} s")
+            if push.row.retry_after and gap < push.row.retry_after - RETRY_AFTER_SLACK_SECONDS:
+                conduct.retries_before_retry_after += 1
+                conduct.example(
+                    "retry_before_retry_after",
+                    f"seq {retry.row.seq} after {gap:.2f} s of {push.row.retry_after} s",
+                )
+
+
+def _judge_unregistered(
+    ordered: list[Push], index: TruthIndex, epoch: Epoch, origin: float, conduct: Conduct
+) -> None:
+    """Count sends to a token after the push service responded that it is unregistered.
+
+    A send is fine when the app registered the token again after the token's 410 ``timestamp``
+    (APNs) or after the rejected send (FCM, whose response carries no timestamp).
+    """
+    gone: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    for push in ordered:
+        token = push.row.token
+        if token in gone:
+            registrations = index.registrations.get(token)
+            if registrations is None or not registrations.registered_after(gone[token]):
+                conduct.sends_after_unregistered += 1
+                counts[token] += 1
+                if counts[token] == 1:
+                    conduct.example("send_after_unregistered", f"seq {push.row.seq} {token[:16]}…")
+            else:
+                del gone[token]
+        if push.unregistered:
+            conduct.unregistered_responses += 1
+            if push.row.timestamp_ms is not None:
+                gone[token] = epoch.sim_at(push.row.timestamp_ms / 1000.0) - origin
+            else:
+                gone[token] = push.at

@@ -1,0 +1,70 @@
+"""Gate metric values from an oracle result, and each scenario gate judged against them."""
+
+from __future__ import annotations
+
+from sim.gates import GATE_METRICS, parse_gate
+from sim.oracle.outcomes import DELIVERED, FAILURES, LEGITIMATE
+from sim.oracle.result import GateResult, OracleResult
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def gate_metrics(result: OracleResult) -> dict[str, float | None]:
+    """Return every metric in ``sim.gates.GATE_METRICS``; None means the run gives no value."""
+    judged = [journey for journey in result.journeys if journey.judged]
+    eligible = sum(journey.eligible for journey in judged)
+    legitimate = sum(journey.outcomes[o] for journey in judged for o in LEGITIMATE)
+    expected = eligible - legitimate
+    reached = sum(journey.outcomes[o] for journey in judged for o in DELIVERED)
+    failures = sum(journey.outcomes[o] for journey in judged for o in FAILURES)
+    converted = sum(journey.outcomes["converted"] for journey in judged)
+    incremental = sum(journey.conversions.get("incremental", 0) for journey in judged)
+    stranded = sum(journey.outcomes["stranded_anonymous"] for journey in judged)
+    shares = [result.reach.share(i) for i in range(len(result.reach.at))]
+    known_shares = [share for share in shares if share is not None]
+    conduct = result.conduct
+
+    metrics: dict[str, float | None] = {
+        "delivery_rate": _share(reached, expected),
+        "wrong_person_pushes": result.problems["wrong_person"].count,
+        "pushes_after_conversion": result.problems["push_after_conversion"].count,
+        "trigger_lateness_p99": result.lateness_s.get("p99"),
+        "generator_drops": result.generator.drop_share,
+        "conversion_rate": _share(converted, expected),
+        "incremental_conversions": incremental,
+        "failure_rate": _share(failures, expected),
+        "stranded_anonymous": stranded,
+        "duplicate_deliveries": result.problems["duplicate_delivery"].count,
+        "pushes_without_permission": result.problems["push_without_permission"].count,
+        "sends_after_unregistered": conduct.sends_after_unregistered,
+        "retries_without_backoff": conduct.retries_without_backoff,
+        "retries_before_retry_after": conduct.retries_before_retry_after,
+        "trigger_lateness_p99_wall_ms": result.lateness_wall_ms.get("p99"),
+        "reachable_share_min": min(known_shares) if known_shares else None,
+    }
+    missing = set(GATE_METRICS) - set(metrics)
+    if missing:
+        raise RuntimeError(f"gate metrics without a value: {sorted(missing)}")
+    return metrics
+
+
+def evaluate_gates(gates: list[str], metrics: dict[str, float | None]) -> list[GateResult]:
+    """Judge each gate; a metric without a value fails its gate, since nothing proves it."""
+    results = []
+    for text in gates:
+        gate = parse_gate(text)
+        value = metrics.get(gate.metric)
+        if value is None:
+            results.append(
+                GateResult(str(gate), gate.metric, gate.op, gate.threshold, None, False,
+                           "no value: the run gave nothing to measure")  # fmt: skip
+            )
+            continue
+        results.append(
+            GateResult(
+                str(gate), gate.metric, gate.op, gate.threshold, value, gate.passes(value)
+            )
+        )
+    return results

@@ -1,0 +1,219 @@
+"""Join truth, deliveries and the scenario into one ``OracleResult``.
+
+Example::
+
+    result = judge_run(load_run("runs/cart_recovery-1"))
+    print(result.metrics["delivery_rate"], result.gates_passed)
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from sim.catalogue import canonical_name
+from sim.formats.delivery import read_rows
+from sim.oracle.conduct import judge_conduct
+from sim.oracle.gating import evaluate_gates, gate_metrics
+from sim.oracle.generator import judge_generator
+from sim.oracle.inputs import RunInputs
+from sim.oracle.ledger import TruthIndex
+from sim.oracle.outcomes import DELIVERED, EXCLUDED, OUTCOMES, JudgeContext, TriggerRow, judge
+from sim.oracle.problems import PROBLEM_KINDS, find_problems
+from sim.oracle.pushes import Push, link_value, place_pushes
+from sim.oracle.reach import reach_over_time, sample_times
+from sim.oracle.result import JourneyResult, OracleResult
+from sim.oracle.stats import summarise
+from sim.oracle.triggers import Trigger, TriggerSet, exit_times, find_triggers
+from sim.scenario.schema import Journey
+
+LATENESS_OUTCOMES = frozenset(DELIVERED) | {"sent_late"}
+# Failure outcomes drawn as stitching problems over time.
+STITCHING_OUTCOMES = ("stranded_anonymous", "events_without_device", "stale_token")
+
+
+def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResult:
+    """Judge one run; pass ``index`` to reuse a truth index already built from its ledgers."""
+    scenario = inputs.scenario
+    clock = scenario.clock
+    origin = clock.start.timestamp()
+    index = index or TruthIndex.load(inputs.truth_paths, journey_events(scenario.journeys))
+    rows = list(read_rows(str(inputs.delivery_path))) if inputs.delivery_path else []
+    pushes = place_pushes(rows, index, inputs.epoch, origin)
+
+    attributed_all: list[tuple[Trigger, list[Push]]] = []
+    journey_results: list[JourneyResult] = []
+    trigger_rows: list[TriggerRow] = []
+    exits_by_journey: dict[str, dict[str, list[float]]] = {}
+    claimed: set[int] = set()
+
+    for journey in scenario.journeys:
+        triggers = find_triggers(journey, index)
+        exits = exit_times(journey, index, triggers.match_field)
+        exits_by_journey[journey.name] = exits
+        attributed = attribute(triggers, pushes, journey)
+        for attempts in attributed.values():
+            claimed.update(push.row.seq for push in attempts)
+
+        context = JudgeContext(
+            journey=journey,
+            index=index,
+            epoch=inputs.epoch,
+            origin=origin,
+            horizon=clock.duration,
+            drain=clock.drain,
+            exits=exits,
+            timezones=inputs.timezones,
+        )
+        for trigger in triggers.triggers:
+            for push in attributed.get(trigger.trigger_id, []):
+                if push.accepted and push.token_alive:
+                    context.sent_to_person.setdefault(trigger.person, []).append(
+                        (push.at, trigger.trigger_id)
+                    )
+        judged = [
+            judge(trigger, attributed.get(trigger.trigger_id, []), context)
+            for trigger in triggers.triggers
+        ]
+        trigger_rows.extend(judged)
+        attributed_all.extend(
+            (trigger, attributed.get(trigger.trigger_id, [])) for trigger in triggers.triggers
+        )
+        journey_results.append(_journey_result(triggers, judged))
+
+    problems = find_problems(attributed_all, pushes, exits_by_journey, index)
+    # Lateness is measured where a push reached the person: delivered outcomes and sent_late.
+    reached = [row for row in trigger_rows if row.outcome in LATENESS_OUTCOMES]
+    result = OracleResult(
+        scenario=scenario.name,
+        duration=clock.duration,
+        drain=clock.drain,
+        time_scale=inputs.epoch.time_scale,
+        origin=origin,
+        journeys=journey_results,
+        rows=trigger_rows,
+        problems=problems,
+        lateness_s=summarise([row.lateness_s for row in reached]),
+        lateness_wall_ms=summarise([row.lateness_wall_ms for row in reached]),
+        conduct=judge_conduct(pushes, index, inputs.epoch, origin, inputs.store_path is not None),
+        generator=judge_generator(index),
+        reach=reach_over_time(index, clock.duration),
+        series=time_series(pushes, trigger_rows, problems, index, clock.duration),
+        unattributed_pushes=sum(1 for push in pushes if push.row.seq not in claimed),
+        push_requests=len(pushes),
+    )
+    result.metrics = gate_metrics(result)
+    result.gates = evaluate_gates(scenario.gates, result.metrics)
+    return result
+
+
+def journey_events(journeys: list[Journey]) -> set[str]:
+    """Return the catalogue names of every journey's trigger, exit and absence events."""
+    names = set()
+    for journey in journeys:
+        for event in (journey.trigger.event, journey.exit.event, journey.absence.event):
+            if event:
+                names.add(canonical_name(event))
+    return names
+
+
+def attribute(triggers: TriggerSet, pushes: list[Push], journey: Journey) -> dict[str, list[Push]]:
+    """Assign each push whose deep link carries a trigger's match value to that trigger.
+
+    When several triggers share the value (a sku, say), the push goes to the latest one before
+    it on the device that owns the token, else the latest one before it of any person.
+    """
+    # NOTE: two journeys with the same link template both claim a push. Telling them apart
+    # would need a journey marker in the payload, and no backend is required to send one.
+    by_value: dict[str | None, list[Trigger]] = defaultdict(list)
+    for trigger in triggers.triggers:
+        by_value[trigger.value].append(trigger)
+    attributed: dict[str, list[Push]] = defaultdict(list)
+    if not triggers.match_field:
+        return attributed
+
+    for push in pushes:
+        value = link_value(push, journey, triggers.match_field)
+        candidates = by_value.get(value)
+        if not candidates:
+            continue
+        chosen = candidates[0]
+        if len(candidates) > 1:
+            before = [t for t in candidates if t.at <= push.at] or candidates[:1]
+            same_device = [t for t in before if t.device == push.owner_device]
+            chosen = (same_device or before)[-1]
+        attributed[chosen.trigger_id].append(push)
+    return attributed
+
+
+def _journey_result(triggers: TriggerSet, rows: list[TriggerRow]) -> JourneyResult:
+    counts = Counter(row.outcome for row in rows)
+    conversions = Counter(row.conversion for row in rows if row.outcome == "converted")
+    return JourneyResult(
+        name=triggers.journey.name,
+        kind=triggers.journey.kind,
+        judged=triggers.judged,
+        note=triggers.note,
+        match_field=triggers.match_field,
+        trigger_events_dropped=triggers.dropped,
+        triggers=len(rows),
+        excluded=counts[EXCLUDED],
+        outcomes={outcome: counts[outcome] for outcome in OUTCOMES},
+        conversions={
+            split: conversions[split] for split in ("incremental", "pulled_forward", "unknown")
+        },
+    )
+
+
+def time_series(
+    pushes: list[Push],
+    rows: list[TriggerRow],
+    problems: dict,
+    index: TruthIndex,
+    duration: float,
+) -> dict[str, Any]:
+    """Bin pushes, reactions, problems, gateway responses and connections by simulated time."""
+    edges = sample_times(duration)
+    width = edges[1] - edges[0] if len(edges) > 1 else max(duration, 1.0)
+    bins = len(edges)
+
+    def slot(at: float) -> int:
+        return min(bins - 1, max(0, int(at // width)))
+
+    accepted, rejected = [0] * bins, [0] * bins
+    status_mix: dict[str, list[int]] = {}
+    new_connections = [0] * bins
+    seen_connections: set[str] = set()
+    for push in pushes:
+        position = slot(push.at)
+        (accepted if push.accepted else rejected)[position] += 1
+        label = f"{push.row.service} {push.row.status} {push.row.reason or ''}".strip()
+        status_mix.setdefault(label, [0] * bins)[position] += 1
+        if push.row.connection_id not in seen_connections:
+            seen_connections.add(push.row.connection_id)
+            new_connections[position] += 1
+
+    reactions = {"displayed": [0] * bins, "opened": [0] * bins, "converted": [0] * bins}
+    for records in index.reactions.values():
+        for record in records:
+            if record["step"] in reactions and not record.get("detail") == "broken_link":
+                reactions[record["step"]][slot(record["at"])] += 1
+
+    stitching = {kind: [0] * bins for kind in STITCHING_OUTCOMES + PROBLEM_KINDS}
+    for row in rows:
+        if row.outcome in STITCHING_OUTCOMES:
+            stitching[row.outcome][slot(row.due_at)] += 1
+    for kind, problem in problems.items():
+        for at in problem.times:
+            stitching[kind][slot(at)] += 1
+
+    return {
+        "bin_start_s": [i * width for i in range(bins)],
+        "bin_width_s": width,
+        "pushes_accepted": accepted,
+        "pushes_rejected": rejected,
+        "reactions": reactions,
+        "stitching": stitching,
+        "status_mix": dict(sorted(status_mix.items())),
+        "new_connections": new_connections,
+    }

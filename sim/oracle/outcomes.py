@@ -1,0 +1,282 @@
+"""One primary outcome per journey trigger, from an ordered list, so the waterfall adds up.
+
+The first outcome that applies wins. Legitimate reasons not to push come first. A trigger with
+an on-time push then gets how far that push went, and the failures apply only to the rest. Every
+check reads the truth ledger and the delivery ledger, and fault labels never decide an outcome.
+"""
+
+from __future__ import annotations
+
+import datetime
+import zoneinfo
+from dataclasses import dataclass, field
+
+from sim.formats.epoch import Epoch
+from sim.oracle.ledger import TruthIndex
+from sim.oracle.pushes import Push
+from sim.oracle.triggers import Trigger
+from sim.scenario.schema import Journey
+from sim.scenario.types import minutes_of_day
+
+LEGITIMATE = ("converted_before_delay", "no_permission", "no_device", "capped", "quiet_hours")
+FAILURES = ("stranded_anonymous", "stale_token", "events_without_device", "not_sent", "sent_late")
+DELIVERED = ("delivered", "displayed", "opened", "converted")
+OUTCOMES = LEGITIMATE + FAILURES + DELIVERED
+EXCLUDED = "excluded_near_end"
+
+# A push may arrive this long after its due time and still count as on time: 60 simulated
+# seconds, or a tenth of the journey's delay when that is longer.
+LATE_TOLERANCE_MIN = 60.0
+LATE_TOLERANCE_SHARE = 0.10
+
+# The latent split of a conversion, which rests on the model's "would have bought anyway" draw.
+INCREMENTAL, PULLED_FORWARD, UNKNOWN = "incremental", "pulled_forward", "unknown"
+
+
+def late_tolerance(journey: Journey) -> float:
+    """Return the simulated seconds a push may arrive after its due time."""
+    return max(LATE_TOLERANCE_MIN, LATE_TOLERANCE_SHARE * journey.delay)
+
+
+@dataclass
+class TriggerRow:
+    """A judged trigger: the row of the one-row-per-trigger table."""
+
+    journey: str
+    trigger_id: str
+    person: str
+    device: str
+    value: str | None
+    trigger_at: float
+    due_at: float
+    deadline_at: float
+    outcome: str
+    conversion: str = ""
+    push_count: int = 0
+    accepted_count: int = 0
+    first_push_at: float | None = None
+    lateness_s: float | None = None
+    lateness_wall_ms: float | None = None
+    delivery_ids: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+@dataclass
+class JudgeContext:
+    """Shared inputs for judging the triggers of one journey."""
+
+    journey: Journey
+    index: TruthIndex
+    epoch: Epoch
+    origin: float
+    horizon: float
+    drain: float
+    exits: dict[str, list[float]]
+    timezones: dict[int, str]
+    # Accepted pushes to a live token, per person, for the frequency cap: (at, trigger_id).
+    sent_to_person: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+
+
+def excluded(trigger: Trigger, context: JudgeContext) -> bool:
+    """Tell whether the trigger is too close to the run's end (its due time plus drain)."""
+    return trigger.due + context.drain > context.horizon
+
+
+def quiet_end(trigger: Trigger, context: JudgeContext) -> float | None:
+    """Return when the quiet hours around the trigger's due time end, or None if it is not in any.
+
+    Quiet hours are read in the time zone of the shopper's group, or UTC when it is unknown.
+    """
+    quiet = context.journey.quiet_hours
+    if quiet is None:
+        return None
+    group = context.index.device_group.get(trigger.device)
+    zone = zoneinfo.ZoneInfo(context.timezones.get(group, "UTC"))
+    local = datetime.datetime.fromtimestamp(context.origin + trigger.due, zone)
+    minute = local.hour * 60 + local.minute
+    start, end = minutes_of_day(quiet.start), minutes_of_day(quiet.end)
+    inside = start <= minute < end if start < end else (minute >= start or minute < end)
+    if not inside:
+        return None
+    wait = (end - minute) % (24 * 60)
+    return trigger.due + wait * 60.0 - local.second - local.microsecond / 1e6
+
+
+def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> TriggerRow:
+    """Give one trigger its primary outcome; ``pushes`` are those attributed to it."""
+    journey = context.journey
+    index = context.index
+    held_until = quiet_end(trigger, context)
+    due = held_until if held_until is not None else trigger.due
+    deadline = due + late_tolerance(journey)
+    row = TriggerRow(
+        journey=trigger.journey,
+        trigger_id=trigger.trigger_id,
+        person=trigger.person,
+        device=trigger.device,
+        value=trigger.value,
+        trigger_at=trigger.at,
+        due_at=due,
+        deadline_at=deadline,
+        outcome="",
+        push_count=len(pushes),
+        accepted_count=sum(1 for push in pushes if push.accepted),
+    )
+    if excluded(trigger, context):
+        row.outcome = EXCLUDED
+        return row
+
+    # The person's devices at the due time; a phone handed over or taken by the other user of a
+    # shared phone is not theirs then.
+    devices = index.devices_of(trigger.person, due)
+    good = [push for push in pushes if _reached_person(push, trigger, devices)]
+    on_time = [push for push in good if push.at <= deadline]
+    if good:
+        first = good[0]
+        row.first_push_at = first.at
+        row.lateness_s = first.at - due
+        due_wall = _due_wall(trigger, due, context)
+        row.lateness_wall_ms = (first.row.wall_time - due_wall) * 1000.0
+        row.delivery_ids = [p.row.delivery_id for p in good if p.row.delivery_id]
+
+    # An exit after the first good push belongs to that push, so the exit window ends there.
+    exit_until = min(due, good[0].at) if good else due
+    row.outcome, row.detail = _legitimate(
+        trigger, pushes, devices, due, exit_until, held_until, context
+    )
+    if row.outcome:
+        return row
+    if on_time:
+        row.outcome, row.conversion = _reached(trigger, on_time, context)
+        return row
+    row.outcome, row.detail = _failure(trigger, pushes, good, devices, due, context)
+    return row
+
+
+def _reached_person(push: Push, trigger: Trigger, devices: list[str]) -> bool:
+    """Tell whether an accepted push reached a live token on a phone the person was using."""
+    if not push.accepted or push.owner_device is None:
+        return False
+    if push.owner_person is not None:
+        return push.owner_person == trigger.person
+    return push.owner_device in devices
+
+
+def _due_wall(trigger: Trigger, due: float, context: JudgeContext) -> float:
+    """Return the wall time the push was due, from when the trigger call was really sent.
+
+    A live run's driver stamps ``sent_wall``, so a generator that sent the trigger late does
+    not count against the backend. A virtual run converts the simulated due time instead.
+    """
+    sent_wall = trigger.call.get("sent_wall")
+    if sent_wall is None:
+        return context.epoch.wall_at(context.origin + due)
+    return float(sent_wall) + context.epoch.wall_duration(due - trigger.at)
+
+
+def _legitimate(
+    trigger: Trigger,
+    pushes: list[Push],
+    devices: list[str],
+    due: float,
+    exit_until: float,
+    held_until: float | None,
+    context: JudgeContext,
+) -> tuple[str, str]:
+    journey = context.journey
+    index = context.index
+
+    exits = context.exits.get(trigger.value or "", [])
+    exits = [at for at in exits if trigger.at <= at <= exit_until]
+    if exits:
+        return "converted_before_delay", f"exit at {exits[0]:.0f} s"
+
+    reachable = [
+        device
+        for device in devices
+        if index.view.installed(device, due) and index.live_token(device, due) is not None
+    ]
+    permitted = [d for d in reachable if index.view.permission_granted(d, due)]
+    if journey.eligibility.push_permission and reachable and not permitted:
+        return "no_permission", ""
+    if journey.eligibility.device and not reachable:
+        return "no_device", ""
+
+    cap = journey.frequency_cap
+    if cap.count > 0 and not any(push.accepted for push in pushes):
+        earlier = [
+            at
+            for at, trigger_id in context.sent_to_person.get(trigger.person, [])
+            if trigger_id != trigger.trigger_id and due - cap.per <= at <= due
+        ]
+        if len(earlier) >= cap.count:
+            return "capped", f"{len(earlier)} push(es) in the last {cap.per:g} s"
+
+    if held_until is not None and not pushes:
+        return "quiet_hours", f"held until {held_until:.0f} s"
+    return "", ""
+
+
+def _reached(trigger: Trigger, on_time: list[Push], context: JudgeContext) -> tuple[str, str]:
+    """Return how far the furthest on-time push went, and the conversion's latent split."""
+    steps: set[str] = set()
+    for push in on_time:
+        for reaction in context.index.reactions.get(push.row.delivery_id or "", []):
+            steps.add(reaction["step"])
+    if "converted" in steps:
+        return "converted", _conversion_split(trigger, context)
+    for outcome in ("opened", "displayed"):
+        if outcome in steps:
+            return outcome, ""
+    return "delivered", ""
+
+
+def _conversion_split(trigger: Trigger, context: JudgeContext) -> str:
+    latent = context.index.latent
+    if trigger.value not in latent:
+        return UNKNOWN
+    return PULLED_FORWARD if latent[trigger.value] is not None else INCREMENTAL
+
+
+def _failure(
+    trigger: Trigger,
+    pushes: list[Push],
+    good: list[Push],
+    devices: list[str],
+    due: float,
+    context: JudgeContext,
+) -> tuple[str, str]:
+    index = context.index
+    live_tokens = [
+        token for token in (index.live_token(device, due) for device in devices) if token
+    ]
+    trigger_profile = index.profile_at(trigger.call, due)
+
+    # The trigger reached an identified profile, but the device tokens never left anonymous ones.
+    if trigger_profile.startswith("user:") and live_tokens:
+        registrations = [index.registrations.get(token) for token in live_tokens]
+        anonymous_only = [
+            r is not None and r.registered_before(due) and not r.identified_before(due)
+            for r in registrations
+        ]
+        if all(anonymous_only):
+            return "stranded_anonymous", f"token {live_tokens[0][:12]}… never left anonymous"
+
+    if pushes and all(not push.token_alive for push in pushes):
+        return "stale_token", f"{len(pushes)} push(es) to dead tokens"
+
+    profiles = {
+        index.registrations[token].profile_at(due)
+        for token in live_tokens
+        if token in index.registrations
+    }
+    if live_tokens and trigger_profile not in profiles:
+        return "events_without_device", f"trigger on {trigger_profile}"
+
+    if not good:
+        others = sorted({p.owner_person for p in pushes if p.accepted and p.owner_person})
+        if others:
+            return "not_sent", f"accepted for a phone used by {', '.join(others)}"
+        statuses = sorted({f"{p.row.status} {p.row.reason or ''}".strip() for p in pushes})
+        return "not_sent", ("responses: " + ", ".join(statuses)) if statuses else ""
+    return "sent_late", f"first push {good[0].at - due:.0f} s after due"

@@ -1,0 +1,81 @@
+"""Reachable shoppers over simulated time, and live versus dead registered device tokens.
+
+An opted-in shopper uses an installed app with push permission. They are reachable when one
+such device has a token that is alive by truth and is registered, by the SDK calls sent, on
+the right profile: their own once they have identified anywhere, else the install's anonymous
+profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sim.oracle.ledger import TruthIndex
+
+# Number of sample points on the simulated-time grid.
+GRID_POINTS = 49
+
+
+@dataclass
+class ReachSeries:
+    """Samples on a grid of simulated seconds since the run's start."""
+
+    at: list[float] = field(default_factory=list)
+    opted_in: list[int] = field(default_factory=list)
+    reachable: list[int] = field(default_factory=list)
+    live_tokens: list[int] = field(default_factory=list)
+    dead_registered_tokens: list[int] = field(default_factory=list)
+
+    def share(self, position: int) -> float | None:
+        opted = self.opted_in[position]
+        return self.reachable[position] / opted if opted else None
+
+
+def sample_times(duration: float, points: int = GRID_POINTS) -> list[float]:
+    """Return ``points`` evenly spaced times from 0 to ``duration`` inclusive."""
+    if points < 2 or duration <= 0:
+        return [0.0]
+    return [duration * i / (points - 1) for i in range(points)]
+
+
+def reach_over_time(index: TruthIndex, duration: float) -> ReachSeries:
+    """Sample opted-in and reachable shoppers and registered token states over the run."""
+    series = ReachSeries()
+    view = index.view
+    for at in sample_times(duration):
+        opted, reachable = set(), set()
+        for device in index.device_tokens:
+            person = view.person_using(device, at)
+            if person is None or not view.installed(device, at):
+                continue
+            if not view.permission_granted(device, at):
+                continue
+            opted.add(person)
+            token = index.live_token(device, at)
+            registrations = index.registrations.get(token) if token else None
+            if registrations is None:
+                continue
+            if registrations.profile_at(at) == _right_profile(index, device, person, at):
+                reachable.add(person)
+
+        live = dead = 0
+        for token, registrations in index.registrations.items():
+            if registrations.profile_at(at) is None:
+                continue
+            if index.token_alive(token, at):
+                live += 1
+            else:
+                dead += 1
+        series.at.append(at)
+        series.opted_in.append(len(opted))
+        series.reachable.append(len(reachable))
+        series.live_tokens.append(live)
+        series.dead_registered_tokens.append(dead)
+    return series
+
+
+def _right_profile(index: TruthIndex, device: str, person: str, at: float) -> str:
+    identified = index.identified_at.get(person)
+    if identified is not None and identified <= at:
+        return f"user:{person}"
+    return f"anonymous:{index.anonymous_id(device, at)}"

@@ -1,0 +1,142 @@
+"""The oracle's result as plain dataclasses, and its stable ``summary.json`` form.
+
+The keys of ``to_summary`` are documented in docs/report-format.md; add keys, never rename them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.oracle.conduct import Conduct
+from sim.oracle.generator import GeneratorHealth
+from sim.oracle.outcomes import DELIVERED, LEGITIMATE, OUTCOMES, TriggerRow
+from sim.oracle.problems import Problem
+from sim.oracle.reach import ReachSeries
+
+SUMMARY_VERSION = 1
+
+
+@dataclass
+class JourneyResult:
+    """One journey's trigger counts, outcome counts and waterfall."""
+
+    name: str
+    kind: str
+    judged: bool
+    note: str
+    match_field: str
+    trigger_events_dropped: int
+    triggers: int
+    excluded: int
+    outcomes: dict[str, int]
+    conversions: dict[str, int]
+
+    @property
+    def eligible(self) -> int:
+        return self.triggers - self.excluded
+
+    def waterfall(self) -> list[tuple[str, int]]:
+        """Return the funnel steps from eligible to converted, each with its trigger count."""
+        expected = self.eligible - sum(self.outcomes[o] for o in LEGITIMATE)
+        reached = sum(self.outcomes[o] for o in DELIVERED)
+        displayed = reached - self.outcomes["delivered"]
+        opened = displayed - self.outcomes["displayed"]
+        return [
+            ("eligible", self.eligible),
+            ("push expected", expected),
+            ("delivered", reached),
+            ("displayed", displayed),
+            ("opened", opened),
+            ("converted", self.outcomes["converted"]),
+        ]
+
+
+@dataclass
+class GateResult:
+    """One gate judged: its text, the metric's value, and whether it passed."""
+
+    gate: str
+    metric: str
+    op: str
+    threshold: float
+    value: float | None
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class OracleResult:
+    """Everything the oracle computed for one run."""
+
+    scenario: str
+    duration: float
+    drain: float
+    time_scale: float
+    origin: float
+    journeys: list[JourneyResult]
+    rows: list[TriggerRow]
+    problems: dict[str, Problem]
+    lateness_s: dict[str, Any]
+    lateness_wall_ms: dict[str, Any]
+    conduct: Conduct
+    generator: GeneratorHealth
+    reach: ReachSeries
+    series: dict[str, Any]
+    unattributed_pushes: int
+    push_requests: int
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(gate.passed for gate in self.gates)
+
+
+def to_summary(result: OracleResult) -> dict[str, Any]:
+    """Return the result as the JSON-ready ``summary.json`` object (rows go to CSV instead)."""
+    journeys = []
+    for journey in result.journeys:
+        journeys.append(
+            {
+                "name": journey.name,
+                "kind": journey.kind,
+                "judged": journey.judged,
+                "note": journey.note,
+                "match_field": journey.match_field,
+                "trigger_events_dropped": journey.trigger_events_dropped,
+                "triggers": journey.triggers,
+                "excluded_near_end": journey.excluded,
+                "eligible": journey.eligible,
+                "outcomes": {name: journey.outcomes.get(name, 0) for name in OUTCOMES},
+                "conversions": journey.conversions,
+                "waterfall": [{"step": s, "triggers": n} for s, n in journey.waterfall()],
+            }
+        )
+    reach = dataclasses.asdict(result.reach)
+    reach["reachable_share"] = [result.reach.share(i) for i in range(len(result.reach.at))]
+    return {
+        "summary_version": SUMMARY_VERSION,
+        "scenario": result.scenario,
+        "clock": {
+            "duration_s": result.duration,
+            "drain_s": result.drain,
+            "time_scale": result.time_scale,
+            "origin_unix": result.origin,
+        },
+        "gates_passed": result.gates_passed,
+        "gates": [dataclasses.asdict(gate) for gate in result.gates],
+        "metrics": result.metrics,
+        "journeys": journeys,
+        "problems": {
+            kind: {"count": p.count, "examples": p.examples} for kind, p in result.problems.items()
+        },
+        "trigger_lateness": {"sim_s": result.lateness_s, "wall_ms": result.lateness_wall_ms},
+        "backend_conduct": dataclasses.asdict(result.conduct),
+        "generator": dataclasses.asdict(result.generator),
+        "reach": reach,
+        "series": result.series,
+        "push_requests": result.push_requests,
+        "unattributed_pushes": result.unattributed_pushes,
+    }

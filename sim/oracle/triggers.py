@@ -1,0 +1,157 @@
+"""Journey triggers by truth: which SDK calls start a journey, and what each one expects.
+
+- ``event`` and ``delay_range``: the first trigger event per (person, match value), where the
+  match value is the property the push's deep link carries (``cart_id`` for cart recovery).
+- ``repeated_event``: the moment a person's ``count``-th trigger event with the same ``same``
+  property falls within ``window``. Later events with that value start no new trigger.
+
+A trigger event counts only when its SDK call was sent (or planned, in a virtual run). Dropped
+calls are the load generator's fault, so they are counted apart and never judged.
+``inactivity`` and ``broadcast`` journeys are not judged yet.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sim.catalogue import canonical_name
+from sim.oracle.ledger import DELIVERED_STATUSES, DROPPED, TruthIndex
+from sim.scenario.schema import Journey
+
+JUDGED_KINDS = ("event", "delay_range", "repeated_event")
+TRACK_METHODS = frozenset({"track", "anonymous_track"})
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass
+class Trigger:
+    """One journey trigger: who, which match value, when, and when its push is due."""
+
+    journey: str
+    trigger_id: str
+    person: str
+    device: str
+    value: str | None
+    at: float
+    due: float
+    call: dict = field(repr=False)
+
+
+@dataclass
+class TriggerSet:
+    """A journey's triggers and the trigger events it did not judge."""
+
+    journey: Journey
+    match_field: str
+    triggers: list[Trigger]
+    dropped: int
+    judged: bool = True
+    note: str = ""
+
+
+def match_field(journey: Journey) -> str:
+    """Return the property that ties a push's deep link to its trigger, or "" when none does."""
+    placeholders = _PLACEHOLDER.findall(journey.link)
+    for candidate in (journey.exit.match, journey.trigger.same):
+        if candidate and candidate in placeholders:
+            return candidate
+    for candidate in placeholders:
+        if candidate != "person_id":
+            return candidate
+    return ""
+
+
+def due_after(journey: Journey) -> float:
+    """Return the simulated seconds from a trigger to the latest moment its push is due."""
+    if journey.kind == "delay_range":
+        return max(journey.delay, journey.delay_max)
+    return journey.delay
+
+
+def find_triggers(journey: Journey, index: TruthIndex) -> TriggerSet:
+    """Return the journey's triggers in time order, with its dropped trigger calls counted."""
+    field_name = match_field(journey)
+    if journey.kind not in JUDGED_KINDS:
+        note = f"journeys of kind {journey.kind!r} are not judged yet"
+        return TriggerSet(journey, field_name, [], 0, judged=False, note=note)
+
+    wanted = canonical_name(journey.trigger.event)
+    triggers: list[Trigger] = []
+    dropped = 0
+    seen: set[tuple[str, str | None]] = set()
+    # For repeated_event: recent trigger times per (person, value).
+    recent: dict[tuple[str, str | None], list[float]] = {}
+
+    for call in index.calls:
+        if call["method"] not in TRACK_METHODS or canonical_name(call.get("event") or "") != wanted:
+            continue
+        if call.get("status") == DROPPED:
+            dropped += 1
+            continue
+        if call.get("status", "planned") not in DELIVERED_STATUSES:
+            continue
+
+        value = _value(call, field_name)
+        key = (call["person"], value)
+        if key in seen and field_name:
+            continue
+        if journey.kind == "repeated_event":
+            times = [t for t in recent.get(key, []) if call["at"] - t <= journey.trigger.window]
+            times.append(call["at"])
+            recent[key] = times
+            if len(times) < max(1, journey.trigger.count):
+                continue
+        seen.add(key)
+
+        trigger_id = f"{journey.name}:{value}" if field_name else f"{journey.name}:{len(triggers)}"
+        if field_name and value is None:
+            trigger_id = f"{journey.name}:{call['group']}-{call['seq']}"
+        triggers.append(
+            Trigger(
+                journey=journey.name,
+                trigger_id=trigger_id,
+                person=call["person"],
+                device=call["device"],
+                value=value,
+                at=call["at"],
+                due=call["at"] + due_after(journey),
+                call=call,
+            )
+        )
+    return TriggerSet(journey, field_name, triggers, dropped)
+
+
+def _value(call: dict, field_name: str) -> str | None:
+    if not field_name:
+        return None
+    value = (call.get("properties") or {}).get(field_name)
+    if isinstance(value, dict):
+        # The sku_as_object fault wraps the value; the truth is still the id inside.
+        value = value.get("id")
+    return None if value is None else str(value)
+
+
+def exit_times(journey: Journey, index: TruthIndex, field_name: str) -> dict[str, list[float]]:
+    """Return when each match value's exit event happened, by truth (any call status).
+
+    A repeated_event journey's ``absence`` event ends it the same way as an exit.
+    """
+    exits: dict[str, list[float]] = {}
+    ends = {
+        canonical_name(match.event): match.match or field_name
+        for match in (journey.exit, journey.absence)
+        if match.event
+    }
+    if not ends:
+        return exits
+    for call in index.calls:
+        name = canonical_name(call.get("event") or "")
+        if call["method"] not in TRACK_METHODS or name not in ends:
+            continue
+        value = _value(call, ends[name])
+        if value is not None:
+            exits.setdefault(value, []).append(call["at"])
+    for times in exits.values():
+        times.sort()
+    return exits

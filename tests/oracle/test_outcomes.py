@@ -1,0 +1,294 @@
+"""Each primary outcome, from a hand-built ledger of one shopper's actions."""
+
+from __future__ import annotations
+
+from sim.oracle.judge import judge_run
+from sim.oracle.outcomes import OUTCOMES, late_tolerance
+from tests.oracle.ledgers import DELAY, QUIET_SCENARIO_TEXT, SCENARIO, Story, apns_token
+
+CART_AT = 1000.0
+DUE = CART_AT + DELAY
+
+
+def outcome_of(story: Story, tmp_path, scenario: str = SCENARIO, trigger_id="cart_recovery:c1-1"):
+    result = judge_run(story.write(tmp_path, scenario))
+    rows = {row.trigger_id: row for row in result.rows}
+    return rows[trigger_id], result
+
+
+def test_converted_before_delay(tmp_path):
+    story = Story()
+    story.shopper()
+    story.add_to_cart(CART_AT)
+    story.order(CART_AT + 600)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "converted_before_delay"
+
+
+def test_no_permission(tmp_path):
+    story = Story()
+    story.shopper(permission="denied")
+    story.add_to_cart(CART_AT)
+    story.abandon(CART_AT + 60)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "no_permission"
+
+
+def test_no_device_after_uninstall(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.record("uninstall", CART_AT + 100, device="d1-0", platform="ios", anonymous_id="anon-1")
+    story.record("token_died", CART_AT + 100, device="d1-0", token=token, reason="uninstall",
+                 reported_at=CART_AT + 9000)  # fmt: skip
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "no_device"
+
+
+CAPPED_SCENARIO = SCENARIO.replace("frequency_cap: {count: 0, per: 1d}",
+                                   "frequency_cap: {count: 1, per: 1d}")  # fmt: skip
+
+
+def test_capped_second_cart(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT, "c1-1")
+    story.push(DUE, token, "c1-1")
+    story.add_to_cart(CART_AT + 5000, "c1-2")
+    row, result = outcome_of(story, tmp_path, CAPPED_SCENARIO, "cart_recovery:c1-2")
+    assert row.outcome == "capped"
+    assert result.journeys[0].outcomes["delivered"] == 1
+
+
+QUIET_SCENARIO = QUIET_SCENARIO_TEXT
+
+
+def test_quiet_hours_skip(tmp_path):
+    # Due at 00:47 UTC, inside quiet hours, and the backend skipped the send.
+    story = Story()
+    story.shopper()
+    story.add_to_cart(CART_AT)
+    row, _ = outcome_of(story, tmp_path, QUIET_SCENARIO)
+    assert row.outcome == "quiet_hours"
+
+
+def test_quiet_hours_deferred_push_on_time(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.push(8 * 3600.0 + 5, token)
+    row, _ = outcome_of(story, tmp_path, QUIET_SCENARIO)
+    assert row.due_at == 8 * 3600.0
+    assert row.outcome == "delivered"
+
+
+def test_stranded_anonymous(tmp_path):
+    story = Story()
+    token = story.shopper(user_id=None)
+    # Identify without registering the token again: it stays on the anonymous profile.
+    story.call("identify", 500.0, "d1-0", "p1-0", user_id="p1-0")
+    story.add_to_cart(CART_AT)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "stranded_anonymous"
+    assert token[:12] in row.detail
+
+
+def test_stale_token_accepted_after_death(tmp_path):
+    story = Story()
+    old = story.shopper(token=1)
+    story.record("token_died", 500.0, device="d1-0", token=old, reason="os_update",
+                 reported_at=30000.0)  # fmt: skip
+    story.record("token_issued", 500.0, device="d1-0", token=apns_token(2), platform="ios",
+                 reason="os_update")  # fmt: skip
+    story.call("register_token", 500.0, "d1-0", "p1-0", user_id="p1-0", token=apns_token(2))
+    story.add_to_cart(CART_AT)
+    story.push(DUE, old, live=False)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "stale_token"
+
+
+def test_stale_token_unregistered(tmp_path):
+    story = Story()
+    old = story.shopper(token=1)
+    story.record("token_died", 500.0, device="d1-0", token=old, reason="os_update",
+                 reported_at=600.0)  # fmt: skip
+    story.record("token_issued", 500.0, device="d1-0", token=apns_token(2), platform="ios",
+                 reason="os_update")  # fmt: skip
+    story.call("register_token", 500.0, "d1-0", "p1-0", user_id="p1-0", token=apns_token(2))
+    story.add_to_cart(CART_AT)
+    story.push(DUE, old, status=410, reason="Unregistered", live=False)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "stale_token"
+
+
+def test_events_without_device(tmp_path):
+    story = Story()
+    story.shopper()
+    # The SDK sent the trigger as anonymous right after identify.
+    story.add_to_cart(CART_AT, user_id=None)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "events_without_device"
+
+
+def test_not_sent(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.push(DUE, token, status=503, reason="ServiceUnavailable")
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "not_sent"
+    assert "503" in row.detail
+
+
+def test_sent_late(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.push(DUE + late_tolerance_for_test() + 30, token)
+    row, result = outcome_of(story, tmp_path)
+    assert row.outcome == "sent_late"
+    assert row.lateness_s == late_tolerance_for_test() + 30
+    assert result.lateness_s["max"] == late_tolerance_for_test() + 30
+
+
+def late_tolerance_for_test() -> float:
+    from sim.scenario import load_scenario
+
+    return late_tolerance(load_scenario(text=SCENARIO).scenario.journeys[0])
+
+
+def test_delivered_not_displayed(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.push(DUE + 5, token)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "delivered"
+    assert row.lateness_s == 5
+
+
+def test_displayed(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    delivery = story.push(DUE, token)
+    story.react(DUE, delivery, "received")
+    story.react(DUE, delivery, "displayed")
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "displayed"
+
+
+def test_opened(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    delivery = story.push(DUE, token)
+    story.react(DUE, delivery, "displayed")
+    story.react(DUE + 300, delivery, "opened")
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "opened"
+
+
+def converted_story(buy_anyway_at) -> Story:
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.abandon(CART_AT + 60, buy_anyway_at=buy_anyway_at)
+    delivery = story.push(DUE, token)
+    story.react(DUE, delivery, "displayed")
+    story.react(DUE + 300, delivery, "opened")
+    story.order(DUE + 300, via="push")
+    story.react(DUE + 300, delivery, "converted", detail="c1-1")
+    return story
+
+
+def test_converted_incremental(tmp_path):
+    row, result = outcome_of(converted_story(None), tmp_path)
+    assert row.outcome == "converted"
+    assert row.conversion == "incremental"
+    assert result.journeys[0].conversions["incremental"] == 1
+    assert result.problems["push_after_conversion"].count == 0
+
+
+def test_converted_pulled_forward(tmp_path):
+    row, _ = outcome_of(converted_story(50000.0), tmp_path)
+    assert row.conversion == "pulled_forward"
+
+
+def test_trigger_near_end_excluded(tmp_path):
+    story = Story()
+    story.shopper()
+    # Due at 86400 - 3600 + 1, so the due time plus the one-hour drain passes the end.
+    story.add_to_cart(86400.0 - 3600.0 - DELAY + 1, "c1-9")
+    story.add_to_cart(86400.0 - 3600.0 - DELAY - 1, "c1-8")
+    result = judge_run(story.write(tmp_path))
+    journey = result.journeys[0]
+    assert journey.triggers == 2
+    assert journey.excluded == 1
+    assert journey.eligible == 1
+    rows = {row.trigger_id: row.outcome for row in result.rows}
+    assert rows["cart_recovery:c1-9"] == "excluded_near_end"
+    assert rows["cart_recovery:c1-8"] == "not_sent"
+
+
+def test_dropped_trigger_counted_apart(tmp_path):
+    story = Story()
+    story.shopper()
+    story.add_to_cart(CART_AT, "c1-1", status="dropped")
+    story.add_to_cart(CART_AT, "c1-2")
+    result = judge_run(story.write(tmp_path))
+    journey = result.journeys[0]
+    assert journey.trigger_events_dropped == 1
+    assert [row.trigger_id for row in result.rows] == ["cart_recovery:c1-2"]
+
+
+def test_first_trigger_per_cart_only(tmp_path):
+    story = Story()
+    story.shopper()
+    story.add_to_cart(CART_AT, "c1-1")
+    story.call("track", CART_AT + 30, "d1-0", "p1-0", user_id="p1-0", event="added_to_cart",
+               properties={"sku": "SKU-2", "qty": 1, "cart_id": "c1-1"})  # fmt: skip
+    result = judge_run(story.write(tmp_path))
+    assert len(result.rows) == 1
+    assert result.rows[0].trigger_at == CART_AT
+
+
+def test_waterfall_adds_up(tmp_path):
+    story = Story()
+    token = story.shopper()
+    for n in range(1, 6):
+        story.add_to_cart(CART_AT * n, f"c1-{n}")
+    story.order(CART_AT + 100, "c1-1")
+    story.push(CART_AT * 2 + DELAY, token, "c1-2")
+    result = judge_run(story.write(tmp_path))
+    journey = result.journeys[0]
+    assert sum(journey.outcomes[name] for name in OUTCOMES) == journey.eligible
+    steps = dict(journey.waterfall())
+    assert steps["eligible"] == 5
+    assert steps["push expected"] == 4
+    assert steps["delivered"] == 1
+    assert result.metrics["delivery_rate"] == 0.25
+
+
+def test_anonymous_trigger_merged_by_identify(tmp_path):
+    story = Story()
+    token = story.shopper(user_id=None)
+    story.add_to_cart(CART_AT, user_id=None)
+    # A guest checkout identifies the shopper: the anonymous cart joins their profile.
+    story.call("identify", CART_AT + 200, "d1-0", "p1-0", user_id="p1-0")
+    story.call("register_token", CART_AT + 200, "d1-0", "p1-0", user_id="p1-0", token=token)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "not_sent"
+
+
+def test_push_to_handed_over_phone(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.shopper(device="d2-0", person="p1-0", token=2)
+    story.add_to_cart(CART_AT)
+    # The first phone changes hands with its token; the shopper keeps using the second phone.
+    story.record("device_user", CART_AT + 100, device="d1-0", person="p1-5")
+    story.push(DUE, token)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "not_sent"
+    assert "p1-5" in row.detail

@@ -1,0 +1,145 @@
+"""The report folder, the HTML summary, run comparison and the report and compare commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+
+from reports.build import build_report
+from reports.compare import compare_runs
+from sim.cli import main
+from sim.oracle.outcomes import OUTCOMES
+from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
+
+SUMMARY_KEYS = {
+    "summary_version", "scenario", "clock", "gates_passed", "gates", "metrics", "journeys",
+    "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
+    "push_requests", "unattributed_pushes",
+}  # fmt: skip
+
+
+def test_report_folder_contents(good_run):
+    html = build_report(good_run)
+    folder = html.parent
+    for name in ("report.html", "summary.json", "triggers.csv", "outcomes.csv",
+                 "waterfall.csv", "problems.csv", "gates.csv", "metrics.csv", "series.csv",
+                 "reach.csv", "status_mix.csv", "conduct.csv", "waterfall_per_journey.png",
+                 "trigger_lateness.png"):  # fmt: skip
+        assert (folder / name).exists(), name
+
+
+def test_html_is_self_contained(good_run):
+    text = build_report(good_run).read_text(encoding="utf-8")
+    images = re.findall(r'<img [^>]*src="([^"]+)"', text)
+    assert len(images) >= 6
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert "<script" not in text
+    assert "http://" not in text
+    assert "https://" not in text
+
+
+def test_html_summary_states_gates_in_words(good_run):
+    text = build_report(good_run).read_text(encoding="utf-8")
+    assert "NO GATES" in text or "GATES PASSED" in text
+    assert "GENERATOR FELL BEHIND" not in text
+
+
+def test_summary_keys_stable(good_run):
+    html = build_report(good_run)
+    summary = json.loads((html.parent / "summary.json").read_text())
+    assert set(summary) == SUMMARY_KEYS
+    journey = summary["journeys"][0]
+    assert list(journey["outcomes"]) == list(OUTCOMES)
+    assert sum(journey["outcomes"].values()) == journey["eligible"]
+
+
+def test_trigger_csv_one_row_per_trigger(good_run):
+    html = build_report(good_run)
+    summary = json.loads((html.parent / "summary.json").read_text())
+    with open(html.parent / "triggers.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == summary["journeys"][0]["triggers"]
+    assert {"trigger_id", "outcome", "lateness_s", "lateness_wall_ms"} <= set(rows[0])
+
+
+def test_generator_banner_when_behind(tmp_path, good_run):
+    run_dir = tmp_path / "behind"
+    shutil.copytree(good_run, run_dir)
+    truth = run_dir / "truth-0.jsonl"
+    lines = truth.read_text().splitlines()
+    dropped = 0
+    for i, line in enumerate(lines):
+        if '"kind":"sdk_call"' in line and '"event":"product_viewed"' in line and dropped < 200:
+            lines[i] = line.replace('"status":"planned"', '"status":"dropped"')
+            dropped += 1
+    truth.write_text("\n".join(lines) + "\n")
+    text = build_report(run_dir).read_text(encoding="utf-8")
+    assert "GENERATOR FELL BEHIND" in text
+    assert text.index("GENERATOR FELL BEHIND") < text.index("<h1>")
+
+
+def test_locust_latency_figure_optional(tmp_path, good_run):
+    run_dir = tmp_path / "locust"
+    shutil.copytree(good_run, run_dir)
+    header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%"
+    rows = [f"{1800000000 + i},10,,Aggregated,5,0,{20 + i},30,35,40,50,60,70,{80 + i}"
+            for i in range(5)]  # fmt: skip
+    (run_dir / "locust_stats_history.csv").write_text("\n".join([header, *rows]) + "\n")
+    html = build_report(run_dir)
+    assert (html.parent / "backend_latency_percentiles.png").exists()
+    assert not (build_report(good_run).parent / "backend_latency_percentiles.png").exists()
+
+
+def test_compare_flags_worse(good_run, flawed_run):
+    text = compare_runs(good_run, flawed_run)
+    delivery = next(line for line in text.splitlines() if line.startswith("delivery_rate"))
+    assert "WORSE" in delivery
+    wrong = next(line for line in text.splitlines() if line.startswith("wrong_person_pushes"))
+    assert "WORSE" not in wrong
+    assert "figure(s) worse in B" in text
+
+
+def test_compare_same_run_nothing_worse(good_run):
+    assert compare_runs(good_run, good_run).endswith("nothing worse in B")
+
+
+def test_report_command_exit_codes(tmp_path, good_run, capsys):
+    assert main(["report", str(good_run)]) == 0
+
+    failing = tmp_path / "failing"
+    shutil.copytree(good_run, failing)
+    scenario = failing / "scenario.yaml"
+    text = scenario.read_text()
+    text = re.sub(r"(?m)^gates:.*$", "gates:\n  - delivery_rate >= 1.5\n  - "
+                  "wrong_person_pushes == 0", text)  # fmt: skip
+    scenario.write_text(text)
+    capsys.readouterr()
+    assert main(["report", str(failing)]) == 1
+    output = capsys.readouterr()
+    assert "FAIL  delivery_rate >= 1.5  (value 1, threshold 1.5)" in output.out
+    assert "pass  wrong_person_pushes == 0" in output.out
+
+
+def test_report_command_missing_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "scenario.yaml not found" in capsys.readouterr().err
+
+
+def test_compare_command(good_run, flawed_run, capsys):
+    assert main(["compare", str(good_run), str(flawed_run)]) == 0
+    assert "WORSE" in capsys.readouterr().out
+
+
+def test_report_for_unjudged_journey(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(1000.0)
+    story.push(2800.0, token)
+    text = SCENARIO.replace("kind: event", "kind: broadcast\n    at: 2026-11-26T10:00:00Z")
+    inputs, run_dir = write_run_dir(story, tmp_path, text)
+    shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    assert "not judged" in html
+    assert "pushes tied to no trigger" in html
