@@ -36,9 +36,23 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     path = write_report(result, args.run_dir)
     print(f"wrote {path}")
+    return print_verdict(result)
 
+
+def print_verdict(result) -> int:
+    """Print each journey's waterfall and every gate; return 0 when all gates pass, else 1."""
     if result.generator.fell_behind:
         print(f"warning: {result.generator.message}", file=sys.stderr)
+    for journey in result.journeys:
+        if not journey.judged:
+            print(f"journey {journey.name}: not judged ({journey.note})")
+            continue
+        outcomes = ", ".join(f"{name} {count}" for name, count in journey.outcomes.items() if count)
+        print(
+            f"journey {journey.name}: {journey.triggers} eligible triggers "
+            f"({journey.excluded} excluded near the end): {outcomes or 'no outcomes'}"
+        )
+
     failed = [gate for gate in result.gates if not gate.passed]
     if not result.gates:
         print("no gates in the scenario")

@@ -56,8 +56,13 @@ def load_run(run_dir: str | Path) -> RunInputs:
         )
 
     scenario = load_scenario(scenario_path).scenario
-    epoch = Epoch.from_mapping(json.loads(epoch_path.read_text(encoding="utf-8")))
+    epoch_data = json.loads(epoch_path.read_text(encoding="utf-8"))
+    # pushsim run writes {"epoch": {...}, "seed": ..., "shard_count": ...}; a bare epoch works too.
+    epoch = Epoch.from_mapping(epoch_data.get("epoch", epoch_data))
     deliveries = run_dir / "deliveries.sqlite"
+    if not deliveries.exists():
+        # The gateways keep their ledger in their own directory of the run.
+        deliveries = run_dir / "gateways" / "deliveries.sqlite"
     store = run_dir / "backend.sqlite"
     timezones = (
         group_timezones(scenario)

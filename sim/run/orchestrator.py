@@ -285,19 +285,25 @@ class Rehearsal:
         marker = {"partial": self.partial_reason is not None, "reason": self.partial_reason}
         (self.run_dir / "run-status.json").write_text(json.dumps(marker, indent=2))
         try:
-            from reports import build_report
+            from reports.build import write_report
+            from sim.oracle import judge_run, load_run
 
-            report = build_report(self.run_dir)
+            result = judge_run(load_run(self.run_dir))
+            html = write_report(result, self.run_dir)
         except Exception as error:  # a report of what was collected beats none at all
             log.exception("building the report failed")
             print(f"pushsim: building the report failed: {error}", file=sys.stderr)
             return EXIT_PARTIAL
-        self.say(report.summary_text)
-        self.say(f"report: {report.html_path}")
+
+        from sim.commands.report import print_verdict
+
+        self.say("")
+        gates_status = print_verdict(result)
+        print(f"report: {html}", flush=True)
         if self.partial_reason is not None:
             print(f"pushsim: the run is partial: {self.partial_reason}", file=sys.stderr)
             return EXIT_PARTIAL
-        return EXIT_PASSED if report.gates_passed else EXIT_GATE_FAILED
+        return EXIT_PASSED if gates_status == 0 else EXIT_GATE_FAILED
 
 
 def default_run_dir(name: str) -> Path:

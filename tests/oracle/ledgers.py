@@ -150,7 +150,7 @@ def write_deliveries(path: Path, rows: list[dict]) -> None:
     create_schema(connection)
     connection.executemany(
         f"INSERT INTO deliveries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-        [tuple(row[column] for column in COLUMNS) for row in rows],
+        [tuple(row.get(column) for column in COLUMNS) for row in rows],
     )
     connection.commit()
     connection.close()
