@@ -145,7 +145,7 @@ class Rehearsal:
             "--ready-file", str(ready),
         ]  # fmt: skip
         for switch in self.options.backend_naive:
-            command += ["--naive", switch]
+            command.append("--" + switch.replace("_", "-"))
         component = Component("backend", command, self.logs / "backend.log")
         self.group.components.append(component)
         component.start()
@@ -153,7 +153,7 @@ class Rehearsal:
         self.backend_url = info["url"]
         component.health_url = f"{self.backend_url}/healthz"
         component.wait_healthy()
-        self.backend_control = ControlClient(info["control_url"], info["control_token"])
+        self.backend_control = ControlClient(self.backend_url, info["control_token"])
         self.say(f"backend ready: {self.backend_url}")
 
     def announce_epoch(self) -> Epoch:
