@@ -63,9 +63,13 @@ def canonical_key(record: dict) -> tuple[float, int, int]:
     return (record["at"], record["group"], record["seq"])
 
 
+# One encoder for every line: json.dumps with non-default options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(record: dict) -> str:
     """Return the record as one compact JSON line without the newline."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(record)
 
 
 class TruthWriter:
