@@ -47,7 +47,6 @@ class Device:
         "next_track_anonymous",
         "permission",
         "permission_at",
-        "value_moment_seen",
         "session_rate",
         "handover",
         "fresh",
@@ -65,24 +64,29 @@ class Device:
         self.app_version = ""
         # Android below 13 grants push permission without a prompt.
         self.prompts_for_push = True
+        self.session_rate = 0.0  # sessions per simulated second
+
+        # Who uses the phone: the current person and everyone who shares it.
         self.user = user
         self.users: list[Person] = [user]
+        self.handover = False
+
+        # The install and what the SDK keeps while the app is installed.
         self.installed = False
         self.installed_at = 0.0
         self.install_count = 0
         self.anonymous_id = ""
         self.identified: str | None = None
         self.token: str | None = None
-        # What the backend was last told: (token, user_id, push_enabled), or None.
+        # The last registration sent to the backend: (token, user_id, push_enabled), or None.
         self.registered: tuple | None = None
         self.token_stuck = False
         self.sync_deferred = False
         self.next_track_anonymous = False
+
         self.permission = UNASKED
         self.permission_at: float | None = None
-        self.value_moment_seen = False
-        self.session_rate = 0.0
-        self.handover = False
+
         # True from an install until its first session sends Application Installed.
         self.fresh = False
         # Heap of (time, tie-breaker, kind, payload) for return visits and reorders.

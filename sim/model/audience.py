@@ -22,7 +22,7 @@ ESTIMATED_KINDS = ("event", "delay_range")
 
 
 class JourneyAudience:
-    """Counts of one journey's triggers by what stands between them and a push."""
+    """Counts of one journey's triggers by the outcome that decides whether a push is due."""
 
     def __init__(self, world: World, journey: Journey):
         self.world = world

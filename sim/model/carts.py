@@ -79,7 +79,7 @@ def abandon(cart: Cart, at: float) -> None:
 
 
 def place_order(cart: Cart, at: float, via: str) -> str:
-    """Close ``cart`` with an order and return the order id; ``via`` says what led to it."""
+    """Close ``cart`` with an order and return the order id; ``via`` names the cause."""
     device = cart.device
     group = device.group
     if via == "organic":

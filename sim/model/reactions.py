@@ -2,8 +2,8 @@
 
 A push reaches the phone that owns the token at that moment. It is displayed only if the app
 is installed, the token is the phone's current one and permission is granted. The person at the
-phone may open it after a lognormal delay; the deep link may be broken; an open with a working
-link to that person's abandoned cart may end in an order. All draws come from the group's
+phone may open it after a lognormal delay, and the deep link may be broken. An open with a
+working link to that person's abandoned cart may end in an order. All draws come from the group's
 reactions substream, so a push never shifts the organic behaviour that follows it.
 """
 

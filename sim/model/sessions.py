@@ -172,7 +172,7 @@ def _end(device: Device, at: float, cart: Cart | None) -> float:
 
 
 def return_visit(device: Device, at: float, cart: Cart) -> Generator[Any, Any, float]:
-    """Come back to an abandoned cart and buy it, as its latent draw said; returns the end."""
+    """Come back to an abandoned cart and buy it at its latent time; returns the end."""
     group = device.group
     world = group.world
     env = world.env

@@ -53,7 +53,7 @@ def issue(device: Device, at: float, reason: str) -> str:
 def kill(device: Device, at: float, reason: str) -> None:
     """End the device's current token and report it through the device-cloud port.
 
-    The push service keeps answering 200 for a lognormal delay before it says so.
+    The push service keeps returning 200 for a lognormal delay before it reports the token gone.
     """
     token = device.token
     if token is None:

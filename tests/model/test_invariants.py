@@ -38,7 +38,7 @@ POOL_EVERY = 1800.0
 
 
 def _push_sender(world):
-    """Send pushes to tokens ever seen, dead or alive, and to tokens nobody issued."""
+    """Send pushes to every token seen so far, dead or alive, and to a token never issued."""
     rng = np.random.default_rng(7)
     pool: list[str] = []
     seen: set[str] = set()
@@ -176,7 +176,7 @@ def test_token_has_one_owner_at_each_instant(run):
     assert not died or max(died.values()) == 1
     assert set(died) <= set(issued)
 
-    # A device holds one token at a time: its token lives never overlap.
+    # A device has one token at a time, so its token lifetimes never overlap.
     lives = defaultdict(list)
     for token, spans in view.token_lives.items():
         for device, life in spans:
