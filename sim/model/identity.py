@@ -39,6 +39,8 @@ def logout(device: Device, at: float, cause: str) -> None:
     world = device.group.world
     if cause == "logout":
         world.stats.logouts += 1
+    # A pending anonymous track belongs to the identify that this logout ends.
+    device.next_track_anonymous = False
     if device.token is not None and device.registered is not None:
         if world.faults.roll("logout_keeps_device", device.group.streams):
             device.send(at, "clear_identity", fault="logout_keeps_device")
