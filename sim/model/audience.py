@@ -36,9 +36,13 @@ class JourneyAudience:
         self._waiting: Counter[Any] = Counter()
         self._exits: dict[Any, float] = {}
 
-    def observe(self, device: Device, at: float, name: str, properties: dict | None) -> None:
+    def watched(self) -> tuple[str, ...]:
+        """Return the event names this audience needs to see."""
         if not self.estimated:
-            return
+            return ()
+        return tuple(name for name in (self.trigger, self.exit_event) if name)
+
+    def observe(self, device: Device, at: float, name: str, properties: dict | None) -> None:
         value = (properties or {}).get(self.match) if self.match else None
         if name == self.exit_event and value in self._waiting:
             self._exits[value] = at

@@ -64,6 +64,11 @@ class World:
         self.faults = FaultDice(scenario.sdk_faults)
         self.stats = RunStats(self.horizon)
         self.audiences = [JourneyAudience(self, journey) for journey in scenario.journeys]
+        # Audiences by the event names they watch, so other events cost one dict lookup.
+        self.watchers: dict[str, list[JourneyAudience]] = {}
+        for audience in self.audiences:
+            for name in audience.watched():
+                self.watchers.setdefault(name, []).append(audience)
         self.groups: dict[int, ShopperGroup] = {}
 
     def start(self) -> None:
@@ -82,8 +87,8 @@ class World:
             group.start(arrival.at)
 
     def observe(self, device, at: float, name: str, properties: dict | None) -> None:
-        """Show one tracked event, under its true name, to the journey audiences."""
-        for audience in self.audiences:
+        """Show one tracked event, under its true name, to the journey audiences watching it."""
+        for audience in self.watchers.get(name, ()):
             audience.observe(device, at, name, properties)
 
     def deliver(self, delivery: Delivery) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 from sim.cli import main
+from sim.formats.truth import encode
 
 
 def test_plan_writes_summary_and_events(tmp_path, capsys):
@@ -84,3 +85,12 @@ def test_plan_reports_missing_file(capsys, tmp_path):
 
     assert status == 2
     assert "not found" in error
+
+
+def test_event_lines_are_canonical_json(tmp_path, capsys):
+    main(["plan", "minimal", "--out", str(tmp_path), "--events"])
+    lines = (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines()
+
+    assert len(lines) > 1000
+    for line in lines:
+        assert encode(json.loads(line)) == line
