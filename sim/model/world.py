@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-import simpy
-
 from sim.formats.tokens import derive_run_key
 from sim.model import reactions
 from sim.model.arrivals import LocalClock, schedule
 from sim.model.audience import JourneyAudience
+from sim.model.clock import ModelClock
 from sim.model.faults import FaultDice
 from sim.model.funnel import FunnelChain
 from sim.model.group import ShopperGroup
@@ -32,14 +31,14 @@ from sim.scenario.schema import Scenario
 class World:
     """Every shopper group of one shard, on one environment, bound to its ports.
 
-    ``env`` is any SimPy-compatible environment: a ``simpy.Environment`` for a virtual
-    clock, or a scaled real-time one. The model reads time only from it.
+    ``env`` is any ``ModelClock``: a ``simpy.Environment`` for a virtual clock, or a scaled
+    real-time one. The model reads time only from it.
     """
 
     def __init__(
         self,
         scenario: Scenario,
-        env: simpy.Environment,
+        env: ModelClock,
         sdk: SdkPort,
         cloud: DeviceCloudPort,
         truth: TruthSink | None = None,
