@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+from sim.catalogue import canonical_name
 from sim.formats.tokens import derive_run_key
 from sim.model import reactions
 from sim.model.arrivals import LocalClock, schedule
@@ -60,6 +61,11 @@ class World:
         self.schedule = schedule(scenario, self.local_clock)
         self.catalogue = build_catalogue(scenario.funnel.products, scenario.seed)
         self.chain = FunnelChain(scenario.funnel)
+        # The event after which the prompt appears, or None when it appears at first open.
+        permission = scenario.permission
+        self.value_moment = (
+            canonical_name(permission.value_moment) if permission.prompt == "value_moment" else None
+        )
         self.faults = FaultDice(scenario.sdk_faults)
         self.stats = RunStats(self.horizon)
         self.audiences = [JourneyAudience(self, journey) for journey in scenario.journeys]
