@@ -7,7 +7,8 @@ from any number of shards. Kinds and their extra fields:
 
 - ``sdk_call``: ``method``, ``status`` (sent, dropped or planned), ``device``, ``person`` (the
   true person at the phone), ``anonymous_id``, ``user_id`` (the identity the SDK sent, or null),
-  ``token``, ``event``, ``properties``, ``attributes``, ``fault`` (injected fault label or null).
+  ``token``, ``event``, ``properties``, ``attributes``, ``fault`` (injected fault label, several
+  joined with commas, or null).
 - ``install`` and ``uninstall``: ``device``, ``platform``, ``anonymous_id``.
 - ``token_issued``: ``device``, ``token``, ``platform``, ``reason`` (install, reinstall,
   fcm_refresh, os_update, restore).

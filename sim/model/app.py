@@ -135,33 +135,32 @@ class Device:
         world = self.group.world
         world.stats.events[name] += 1
         world.observe(self, at, name, properties)
-        fault = None
+        faults: list[str] = []
         dice = world.faults
 
         if name == "added_to_cart" and self.platform == "ios":
             if dice.roll("event_name_drift", self.group.streams):
-                name, fault = "add_to_cart", "event_name_drift"
+                name = "add_to_cart"
+                faults.append("event_name_drift")
         if name in PRODUCT_EVENTS or name == "add_to_cart":
             if dice.roll("sku_as_object", self.group.streams):
                 properties = dict(properties or {})
                 properties["sku"] = {"id": properties.get("sku")}
-                fault = "sku_as_object"
+                faults.append("sku_as_object")
 
+        method = "track"
+        anonymous = False
         if self.identified is None:
-            self.send(at, "anonymous_track", event=name, properties=properties, fault=fault)
+            method = "anonymous_track"
         elif self.next_track_anonymous:
             # The SDK's identify had not landed yet, so the event goes out as anonymous.
             self.next_track_anonymous = False
-            self.send(
-                at,
-                "anonymous_track",
-                event=name,
-                properties=properties,
-                anonymous=True,
-                fault="anonymous_track_after_identify",
-            )
-        else:
-            self.send(at, "track", event=name, properties=properties, fault=fault)
+            method, anonymous = "anonymous_track", True
+            faults.append("anonymous_track_after_identify")
+
+        # Several faults on one call are joined with commas, in the order they were injected.
+        fault = ",".join(faults) if faults else None
+        self.send(at, method, event=name, properties=properties, anonymous=anonymous, fault=fault)
 
     def sync_token(self, at: float) -> None:
         """Register the device token if the backend's view of it is out of date."""

@@ -27,7 +27,8 @@ class SdkCall:
 
     ``at`` is simulated seconds since the run's start; ``(at, group_id, seq)`` orders calls
     canonically. ``user_id`` is the identity the SDK sends (None while anonymous), ``person``
-    the true person at the phone, and ``fault`` the injected fault label, if any.
+    the true person at the phone, and ``fault`` the injected fault labels joined with commas,
+    if any.
     """
 
     at: float

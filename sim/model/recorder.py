@@ -56,7 +56,6 @@ class PlanRecorder:
         self.events = events
         self.truth = truth
         self.calls: Counter[str] = Counter()
-        self.faults: Counter[str] = Counter()
         self.invalidations: Counter[str] = Counter()
         self.total = 0
         self._pending: list[tuple[float, int, int, str]] = []
@@ -66,8 +65,6 @@ class PlanRecorder:
     def _record(self, call: SdkCall) -> None:
         self.total += 1
         self.calls[call.method] += 1
-        if call.fault:
-            self.faults[call.fault] += 1
         heapq.heappush(self._pending, (call.at, call.group_id, call.seq, encode_call(call)))
         if self.truth is not None:
             record = call.to_record()
