@@ -138,3 +138,50 @@ def test_logout_keeps_device_skips_delete(tmp_path, fault):
 
     assert summary["faults"][fault]["injected"] > 20
     assert not _calls(records, "delete_token")
+
+
+def test_reorders_repeat_ordered_products(tmp_path):
+    extra = "funnel: {reorder: {probability: 1.0, mean_interval: 6h, shape: 4.0}}"
+    summary, records = _run(tmp_path, extra)
+    ordered: dict[str, set[str]] = defaultdict(set)
+    cart_device = {r["cart_id"]: r["device"] for r in records if r["kind"] == "cart"}
+    reorder_carts = {
+        r["cart_id"] for r in records if r["kind"] == "cart" and r["origin"] == "reorder"
+    }
+    first_add: dict[str, str] = {}
+    for record in records:
+        if record["kind"] != "sdk_call" or not record["properties"]:
+            continue
+        cart_id = record["properties"].get("cart_id")
+        if record["event"] in ("added_to_cart", "add_to_cart") and cart_id in reorder_carts:
+            first_add.setdefault(cart_id, record["properties"]["sku"])
+            assert first_add[cart_id] in ordered[record["device"]], record
+        if record["event"] == "order_completed":
+            ordered[cart_device[cart_id]] |= _skus_of(records, cart_id)
+
+    assert summary["funnel"]["carts"].get("reorder", 0) > 50
+    assert len(first_add) == len(reorder_carts)
+
+
+def _skus_of(records, cart_id: str) -> set[str]:
+    return {
+        r["properties"]["sku"]
+        for r in records
+        if r["kind"] == "sdk_call"
+        and r["event"] in ("added_to_cart", "add_to_cart")
+        and r["properties"]["cart_id"] == cart_id
+    }
+
+
+def test_buy_anyway_orders_at_latent_time(tmp_path):
+    extra = "reactions: {buy_anyway: {probability: 0.5, delay: {median: 2h, sigma: 0.5}}}"
+    summary, records = _run(tmp_path, extra)
+    latent = {r["cart_id"]: r["buy_anyway_at"] for r in records if r["kind"] == "latent"}
+    orders = [r for r in records if r["kind"] == "order" and r["via"] == "buy_anyway"]
+
+    assert len(orders) > 50
+    for order in orders:
+        due = latent[order["cart_id"]]
+        assert due is not None
+        # The return visit opens at the latent time and orders after two in-session gaps.
+        assert due <= order["at"] < due + 3600.0, order
