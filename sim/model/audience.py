@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from sim.model.app import Device
     from sim.model.world import World
 
+# NOTE: repeated_event, inactivity and broadcast journeys are not estimated; the plan prints
+# "not estimated by plan" for them.
 ESTIMATED_KINDS = ("event", "delay_range")
 
 
