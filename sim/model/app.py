@@ -112,11 +112,11 @@ class Device:
     ) -> None:
         """Make one SDK call as this app, at simulated time ``at``."""
         group = self.group
-        group.seq += 1
+        seq = group.seq = group.seq + 1
         call = SdkCall(
             at,
             group.group_id,
-            group.seq,
+            seq,
             method,
             self.device_id,
             self.user.person_id,
@@ -135,14 +135,14 @@ class Device:
         world = self.group.world
         world.stats.events[name] += 1
         world.observe(self, at, name, properties)
-        faults: list[str] = []
-        dice = world.faults
 
-        if name == "added_to_cart" and self.platform == "ios":
-            if dice.roll("event_name_drift", self.group.streams):
-                name = "add_to_cart"
-                faults.append("event_name_drift")
-        if name in PRODUCT_EVENTS or name == "add_to_cart":
+        faults: list[str] = []
+        if name in PRODUCT_EVENTS:
+            dice = world.faults
+            if name == "added_to_cart" and self.platform == "ios":
+                if dice.roll("event_name_drift", self.group.streams):
+                    name = "add_to_cart"
+                    faults.append("event_name_drift")
             if dice.roll("sku_as_object", self.group.streams):
                 properties = dict(properties or {})
                 properties["sku"] = {"id": properties.get("sku")}

@@ -4,10 +4,13 @@ Run it from the repository root::
 
     python tests/bench/bench_model.py [--installs 20000] [--days 2]
 
-It prints, from one process:
+It prints, from one process, with CPU time of this process (``time.process_time``) so that
+other load on a shared machine does not count:
 
 - the model's SimPy events per second (``env.step()`` calls) against a bare loop of
   timeouts over the same number of steps, and their ratio (target: at least 0.4);
+- for scale, a loop whose every step draws one lognormal gap and makes one ``SdkCall``, the
+  least work a step that sends an SDK call can do;
 - SDK calls generated per second;
 - traced memory per group and per installed app at simulated day 7 against day 1
   (target: at most 1.3 times), measured with tracemalloc in a second run.
@@ -22,11 +25,14 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import simpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from sim.model.ports import SdkCall  # noqa: E402
 from sim.model.recorder import PlanRecorder  # noqa: E402
+from sim.model.streams import Stream  # noqa: E402
 from sim.model.world import World  # noqa: E402
 from sim.scenario import load_scenario  # noqa: E402
 
@@ -69,12 +75,12 @@ def step_model(installs: int, days: float, counting: bool = False) -> tuple[int,
     world = World(scenario, env, sdk=recorder, cloud=recorder)
     world.start()
     steps = 0
-    started = time.perf_counter()
+    started = time.process_time()
     while env.peek() < world.horizon:
         env.step()
         steps += 1
     recorder.finish()
-    return steps, time.perf_counter() - started, recorder.total
+    return steps, time.process_time() - started, recorder.total
 
 
 def step_bare(steps: int, processes: int = 1000) -> float:
@@ -87,10 +93,49 @@ def step_bare(steps: int, processes: int = 1000) -> float:
 
     for number in range(processes):
         env.process(ticker(env, 1.0 + number / processes))
-    started = time.perf_counter()
+    started = time.process_time()
     for _ in range(steps):
         env.step()
-    return time.perf_counter() - started
+    return time.process_time() - started
+
+
+def step_floor(steps: int, processes: int = 1000) -> float:
+    """Run ``steps`` steps that each draw a gap and make one SdkCall; return seconds."""
+    env = simpy.Environment()
+    made = [0]
+
+    def port(call: SdkCall) -> None:
+        made[0] += 1
+
+    def shopper(env: simpy.Environment, stream: Stream):
+        now, seq = 0.0, 0
+        properties = {"sku": "SKU-00001", "category": "category-01", "price": 35.0}
+        while True:
+            now += stream.lognormal(20.0, 0.8)
+            yield env.timeout(max(0.0, now - env.now))
+            seq += 1
+            port(
+                SdkCall(
+                    now,
+                    1,
+                    seq,
+                    "track",
+                    "d1-0",
+                    "p1-0",
+                    "a",
+                    None,
+                    None,
+                    "product_viewed",
+                    properties,
+                )
+            )
+
+    for number in range(processes):
+        env.process(shopper(env, Stream(np.random.SeedSequence([1, number]))))
+    started = time.process_time()
+    for _ in range(steps):
+        env.step()
+    return time.process_time() - started
 
 
 def memory_per_shopper(installs_per_day: int) -> list[tuple[float, int, int, int]]:
@@ -132,6 +177,7 @@ def main() -> None:
     steps, model_seconds, calls = step_model(args.installs, args.days)
     _, counting_seconds, _ = step_model(args.installs, args.days, counting=True)
     bare_seconds = step_bare(steps)
+    floor_seconds = step_floor(steps)
     model_rate = steps / model_seconds
     counting_rate = steps / counting_seconds
     bare_rate = steps / bare_seconds
@@ -146,6 +192,10 @@ def main() -> None:
     )
     print(
         f"  bare timeouts         {steps:>9} steps in {bare_seconds:6.2f} s = {bare_rate:>9,.0f}/s"
+    )
+    print(
+        f"  one gap and one SdkCall per step: {steps / floor_seconds:,.0f}/s, ratio "
+        f"{bare_seconds / floor_seconds:.2f} to bare"
     )
     print(
         f"  ratio model/bare {model_rate / bare_rate:.2f} with the plan recorder, "
