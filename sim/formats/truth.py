@@ -16,9 +16,10 @@ from any number of shards. Kinds and their extra fields:
   ``reported_at`` (when the push service starts saying so).
 - ``permission``: ``device``, ``state`` (granted, denied, not_determined), ``prompted``.
 - ``device_user``: ``device``, ``person`` (who uses the phone from ``at`` on).
-- ``cart``: ``cart_id``, ``device``, ``person``, ``origin`` (organic; reorder for the cart a
-  reorder opens; reorder_visit for later carts of that visit); ``cart_closed``: ``cart_id``,
-  ``outcome`` (ordered or abandoned); ``order``: ``order_id``, ``cart_id``, ``value``, ``via``.
+- ``cart``: ``cart_id``, ``device``, ``person``, ``origin``. The origin is organic, reorder for
+  the cart a reorder opens, or reorder_visit for later carts of that visit.
+- ``cart_closed``: ``cart_id``, ``outcome`` (ordered or abandoned).
+- ``order``: ``order_id``, ``cart_id``, ``value``, ``via`` (organic, push or buy_anyway).
 - ``latent``: ``cart_id``, ``buy_anyway_at`` (simulated seconds, or null for never).
 - ``reaction``: ``delivery_id``, ``token``, ``device``, ``person``, ``step`` (received,
   displayed, suppressed, opened, converted), ``detail``.

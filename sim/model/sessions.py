@@ -147,8 +147,8 @@ def session(
             yield env.timeout(max(0.0, now - env.now))
             cart = _emit(device, now, name, cart, reorder)
         state = "added_to_cart"
-        # Later carts of the visit are told apart from the reorder's own cart and from carts of
-        # organic sessions, whose share of abandonment follows the funnel chain from its start.
+        # Later carts of the visit get their own origin. They are neither the reorder's cart nor
+        # carts of organic sessions, whose abandonment follows the funnel chain from its start.
         device.session_origin = "reorder_visit"
 
     # The funnel walk: each step draws the next event, and what a row leaves over ends it.

@@ -74,8 +74,8 @@ class World:
         for audience in self.audiences:
             for name in audience.watched():
                 self.watchers.setdefault(name, []).append(audience)
-        # NOTE: groups stay here until the run ends, about 3.5 kB each (tests/bench), so that a
-        # push to an old token still finds its phone; a run of millions needs gigabytes.
+        # NOTE: groups stay here until the run ends, so that a push to an old token still finds
+        # its phone. At about 3.5 kB each (tests/bench), a run of millions needs gigabytes.
         self.groups: dict[int, ShopperGroup] = {}
 
     def start(self) -> None:
