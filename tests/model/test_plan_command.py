@@ -94,3 +94,13 @@ def test_event_lines_are_canonical_json(tmp_path, capsys):
     assert len(lines) > 1000
     for line in lines:
         assert encode(json.loads(line)) == line
+
+
+def test_plan_rejects_file_as_out(tmp_path, capsys):
+    target = tmp_path / "summary.json"
+    target.write_text("{}")
+    status = main(["plan", "minimal", "--out", str(target)])
+    error = capsys.readouterr().err
+
+    assert status == 2
+    assert "is a file" in error
