@@ -80,12 +80,17 @@ def kill(device: Device, at: float, reason: str) -> None:
 def rotate(device: Device, at: float, cause: str) -> None:
     """Replace the device's token for ``cause`` and register the new one as the SDK would.
 
-    A correct SDK registers a rotated token at once from its token callback; with the
-    late_background_rotation fault it waits for the next session start.
+    An FCM refresh reaches a running app in the background, and a correct SDK registers the
+    new token at once from its callback. With the late_background_rotation fault it waits for
+    the next session start. After an OS update or a restore, the app reads its new token at
+    its next launch, so registration waits for the next session start in any case.
     """
     kill(device, at, cause)
     issue(device, at, cause)
     if not device.installed:
+        return
+    if cause != "fcm_refresh":
+        device.sync_deferred = True
         return
     world = device.group.world
     if world.faults.roll("late_background_rotation", device.group.streams):

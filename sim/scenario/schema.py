@@ -310,7 +310,9 @@ class SdkFaults:
         "the token and logs in",
     )
     late_background_rotation: Probability = setting(
-        0.0, "per token rotation: the new token is registered only at the next foreground"
+        0.0,
+        "per token rotation in the background (an FCM refresh): the new token is registered "
+        "only at the next foreground",
     )
     anonymous_track_after_identify: Probability = setting(
         0.0, "per identify: the next track still goes out as anonymous"
