@@ -209,3 +209,39 @@ def test_delivered_metrics_follow_displays(run):
     delivered = {r["properties"]["delivery_id"] for r in metrics if r["event"] == "delivered"}
 
     assert delivered == displayed
+
+
+def test_journey_audience_matches_truth(run):
+    result, records, view, _ = run
+    journey = result.world.scenario.journeys[0]
+    horizon = result.world.horizon
+    ordered_at = {r["cart_id"]: r["at"] for r in records if r["kind"] == "order"}
+    device_tokens = defaultdict(list)
+    for lives in view.token_lives.values():
+        for device, life in lives:
+            device_tokens[device].append(life)
+
+    counts = Counter()
+    for call in records:
+        if call["kind"] != "sdk_call" or call["event"] != "added_to_cart":
+            continue
+        at, device = call["at"], call["device"]
+        due = at + journey.delay
+        if due >= horizon:
+            counts["excluded_near_end"] += 1
+        elif at <= ordered_at.get(call["properties"]["cart_id"], -1.0) <= due:
+            counts["exited_before_delay"] += 1
+        elif not view.installed(device, due) or not any(
+            life.contains(due) for life in device_tokens[device]
+        ):
+            counts["no_device"] += 1
+        elif not view.permission_granted(device, due):
+            counts["no_permission"] += 1
+        else:
+            counts["audience"] += 1
+
+    estimate = result.summary["journeys"][0]
+    for key in ("excluded_near_end", "exited_before_delay", "no_device", "no_permission"):
+        assert counts[key] == estimate[key], key
+    assert counts["audience"] == estimate["audience"]
+    assert counts["audience"] > 500
