@@ -37,7 +37,6 @@ class Device:
         "users",
         "installed",
         "installed_at",
-        "install_count",
         "anonymous_id",
         "identified",
         "token",
@@ -74,7 +73,6 @@ class Device:
         # The install and what the SDK keeps while the app is installed.
         self.installed = False
         self.installed_at = 0.0
-        self.install_count = 0
         self.anonymous_id = ""
         self.identified: str | None = None
         self.token: str | None = None

@@ -85,10 +85,6 @@ class LocalClock:
         index = int(at // 3600)
         return row[index] if index < len(row) else row[-1]
 
-    def local_datetime(self, zone: int, at: float) -> datetime.datetime:
-        """Return the aware local time in ``zone`` at simulated time ``at``."""
-        return (self.start + datetime.timedelta(seconds=at)).astimezone(self.zones[zone])
-
 
 def _spike_windows(scenario: Scenario, clock: LocalClock, zone: int) -> list[tuple]:
     """Return (start, end, multiplier) in simulated seconds for each spike in ``zone``."""

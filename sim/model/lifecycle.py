@@ -30,7 +30,6 @@ def install(device: Device, at: float, reinstall: bool) -> None:
     world = group.world
     device.installed = True
     device.installed_at = at
-    device.install_count += 1
     device.fresh = True
     device.anonymous_id = group.streams.organic.hex_id()
     world.stats.install(device.platform, at, reinstall)
