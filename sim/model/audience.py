@@ -1,9 +1,14 @@
-"""Expected audience of each journey: triggers that are still due, and reachable, after the delay.
+"""Expected audience of each journey, by truth: who a correct backend would push to.
 
-For an event journey, each trigger event waits the journey's delay. It then counts as
-exited when its exit event (matched on the journey's property) came in between, else as
-unreachable (app removed, no current token, no permission) or as audience. Triggers whose
-delay runs past the end of the run are left out, as the oracle leaves them out.
+- event and delay_range: each trigger event waits the journey's delay. It then counts as exited
+  when its exit event (matched on the journey's property) came in between, else as unreachable
+  or as audience. Triggers whose delay runs past the end of the run are left out, as the oracle
+  leaves them out.
+- inactivity: a device triggers when its last app open is ``inactivity`` old.
+- broadcast: every device of the segment at the broadcast time.
+
+Unreachable means the app is removed or has no current token (no device), or push permission
+is missing (no permission). Frequency caps and quiet hours are ignored.
 """
 
 from __future__ import annotations
@@ -18,9 +23,26 @@ if TYPE_CHECKING:
     from sim.model.app import Device
     from sim.model.world import World
 
-# NOTE: repeated_event, inactivity and broadcast journeys are not estimated; the plan prints
-# "not estimated by plan" for them.
+# NOTE: repeated_event journeys are not estimated; the plan prints "not estimated by plan".
 ESTIMATED_KINDS = ("event", "delay_range")
+
+
+def reachability(device: Device) -> str:
+    """Return no_device, no_permission or audience for a push to ``device`` now."""
+    if not device.installed or device.token is None:
+        return "no_device"
+    if not device.push_enabled:
+        return "no_permission"
+    return "audience"
+
+
+def audience_for(world: World, journey: Journey):
+    """Return the audience counter that fits the journey's kind."""
+    if journey.kind == "inactivity":
+        return InactivityAudience(world, journey)
+    if journey.kind == "broadcast":
+        return BroadcastAudience(world, journey)
+    return JourneyAudience(world, journey)
 
 
 class JourneyAudience:
@@ -43,6 +65,9 @@ class JourneyAudience:
         if not self.estimated:
             return ()
         return tuple(name for name in (self.trigger, self.exit_event) if name)
+
+    def start(self) -> None:
+        """Start any process the estimate needs; event journeys need none."""
 
     def observe(self, device: Device, at: float, name: str, properties: dict | None) -> None:
         value = (properties or {}).get(self.match) if self.match else None
@@ -69,15 +94,12 @@ class JourneyAudience:
 
         if exited_at >= triggered_at:
             self.counts["exited_before_delay"] += 1
-        elif not device.installed or device.token is None:
-            self.counts["no_device"] += 1
-        elif not device.push_enabled:
-            self.counts["no_permission"] += 1
-        else:
-            self.counts["audience"] += 1
-            if device.identified is None:
-                # Reachable by truth, but only through an anonymous profile.
-                self.counts["audience_anonymous"] += 1
+            return
+        outcome = reachability(device)
+        self.counts[outcome] += 1
+        if outcome == "audience" and device.identified is None:
+            # Reachable by truth, but only through an anonymous profile.
+            self.counts["audience_anonymous"] += 1
 
     def summary(self) -> dict[str, Any]:
         result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
@@ -94,4 +116,83 @@ class JourneyAudience:
             "audience_anonymous",
         )
         result.update({key: self.counts[key] for key in keys})
+        return result
+
+
+class InactivityAudience:
+    """Devices whose last app open becomes ``journey.inactivity`` old before the run ends."""
+
+    def __init__(self, world: World, journey: Journey):
+        self.world = world
+        self.journey = journey
+        self.counts: Counter[str] = Counter()
+        # Last open per device id, so a later open cancels the pending check.
+        self._last_open: dict[str, float] = {}
+
+    def watched(self) -> tuple[str, ...]:
+        return ("Application Opened",)
+
+    def start(self) -> None:
+        """Start nothing: checks are scheduled as apps open."""
+
+    def observe(self, device: Device, at: float, name: str, properties: dict | None) -> None:
+        self._last_open[device.device_id] = at
+        if at + self.journey.inactivity >= self.world.horizon:
+            return
+        check = self.world.env.timeout(self.journey.inactivity)
+        check.callbacks.append(lambda _event: self._check(device, at))
+
+    def _check(self, device: Device, opened_at: float) -> None:
+        if self._last_open.get(device.device_id) != opened_at:
+            return
+        self.counts["triggers"] += 1
+        self.counts[reachability(device)] += 1
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
+        for key in ("triggers", "no_device", "no_permission", "audience"):
+            result[key] = self.counts[key]
+        return result
+
+
+class BroadcastAudience:
+    """Devices of the journey's segment at the broadcast time, by reachability."""
+
+    def __init__(self, world: World, journey: Journey):
+        self.world = world
+        self.journey = journey
+        self.counts: Counter[str] = Counter()
+        self.at: float | None = None
+        if journey.at is not None:
+            self.at = (journey.at - world.scenario.clock.start).total_seconds()
+
+    def watched(self) -> tuple[str, ...]:
+        return ()
+
+    def start(self) -> None:
+        """Schedule the count at the broadcast time, if it falls inside the run."""
+        if self.at is None or not 0.0 <= self.at < self.world.horizon:
+            return
+        check = self.world.env.timeout(self.at - self.world.env.now)
+        check.callbacks.append(lambda _event: self._count())
+
+    def _count(self) -> None:
+        segment = self.journey.segment
+        for group in self.world.groups.values():
+            for device in group.devices:
+                person = device.user
+                if segment == "known" and not person.has_account:
+                    continue
+                if segment == "purchasers" and not person.has_ordered:
+                    continue
+                self.counts["segment"] += 1
+                self.counts[reachability(device)] += 1
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
+        if self.at is None or not 0.0 <= self.at < self.world.horizon:
+            result["estimated"] = False
+            return result
+        for key in ("segment", "no_device", "no_permission", "audience"):
+            result[key] = self.counts[key]
         return result

@@ -18,7 +18,7 @@ from sim.catalogue import canonical_name
 from sim.formats.tokens import derive_run_key
 from sim.model import reactions
 from sim.model.arrivals import LocalClock, schedule
-from sim.model.audience import JourneyAudience
+from sim.model.audience import audience_for
 from sim.model.clock import ModelClock
 from sim.model.faults import FaultDice
 from sim.model.funnel import FunnelChain
@@ -68,9 +68,9 @@ class World:
         )
         self.faults = FaultDice(scenario.sdk_faults)
         self.stats = RunStats(self.horizon)
-        self.audiences = [JourneyAudience(self, journey) for journey in scenario.journeys]
+        self.audiences = [audience_for(self, journey) for journey in scenario.journeys]
         # Audiences by the event names they watch, so other events cost one dict lookup.
-        self.watchers: dict[str, list[JourneyAudience]] = {}
+        self.watchers: dict[str, list] = {}
         for audience in self.audiences:
             for name in audience.watched():
                 self.watchers.setdefault(name, []).append(audience)
@@ -79,8 +79,10 @@ class World:
         self.groups: dict[int, ShopperGroup] = {}
 
     def start(self) -> None:
-        """Start the arrival process; groups join as their installs come due."""
+        """Start the arrival process, in which groups join as their installs come due."""
         self.env.process(self._arrive())
+        for audience in self.audiences:
+            audience.start()
 
     def _arrive(self) -> Generator[Any, Any, None]:
         index, count = self.shard

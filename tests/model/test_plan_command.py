@@ -19,7 +19,7 @@ def test_plan_writes_summary_and_events(tmp_path, capsys):
     assert f"plan hash {summary['plan_hash']}" in output
     assert hashlib.sha256(events).hexdigest() == summary["plan_hash"]
     assert events.count(b"\n") == summary["sdk_calls"]["total"]
-    assert "cart_recovery: triggers" in output
+    assert "cart_recovery (event): triggers" in output
 
 
 def test_plan_seed_option_changes_hash(tmp_path, capsys):
