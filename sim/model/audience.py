@@ -36,7 +36,7 @@ def reachability(device: Device) -> str:
     return "audience"
 
 
-def audience_for(world: World, journey: Journey):
+def audience_for(world: World, journey: Journey) -> Audience:
     """Return the audience counter that fits the journey's kind."""
     if journey.kind == "inactivity":
         return InactivityAudience(world, journey)
@@ -196,3 +196,6 @@ class BroadcastAudience:
         for key in ("segment", "no_device", "no_permission", "audience"):
             result[key] = self.counts[key]
         return result
+
+
+Audience = JourneyAudience | InactivityAudience | BroadcastAudience

@@ -18,7 +18,7 @@ from sim.catalogue import canonical_name
 from sim.formats.tokens import derive_run_key
 from sim.model import reactions
 from sim.model.arrivals import LocalClock, schedule
-from sim.model.audience import audience_for
+from sim.model.audience import Audience, audience_for
 from sim.model.clock import ModelClock
 from sim.model.faults import FaultDice
 from sim.model.funnel import FunnelChain
@@ -70,7 +70,7 @@ class World:
         self.stats = RunStats(self.horizon)
         self.audiences = [audience_for(self, journey) for journey in scenario.journeys]
         # Audiences by the event names they watch, so other events cost one dict lookup.
-        self.watchers: dict[str, list] = {}
+        self.watchers: dict[str, list[Audience]] = {}
         for audience in self.audiences:
             for name in audience.watched():
                 self.watchers.setdefault(name, []).append(audience)
