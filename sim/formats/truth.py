@@ -12,8 +12,9 @@ from any number of shards. Kinds and their extra fields:
 - ``install`` and ``uninstall``: ``device``, ``platform``, ``anonymous_id``.
 - ``token_issued``: ``device``, ``token``, ``platform``, ``reason`` (install, reinstall,
   fcm_refresh, os_update, restore).
-- ``token_died``: ``device``, ``token``, ``reason`` (rotation cause, reinstall, uninstall),
-  ``reported_at`` (when the push service starts saying so).
+- ``token_died``: ``device``, ``token``, ``reason`` (rotation, restore, reinstall, uninstall),
+  ``cause`` (fcm_refresh or os_update for a rotation, else the reason), ``reported_at`` (when
+  the push service starts reporting the token as unregistered).
 - ``permission``: ``device``, ``state`` (granted, denied, not_determined), ``prompted``.
 - ``device_user``: ``device``, ``person`` (who uses the phone from ``at`` on).
 - ``cart``: ``cart_id``, ``device``, ``person``, ``origin``. The origin is organic, reorder for

@@ -88,7 +88,8 @@ class TokenInvalidation:
 
     ``died_at`` is when the token stopped reaching the app. ``reported_at`` is when the push
     service starts to return "unregistered" for it. Both are simulated seconds since the run's
-    start. ``reason`` is fcm_refresh, os_update, restore, reinstall or uninstall.
+    start. ``reason`` is rotation, restore, reinstall or uninstall, and ``cause`` names the
+    rotation (fcm_refresh or os_update) or repeats the reason.
     """
 
     token: str
@@ -97,6 +98,7 @@ class TokenInvalidation:
     reason: str
     died_at: float
     reported_at: float
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
