@@ -156,6 +156,7 @@ def test_suppressed_pushes_lack_a_condition(run):
 
     assert reasons["token_not_current"] > 0
     assert reasons["no_permission"] > 0
+    assert reasons["not_installed"] > 0
     for record in suppressed:
         at = record["at"]
         owner = view.token_owner(record["token"], at)
