@@ -4,6 +4,9 @@
   when its exit event (matched on the journey's property) came in between, else as unreachable
   or as audience. Triggers whose delay runs past the end of the run are left out, as the oracle
   leaves them out.
+- repeated_event: a device triggers at the ``count``-th trigger event within ``window``, with
+  the ``same`` property equal across them, and the count starts over. After the delay it counts
+  as exited when the exit or absence event, matched on the ``same`` value, came in between.
 - inactivity: a device triggers when its last app open is ``inactivity`` old.
 - broadcast: every device of the segment at the broadcast time.
 
@@ -23,7 +26,6 @@ if TYPE_CHECKING:
     from sim.model.app import Device
     from sim.model.world import World
 
-# NOTE: repeated_event journeys are not estimated; the plan prints "not estimated by plan".
 ESTIMATED_KINDS = ("event", "delay_range")
 
 
@@ -42,6 +44,8 @@ def audience_for(world: World, journey: Journey) -> Audience:
         return InactivityAudience(world, journey)
     if journey.kind == "broadcast":
         return BroadcastAudience(world, journey)
+    if journey.kind == "repeated_event":
+        return RepeatedEventAudience(world, journey)
     return JourneyAudience(world, journey)
 
 
@@ -198,4 +202,90 @@ class BroadcastAudience:
         return result
 
 
-Audience = JourneyAudience | InactivityAudience | BroadcastAudience
+class RepeatedEventAudience:
+    """Triggers made of ``count`` equal events within a window, by outcome after the delay."""
+
+    def __init__(self, world: World, journey: Journey):
+        self.world = world
+        self.journey = journey
+        self.trigger = canonical_name(journey.trigger.event)
+        self.same = journey.trigger.same
+        self.stoppers = {
+            canonical_name(match.event): match.match
+            for match in (journey.exit, journey.absence)
+            if match.event
+        }
+        self.counts: Counter[str] = Counter()
+        # Recent trigger times per (device id, same value), pruned to the window.
+        self._recent: dict[tuple[str, Any], list[float]] = {}
+        # Stop-event times per (device id, matched value), kept while a trigger waits on it.
+        self._waiting: Counter[tuple[str, Any]] = Counter()
+        self._stopped: dict[tuple[str, Any], float] = {}
+
+    def watched(self) -> tuple[str, ...]:
+        return tuple(name for name in (self.trigger, *self.stoppers) if name)
+
+    def start(self) -> None:
+        """Start the sweep that forgets event runs older than the window."""
+        self.world.env.process(self._sweep())
+
+    def _sweep(self):
+        window = max(self.journey.trigger.window, 60.0)
+        while True:
+            yield self.world.env.timeout(window)
+            oldest = self.world.env.now - window
+            for key in [key for key, times in self._recent.items() if times[-1] < oldest]:
+                del self._recent[key]
+
+    def observe(self, device: Device, at: float, name: str, properties: dict | None) -> None:
+        properties = properties or {}
+        if name in self.stoppers:
+            key = (device.device_id, properties.get(self.stoppers[name] or self.same))
+            if key in self._waiting:
+                self._stopped[key] = at
+        if name != self.trigger:
+            return
+
+        key = (device.device_id, properties.get(self.same) if self.same else None)
+        window_start = at - self.journey.trigger.window
+        times = [t for t in self._recent.get(key, ()) if t > window_start]
+        times.append(at)
+        if len(times) < self.journey.trigger.count:
+            self._recent[key] = times
+            return
+        self._recent.pop(key, None)
+
+        self.counts["triggers"] += 1
+        if at + self.journey.delay >= self.world.horizon:
+            self.counts["excluded_near_end"] += 1
+            return
+        self._waiting[key] += 1
+        check = self.world.env.timeout(self.journey.delay)
+        check.callbacks.append(lambda _event: self._check(device, at, key))
+
+    def _check(self, device: Device, triggered_at: float, key: tuple[str, Any]) -> None:
+        stopped_at = self._stopped.get(key, -1.0)
+        self._waiting[key] -= 1
+        if self._waiting[key] <= 0:
+            del self._waiting[key]
+            self._stopped.pop(key, None)
+        if stopped_at >= triggered_at:
+            self.counts["exited_before_delay"] += 1
+            return
+        self.counts[reachability(device)] += 1
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
+        keys = (
+            "triggers",
+            "excluded_near_end",
+            "exited_before_delay",
+            "no_device",
+            "no_permission",
+            "audience",
+        )
+        result.update({key: self.counts[key] for key in keys})
+        return result
+
+
+Audience = JourneyAudience | InactivityAudience | BroadcastAudience | RepeatedEventAudience

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 from model_support import scenario_from
 
-from sim.formats.truth import read_records
+from sim.formats.truth import TruthView, read_records
 from sim.model.plan import run_plan
 
 SCENARIO = """
@@ -22,7 +22,9 @@ journeys:
   - {name: members, kind: broadcast, at: 2026-11-27T12:00:00Z, segment: known}
   - name: browsed_thrice
     kind: repeated_event
-    trigger: {event: product_viewed, count: 3, window: 1h, same: sku}
+    trigger: {event: product_viewed, count: 2, window: 1h, same: sku}
+    delay: 30m
+    absence: {event: added_to_cart, match: sku}
 """
 BROADCAST_AT = 36 * 3600.0
 
@@ -94,7 +96,55 @@ def test_known_segment_is_a_subset(run):
     assert members["audience"] <= everyone["audience"]
 
 
-def test_repeated_event_is_not_estimated(run):
-    _, _, journeys = run
+def test_repeated_event_matches_truth(run):
+    result, records, journeys = run
+    journey = result.world.scenario.journeys[3]
+    horizon = result.world.horizon
+    view = TruthView()
+    for record in records:
+        if record["kind"] != "sdk_call":
+            view.add(record)
+    calls = [r for r in records if r["kind"] == "sdk_call" and r["event"]]
+    adds = defaultdict(list)
+    for call in calls:
+        if call["event"] == "added_to_cart":
+            adds[(call["device"], call["properties"]["sku"])].append(call["at"])
 
-    assert journeys["browsed_thrice"]["estimated"] is False
+    recent: dict[tuple, list[float]] = {}
+    counts = Counter()
+    for call in calls:
+        if call["event"] != "product_viewed":
+            continue
+        at, key = call["at"], (call["device"], call["properties"]["sku"])
+        times = [t for t in recent.get(key, []) if t > at - journey.trigger.window] + [at]
+        if len(times) < journey.trigger.count:
+            recent[key] = times
+            continue
+        recent.pop(key, None)
+        counts["triggers"] += 1
+        due = at + journey.delay
+        if due >= horizon:
+            counts["excluded_near_end"] += 1
+        elif any(at <= t <= due for t in adds[key]):
+            counts["exited_before_delay"] += 1
+        elif not view.installed(key[0], due) or not _has_token(view, key[0], due):
+            counts["no_device"] += 1
+        elif not view.permission_granted(key[0], due):
+            counts["no_permission"] += 1
+        else:
+            counts["audience"] += 1
+
+    estimate = journeys["browsed_thrice"]
+    assert counts["triggers"] > 100
+    for key in ("triggers", "excluded_near_end", "exited_before_delay", "no_device"):
+        assert estimate[key] == counts[key], key
+    assert estimate["no_permission"] == counts["no_permission"]
+    assert estimate["audience"] == counts["audience"]
+
+
+def _has_token(view: TruthView, device: str, at: float) -> bool:
+    return any(
+        owner == device and life.contains(at)
+        for lives in view.token_lives.values()
+        for owner, life in lives
+    )
