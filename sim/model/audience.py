@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from sim.model.app import Device
     from sim.model.world import World
 
-ESTIMATED_KINDS = ("event", "delay_range")
-
 
 def reachability(device: Device) -> str:
     """Return no_device, no_permission or audience for a push to ``device`` now."""
@@ -51,11 +49,10 @@ def audience_for(world: World, journey: Journey) -> Audience:
 
 class JourneyAudience:
     """Counts of one journey's triggers by the outcome that decides whether a push is due."""
-
+    """Triggers of an event or delay_range journey, counted by outcome after the delay."""
     def __init__(self, world: World, journey: Journey):
         self.world = world
         self.journey = journey
-        self.estimated = journey.kind in ESTIMATED_KINDS
         self.trigger = canonical_name(journey.trigger.event)
         self.exit_event = canonical_name(journey.exit.event) if journey.exit.event else None
         self.match = journey.exit.match
@@ -66,8 +63,6 @@ class JourneyAudience:
 
     def watched(self) -> tuple[str, ...]:
         """Return the event names this audience needs to see."""
-        if not self.estimated:
-            return ()
         return tuple(name for name in (self.trigger, self.exit_event) if name)
 
     def start(self) -> None:
@@ -107,9 +102,6 @@ class JourneyAudience:
 
     def summary(self) -> dict[str, Any]:
         result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
-        if not self.estimated:
-            result["estimated"] = False
-            return result
         keys = (
             "triggers",
             "excluded_near_end",
