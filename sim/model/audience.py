@@ -49,7 +49,9 @@ def audience_for(world: World, journey: Journey) -> Audience:
 
 class JourneyAudience:
     """Counts of one journey's triggers by the outcome that decides whether a push is due."""
+
     """Triggers of an event or delay_range journey, counted by outcome after the delay."""
+
     def __init__(self, world: World, journey: Journey):
         self.world = world
         self.journey = journey

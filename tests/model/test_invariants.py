@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from model_support import scenario_from
 
-from sim.formats.tokens import parse_token
+from sim.formats.shards import shard_of
+from sim.formats.tokens import issue_token, parse_token
 from sim.formats.truth import TruthView, read_records
 from sim.model.plan import run_plan
 from sim.model.ports import Delivery
@@ -246,3 +247,21 @@ def test_journey_audience_matches_truth(run):
         assert counts[key] == estimate[key], key
     assert counts["audience"] == estimate["audience"]
     assert counts["audience"] > 500
+
+
+def test_push_to_other_shard_is_named(tmp_path):
+    holder = {}
+
+    def before_run(world):
+        holder["world"] = world
+
+    result = run_plan(
+        scenario_from("seed: 3\nclock: {duration: 2h}"), shard=(0, 2), before_run=before_run
+    )
+    world = holder["world"]
+    foreign = next(g for g in range(1, 1000) if g not in world.groups and shard_of(g, 2) == 1)
+    token = issue_token(world.run_key, "ios", foreign, 1)
+
+    assert result.summary["population"]["groups"] > 0
+    assert world.deliver(Delivery("d-1", token, {})) == "other_shard"
+    assert world.deliver(Delivery("d-2", "ab" * 32, {})) == "unknown_token"
