@@ -16,6 +16,8 @@ from sim.model.summary import render
 
 # Wall seconds between two progress lines on stderr.
 PROGRESS_EVERY = 3.0
+# Exit status after Ctrl-C, as shells report a process ended by SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,10 +65,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"pushsim: invalid --seed {args.seed}: use an integer >= 0", file=sys.stderr)
         return EXIT_USAGE
 
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        print(
+            f"pushsim: --out {out} is a file: give a folder for the plan's files", file=sys.stderr
+        )
+        return EXIT_USAGE
+
     scenario = load_or_exit(args.scenario, args.overrides).scenario
     if args.seed is not None:
         scenario = dataclasses.replace(scenario, seed=args.seed)
-    out = Path(args.out) if args.out else None
 
     started = time.monotonic()
     last = [started]
@@ -83,13 +91,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    result = run_plan(
-        scenario,
-        shard=shard,
-        events_path=out / "events.jsonl" if out and args.events else None,
-        truth_path=out / "truth.jsonl.gz" if out and args.truth else None,
-        progress=progress,
-    )
+    try:
+        result = run_plan(
+            scenario,
+            shard=shard,
+            events_path=out / "events.jsonl" if out and args.events else None,
+            truth_path=out / "truth.jsonl.gz" if out and args.truth else None,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        # The stream files are closed but incomplete, and no summary is written.
+        print("pushsim: plan interrupted; files in --out are incomplete", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(render(result.summary))
     if out:
         out.mkdir(parents=True, exist_ok=True)

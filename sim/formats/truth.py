@@ -7,16 +7,20 @@ from any number of shards. Kinds and their extra fields:
 
 - ``sdk_call``: ``method``, ``status`` (sent, dropped or planned), ``device``, ``person`` (the
   true person at the phone), ``anonymous_id``, ``user_id`` (the identity the SDK sent, or null),
-  ``token``, ``event``, ``properties``, ``attributes``, ``fault`` (injected fault label or null).
+  ``token``, ``event``, ``properties``, ``attributes``, ``fault`` (injected fault label, several
+  joined with commas, or null).
 - ``install`` and ``uninstall``: ``device``, ``platform``, ``anonymous_id``.
 - ``token_issued``: ``device``, ``token``, ``platform``, ``reason`` (install, reinstall,
   fcm_refresh, os_update, restore).
-- ``token_died``: ``device``, ``token``, ``reason`` (rotation cause, reinstall, uninstall),
-  ``reported_at`` (when the push service starts saying so).
+- ``token_died``: ``device``, ``token``, ``reason`` (rotation, restore, reinstall, uninstall),
+  ``cause`` (fcm_refresh or os_update for a rotation, else the reason), ``reported_at`` (when
+  the push service starts reporting the token as unregistered).
 - ``permission``: ``device``, ``state`` (granted, denied, not_determined), ``prompted``.
 - ``device_user``: ``device``, ``person`` (who uses the phone from ``at`` on).
-- ``cart``: ``cart_id``, ``device``, ``person``, ``origin``; ``cart_closed``: ``cart_id``,
-  ``outcome`` (ordered or abandoned); ``order``: ``order_id``, ``cart_id``, ``value``, ``via``.
+- ``cart``: ``cart_id``, ``device``, ``person``, ``origin``. The origin is organic, reorder for
+  the cart a reorder opens, or reorder_visit for later carts of that visit.
+- ``cart_closed``: ``cart_id``, ``outcome`` (ordered or abandoned).
+- ``order``: ``order_id``, ``cart_id``, ``value``, ``via`` (organic, push or buy_anyway).
 - ``latent``: ``cart_id``, ``buy_anyway_at`` (simulated seconds, or null for never).
 - ``reaction``: ``delivery_id``, ``token``, ``device``, ``person``, ``step`` (received,
   displayed, suppressed, opened, converted), ``detail``.
@@ -63,9 +67,13 @@ def canonical_key(record: dict) -> tuple[float, int, int]:
     return (record["at"], record["group"], record["seq"])
 
 
+# One encoder for every line: json.dumps with non-default options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(record: dict) -> str:
     """Return the record as one compact JSON line without the newline."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(record)
 
 
 class TruthWriter:

@@ -37,7 +37,6 @@ class Device:
         "users",
         "installed",
         "installed_at",
-        "install_count",
         "anonymous_id",
         "identified",
         "token",
@@ -47,7 +46,6 @@ class Device:
         "next_track_anonymous",
         "permission",
         "permission_at",
-        "value_moment_seen",
         "session_rate",
         "handover",
         "fresh",
@@ -65,24 +63,28 @@ class Device:
         self.app_version = ""
         # Android below 13 grants push permission without a prompt.
         self.prompts_for_push = True
+        self.session_rate = 0.0  # sessions per simulated second
+
+        # Who uses the phone: the current person and everyone who shares it.
         self.user = user
         self.users: list[Person] = [user]
+        self.handover = False
+
+        # The install and what the SDK keeps while the app is installed.
         self.installed = False
         self.installed_at = 0.0
-        self.install_count = 0
         self.anonymous_id = ""
         self.identified: str | None = None
         self.token: str | None = None
-        # What the backend was last told: (token, user_id, push_enabled), or None.
+        # The last registration sent to the backend: (token, user_id, push_enabled), or None.
         self.registered: tuple | None = None
         self.token_stuck = False
         self.sync_deferred = False
         self.next_track_anonymous = False
+
         self.permission = UNASKED
         self.permission_at: float | None = None
-        self.value_moment_seen = False
-        self.session_rate = 0.0
-        self.handover = False
+
         # True from an install until its first session sends Application Installed.
         self.fresh = False
         # Heap of (time, tie-breaker, kind, payload) for return visits and reorders.
@@ -108,11 +110,11 @@ class Device:
     ) -> None:
         """Make one SDK call as this app, at simulated time ``at``."""
         group = self.group
-        group.seq += 1
+        seq = group.seq = group.seq + 1
         call = SdkCall(
             at,
             group.group_id,
-            group.seq,
+            seq,
             method,
             self.device_id,
             self.user.person_id,
@@ -131,33 +133,32 @@ class Device:
         world = self.group.world
         world.stats.events[name] += 1
         world.observe(self, at, name, properties)
-        fault = None
-        dice = world.faults
 
-        if name == "added_to_cart" and self.platform == "ios":
-            if dice.roll("event_name_drift", self.group.streams):
-                name, fault = "add_to_cart", "event_name_drift"
-        if name in PRODUCT_EVENTS or name == "add_to_cart":
+        faults: list[str] = []
+        if name in PRODUCT_EVENTS:
+            dice = world.faults
+            if name == "added_to_cart" and self.platform == "ios":
+                if dice.roll("event_name_drift", self.group.streams):
+                    name = "add_to_cart"
+                    faults.append("event_name_drift")
             if dice.roll("sku_as_object", self.group.streams):
                 properties = dict(properties or {})
                 properties["sku"] = {"id": properties.get("sku")}
-                fault = "sku_as_object"
+                faults.append("sku_as_object")
 
+        method = "track"
+        anonymous = False
         if self.identified is None:
-            self.send(at, "anonymous_track", event=name, properties=properties, fault=fault)
+            method = "anonymous_track"
         elif self.next_track_anonymous:
             # The SDK's identify had not landed yet, so the event goes out as anonymous.
             self.next_track_anonymous = False
-            self.send(
-                at,
-                "anonymous_track",
-                event=name,
-                properties=properties,
-                anonymous=True,
-                fault="anonymous_track_after_identify",
-            )
-        else:
-            self.send(at, "track", event=name, properties=properties, fault=fault)
+            method, anonymous = "anonymous_track", True
+            faults.append("anonymous_track_after_identify")
+
+        # Several faults on one call are joined with commas, in the order they were injected.
+        fault = ",".join(faults) if faults else None
+        self.send(at, method, event=name, properties=properties, anonymous=anonymous, fault=fault)
 
     def sync_token(self, at: float) -> None:
         """Register the device token if the backend's view of it is out of date."""

@@ -4,7 +4,7 @@ Arrivals form a non-homogeneous Poisson process per time zone, drawn by thinning
 come at the peak rate and each is kept with the ratio of the local rate to the peak. The local
 rate is the hour-of-day weight times the weekday weight, times a spike's multiplier while a
 spike runs in that zone's local time. One seeded stream draws the whole schedule, and group ids
-are the arrivals' ranks, so every shard sees the same schedule.
+are the arrivals' ranks, so every shard computes the same schedule.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 from sim.formats.shards import shard_of
 from sim.scenario.schema import Scenario
 
-# Spawn key of the schedule's stream; group streams use the entropy [seed, group_id] instead,
-# so the two never meet.
+# Spawn key of the schedule's stream. Group streams use the entropy [seed, group_id] instead,
+# so the two never share a state.
 _SCHEDULE_KEY = 0x5C4ED
 # Resolution of the numeric integral of the rate, in simulated seconds.
 _GRID = 60.0
@@ -84,10 +84,6 @@ class LocalClock:
         row = self.session_weights[zone]
         index = int(at // 3600)
         return row[index] if index < len(row) else row[-1]
-
-    def local_datetime(self, zone: int, at: float) -> datetime.datetime:
-        """Return the aware local time in ``zone`` at simulated time ``at``."""
-        return (self.start + datetime.timedelta(seconds=at)).astimezone(self.zones[zone])
 
 
 def _spike_windows(scenario: Scenario, clock: LocalClock, zone: int) -> list[tuple]:

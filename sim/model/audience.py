@@ -1,9 +1,17 @@
-"""Expected audience of each journey: triggers that are still due, and reachable, after the delay.
+"""Expected audience of each journey, by truth: who a correct backend would push to.
 
-For an event journey, each trigger event waits the journey's delay. It then counts as
-exited when its exit event (matched on the journey's property) came in between, else as
-unreachable (app removed, no current token, no permission) or as audience. Triggers whose
-delay runs past the end of the run are left out, as the oracle leaves them out.
+- event and delay_range: each trigger event waits the journey's delay. It then counts as exited
+  when its exit event (matched on the journey's property) came in between, else as unreachable
+  or as audience. Triggers whose delay runs past the end of the run are left out, as the oracle
+  leaves them out.
+- repeated_event: a device triggers at the ``count``-th trigger event within ``window``, with
+  the ``same`` property equal across them, and the count starts over. After the delay it counts
+  as exited when the exit or absence event, matched on the ``same`` value, came in between.
+- inactivity: a device triggers when its last app open is ``inactivity`` old.
+- broadcast: every device of the segment at the broadcast time.
+
+Unreachable means the app is removed or has no current token (no device), or push permission
+is missing (no permission). Frequency caps and quiet hours are ignored.
 """
 
 from __future__ import annotations
@@ -18,16 +26,35 @@ if TYPE_CHECKING:
     from sim.model.app import Device
     from sim.model.world import World
 
-ESTIMATED_KINDS = ("event", "delay_range")
+
+def reachability(device: Device) -> str:
+    """Return no_device, no_permission or audience for a push to ``device`` now."""
+    if not device.installed or device.token is None:
+        return "no_device"
+    if not device.push_enabled:
+        return "no_permission"
+    return "audience"
+
+
+def audience_for(world: World, journey: Journey) -> Audience:
+    """Return the audience counter that fits the journey's kind."""
+    if journey.kind == "inactivity":
+        return InactivityAudience(world, journey)
+    if journey.kind == "broadcast":
+        return BroadcastAudience(world, journey)
+    if journey.kind == "repeated_event":
+        return RepeatedEventAudience(world, journey)
+    return JourneyAudience(world, journey)
 
 
 class JourneyAudience:
-    """Counts of one journey's triggers by what stands between them and a push."""
+    """Counts of one journey's triggers by the outcome that decides whether a push is due."""
+
+    """Triggers of an event or delay_range journey, counted by outcome after the delay."""
 
     def __init__(self, world: World, journey: Journey):
         self.world = world
         self.journey = journey
-        self.estimated = journey.kind in ESTIMATED_KINDS
         self.trigger = canonical_name(journey.trigger.event)
         self.exit_event = canonical_name(journey.exit.event) if journey.exit.event else None
         self.match = journey.exit.match
@@ -36,9 +63,14 @@ class JourneyAudience:
         self._waiting: Counter[Any] = Counter()
         self._exits: dict[Any, float] = {}
 
+    def watched(self) -> tuple[str, ...]:
+        """Return the event names this audience needs to see."""
+        return tuple(name for name in (self.trigger, self.exit_event) if name)
+
+    def start(self) -> None:
+        """Start any process the estimate needs; event journeys need none."""
+
     def observe(self, device: Device, at: float, name: str, properties: dict | None) -> None:
-        if not self.estimated:
-            return
         value = (properties or {}).get(self.match) if self.match else None
         if name == self.exit_event and value in self._waiting:
             self._exits[value] = at
@@ -63,21 +95,15 @@ class JourneyAudience:
 
         if exited_at >= triggered_at:
             self.counts["exited_before_delay"] += 1
-        elif not device.installed or device.token is None:
-            self.counts["no_device"] += 1
-        elif not device.push_enabled:
-            self.counts["no_permission"] += 1
-        else:
-            self.counts["audience"] += 1
-            if device.identified is None:
-                # Reachable by truth, but only through an anonymous profile.
-                self.counts["audience_anonymous"] += 1
+            return
+        outcome = reachability(device)
+        self.counts[outcome] += 1
+        if outcome == "audience" and device.identified is None:
+            # Reachable by truth, but only through an anonymous profile.
+            self.counts["audience_anonymous"] += 1
 
     def summary(self) -> dict[str, Any]:
         result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
-        if not self.estimated:
-            result["estimated"] = False
-            return result
         keys = (
             "triggers",
             "excluded_near_end",
@@ -89,3 +115,171 @@ class JourneyAudience:
         )
         result.update({key: self.counts[key] for key in keys})
         return result
+
+
+class InactivityAudience:
+    """Devices whose last app open becomes ``journey.inactivity`` old before the run ends."""
+
+    def __init__(self, world: World, journey: Journey):
+        self.world = world
+        self.journey = journey
+        self.counts: Counter[str] = Counter()
+        # Last open per device id, so a later open cancels the pending check.
+        self._last_open: dict[str, float] = {}
+
+    def watched(self) -> tuple[str, ...]:
+        return ("Application Opened",)
+
+    def start(self) -> None:
+        """Start nothing: checks are scheduled as apps open."""
+
+    def observe(self, device: Device, at: float, name: str, properties: dict | None) -> None:
+        self._last_open[device.device_id] = at
+        if at + self.journey.inactivity >= self.world.horizon:
+            return
+        check = self.world.env.timeout(self.journey.inactivity)
+        check.callbacks.append(lambda _event: self._check(device, at))
+
+    def _check(self, device: Device, opened_at: float) -> None:
+        if self._last_open.get(device.device_id) != opened_at:
+            return
+        self.counts["triggers"] += 1
+        self.counts[reachability(device)] += 1
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
+        for key in ("triggers", "no_device", "no_permission", "audience"):
+            result[key] = self.counts[key]
+        return result
+
+
+class BroadcastAudience:
+    """Devices of the journey's segment at the broadcast time, by reachability."""
+
+    def __init__(self, world: World, journey: Journey):
+        self.world = world
+        self.journey = journey
+        self.counts: Counter[str] = Counter()
+        self.at: float | None = None
+        if journey.at is not None:
+            self.at = (journey.at - world.scenario.clock.start).total_seconds()
+
+    def watched(self) -> tuple[str, ...]:
+        return ()
+
+    def start(self) -> None:
+        """Schedule the count at the broadcast time, if it falls inside the run."""
+        if self.at is None or not 0.0 <= self.at < self.world.horizon:
+            return
+        check = self.world.env.timeout(self.at - self.world.env.now)
+        check.callbacks.append(lambda _event: self._count())
+
+    def _count(self) -> None:
+        segment = self.journey.segment
+        for group in self.world.groups.values():
+            for device in group.devices:
+                person = device.user
+                if segment == "known" and not person.has_account:
+                    continue
+                if segment == "purchasers" and not person.has_ordered:
+                    continue
+                self.counts["segment"] += 1
+                self.counts[reachability(device)] += 1
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
+        if self.at is None or not 0.0 <= self.at < self.world.horizon:
+            result["estimated"] = False
+            return result
+        for key in ("segment", "no_device", "no_permission", "audience"):
+            result[key] = self.counts[key]
+        return result
+
+
+class RepeatedEventAudience:
+    """Triggers made of ``count`` equal events within a window, by outcome after the delay."""
+
+    def __init__(self, world: World, journey: Journey):
+        self.world = world
+        self.journey = journey
+        self.trigger = canonical_name(journey.trigger.event)
+        self.same = journey.trigger.same
+        self.stoppers = {
+            canonical_name(match.event): match.match
+            for match in (journey.exit, journey.absence)
+            if match.event
+        }
+        self.counts: Counter[str] = Counter()
+        # Recent trigger times per (device id, same value), pruned to the window.
+        self._recent: dict[tuple[str, Any], list[float]] = {}
+        # Stop-event times per (device id, matched value), kept while a trigger waits on it.
+        self._waiting: Counter[tuple[str, Any]] = Counter()
+        self._stopped: dict[tuple[str, Any], float] = {}
+
+    def watched(self) -> tuple[str, ...]:
+        return tuple(name for name in (self.trigger, *self.stoppers) if name)
+
+    def start(self) -> None:
+        """Start the sweep that forgets event runs older than the window."""
+        self.world.env.process(self._sweep())
+
+    def _sweep(self):
+        window = max(self.journey.trigger.window, 60.0)
+        while True:
+            yield self.world.env.timeout(window)
+            oldest = self.world.env.now - window
+            for key in [key for key, times in self._recent.items() if times[-1] < oldest]:
+                del self._recent[key]
+
+    def observe(self, device: Device, at: float, name: str, properties: dict | None) -> None:
+        properties = properties or {}
+        if name in self.stoppers:
+            key = (device.device_id, properties.get(self.stoppers[name] or self.same))
+            if key in self._waiting:
+                self._stopped[key] = at
+        if name != self.trigger:
+            return
+
+        key = (device.device_id, properties.get(self.same) if self.same else None)
+        window_start = at - self.journey.trigger.window
+        times = [t for t in self._recent.get(key, ()) if t > window_start]
+        times.append(at)
+        if len(times) < self.journey.trigger.count:
+            self._recent[key] = times
+            return
+        self._recent.pop(key, None)
+
+        self.counts["triggers"] += 1
+        if at + self.journey.delay >= self.world.horizon:
+            self.counts["excluded_near_end"] += 1
+            return
+        self._waiting[key] += 1
+        check = self.world.env.timeout(self.journey.delay)
+        check.callbacks.append(lambda _event: self._check(device, at, key))
+
+    def _check(self, device: Device, triggered_at: float, key: tuple[str, Any]) -> None:
+        stopped_at = self._stopped.get(key, -1.0)
+        self._waiting[key] -= 1
+        if self._waiting[key] <= 0:
+            del self._waiting[key]
+            self._stopped.pop(key, None)
+        if stopped_at >= triggered_at:
+            self.counts["exited_before_delay"] += 1
+            return
+        self.counts[reachability(device)] += 1
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
+        keys = (
+            "triggers",
+            "excluded_near_end",
+            "exited_before_delay",
+            "no_device",
+            "no_permission",
+            "audience",
+        )
+        result.update({key: self.counts[key] for key in keys})
+        return result
+
+
+Audience = JourneyAudience | InactivityAudience | BroadcastAudience | RepeatedEventAudience

@@ -79,7 +79,7 @@ def abandon(cart: Cart, at: float) -> None:
 
 
 def place_order(cart: Cart, at: float, via: str) -> str:
-    """Close ``cart`` with an order and return the order id; ``via`` says what led to it."""
+    """Close ``cart`` with an order and return the order id; ``via`` names the cause."""
     device = cart.device
     group = device.group
     if via == "organic":
@@ -91,6 +91,7 @@ def place_order(cart: Cart, at: float, via: str) -> str:
         group.other_order_seq += 1
         order_id = f"o{group.group_id}-{via[0]}{group.other_order_seq}"
     cart.state = ORDERED
+    cart.person.has_ordered = True
     group.world.stats.orders[via] += 1
     group.abandoned.pop(cart.cart_id, None)
     group.record(at, "cart_closed", cart_id=cart.cart_id, outcome=ORDERED)

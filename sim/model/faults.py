@@ -21,7 +21,7 @@ class FaultDice:
     def roll(self, name: str, stream_owner) -> bool:
         """Count one opportunity for fault ``name`` and tell whether it is injected.
 
-        ``stream_owner`` is the group's ``GroupStreams``; the faults substream is drawn only
+        ``stream_owner`` is the group's ``GroupStreams``. The faults substream is drawn only
         for a fault whose rate is above 0, so a run without faults never creates it.
         """
         self.opportunities[name] += 1

@@ -39,14 +39,17 @@ def logout(device: Device, at: float, cause: str) -> None:
     world = device.group.world
     if cause == "logout":
         world.stats.logouts += 1
+    # A pending anonymous track belongs to the identify that this logout ends.
+    device.next_track_anonymous = False
+
+    # Only a registered token is a device on the profile that a logout should delete.
+    keeps_device = False
     if device.token is not None and device.registered is not None:
-        if world.faults.roll("logout_keeps_device", device.group.streams):
-            device.send(at, "clear_identity", fault="logout_keeps_device")
-            device.identified = None
-            device.registered = None
-            return
-        device.send(at, "delete_token", token=device.token)
-    device.send(at, "clear_identity")
+        keeps_device = world.faults.roll("logout_keeps_device", device.group.streams)
+        if not keeps_device:
+            device.send(at, "delete_token", token=device.token)
+
+    device.send(at, "clear_identity", fault="logout_keeps_device" if keeps_device else None)
     device.identified = None
     device.registered = None
 

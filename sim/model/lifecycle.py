@@ -14,12 +14,12 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from sim.model import permission, tokens
-from sim.model.app import UNASKED
+from sim.model.app import UNASKED, Device
 from sim.model.people import Person
 from sim.model.sessions import next_session_at, return_visit, session
 
 if TYPE_CHECKING:
-    from sim.model.app import Device
+    from sim.model.group import ShopperGroup
 
 _SESSION, _ROTATION, _UNINSTALL, _AGENDA = range(4)
 
@@ -30,7 +30,6 @@ def install(device: Device, at: float, reinstall: bool) -> None:
     world = group.world
     device.installed = True
     device.installed_at = at
-    device.install_count += 1
     device.fresh = True
     device.anonymous_id = group.streams.organic.hex_id()
     world.stats.install(device.platform, at, reinstall)
@@ -145,6 +144,8 @@ def run_device(device: Device, at: float) -> Generator[Any, Any, None]:
                     now = yield from return_visit(device, now, payload)
                 else:
                     now = yield from session(device, now, reorder=payload)
+                # Keep the minimum gap after this visit too.
+                next_session = max(next_session, now + min_gap)
 
         back_at = uninstall(device, now)
         if back_at >= horizon:
@@ -154,10 +155,8 @@ def run_device(device: Device, at: float) -> Generator[Any, Any, None]:
         reinstall = True
 
 
-def new_device(group, index: int, user: Person, session_rate: float) -> Device:
+def new_device(group: ShopperGroup, index: int, user: Person, session_rate: float) -> Device:
     """Draw a phone for ``user``: platform, OS and app version, and whether it must prompt."""
-    from sim.model.app import Device
-
     world = group.world
     population = world.scenario.population
     stream = group.streams.organic

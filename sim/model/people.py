@@ -21,11 +21,12 @@ def _faker(locale: str) -> Faker:
 class Person:
     """One person: ``person_id`` is the id identify sends once they have an account."""
 
-    __slots__ = ("person_id", "has_account", "_traits", "_seed", "_timezone")
+    __slots__ = ("person_id", "has_account", "has_ordered", "_traits", "_seed", "_timezone")
 
     def __init__(self, group_id: int, index: int, seed: int, timezone: str):
         self.person_id = f"p{group_id}-{index}"
         self.has_account = False
+        self.has_ordered = False
         self._traits: dict[str, str] | None = None
         self._seed = seed
         self._timezone = timezone

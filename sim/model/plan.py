@@ -22,7 +22,7 @@ from sim.model.world import World
 from sim.scenario.schema import Scenario
 
 # The run advances in steps of this many simulated seconds between progress callbacks.
-PROGRESS_STEP = 3600.0
+PROGRESS_STEP = 600.0
 
 
 @dataclass
@@ -44,7 +44,7 @@ def run_plan(
 ) -> PlanResult:
     """Simulate the shard's groups over the scenario's duration and summarise them.
 
-    ``progress`` is called after each simulated hour; ``before_run`` may start extra
+    ``progress`` is called after every 10 simulated minutes; ``before_run`` may start extra
     processes on ``world.env``, such as test pushes into the inbox.
     """
     events = write_events(events_path) if events_path else None

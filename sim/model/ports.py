@@ -27,7 +27,8 @@ class SdkCall:
 
     ``at`` is simulated seconds since the run's start; ``(at, group_id, seq)`` orders calls
     canonically. ``user_id`` is the identity the SDK sends (None while anonymous), ``person``
-    the true person at the phone, and ``fault`` the injected fault label, if any.
+    the true person at the phone, and ``fault`` the injected fault labels joined with commas,
+    if any.
     """
 
     at: float
@@ -64,7 +65,7 @@ class SdkCall:
 
 
 class SdkPort(Protocol):
-    """What the app's SDK sends to the push backend; one method per SDK call."""
+    """The SDK's calls to the push backend, one method per call."""
 
     def identify(self, call: SdkCall) -> None: ...
 
@@ -85,9 +86,10 @@ class SdkPort(Protocol):
 class TokenInvalidation:
     """A device token that stopped working, as Apple or Google learn it from the phone.
 
-    ``died_at`` is when the token stopped reaching the app and ``reported_at`` when the push
-    service starts answering that it is unregistered; both are simulated seconds since the
-    run's start. ``reason`` is fcm_refresh, os_update, restore, reinstall or uninstall.
+    ``died_at`` is when the token stopped reaching the app. ``reported_at`` is when the push
+    service starts to return "unregistered" for it. Both are simulated seconds since the run's
+    start. ``reason`` is rotation, restore, reinstall or uninstall, and ``cause`` names the
+    rotation (fcm_refresh or os_update) or repeats the reason.
     """
 
     token: str
@@ -96,6 +98,7 @@ class TokenInvalidation:
     reason: str
     died_at: float
     reported_at: float
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,7 @@ class Delivery:
 
 
 class DeviceCloudPort(Protocol):
-    """What Apple and Google learn from the phones: token invalidations, sent as they happen.
+    """The phones' reports to Apple and Google: token invalidations, sent as they happen.
 
     Deliveries travel the other way, into ``World.deliver``.
     """
@@ -117,7 +120,7 @@ class DeviceCloudPort(Protocol):
 
 
 class TruthSink(Protocol):
-    """Where the model writes truth records (see ``sim.formats.truth``) as they happen."""
+    """Destination of the truth records (see ``sim.formats.truth``), written as they happen."""
 
     def write(self, record: dict) -> None: ...
 

@@ -2,8 +2,8 @@
 
 A push reaches the phone that owns the token at that moment. It is displayed only if the app
 is installed, the token is the phone's current one and permission is granted. The person at the
-phone may open it after a lognormal delay; the deep link may be broken; an open with a working
-link to that person's abandoned cart may end in an order. All draws come from the group's
+phone may open it after a lognormal delay, and the deep link may be broken. An open with a
+working link to that person's abandoned cart may end in an order. All draws come from the group's
 reactions substream, so a push never shifts the organic behaviour that follows it.
 """
 
@@ -13,6 +13,7 @@ import re
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from sim.formats.shards import shard_of
 from sim.formats.tokens import parse_token
 from sim.model.carts import ABANDONED, order_properties, place_order
 from sim.model.ports import Delivery
@@ -43,8 +44,9 @@ def cart_in_payload(payload: Any) -> str | None:
 def deliver(world: World, delivery: Delivery) -> str:
     """Hand a delivered push to its phone now and return what happened first.
 
-    Returns ``unknown_token`` for a token this run never issued, ``other_shard`` for a group
-    this world does not simulate, ``suppressed`` when nothing is displayed, else ``displayed``.
+    Returns ``unknown_token`` for a token this run never issued, ``other_shard`` for a token
+    of a group that another shard simulates, ``suppressed`` when nothing is displayed, and
+    ``displayed`` otherwise.
     """
     info = parse_token(world.run_key, delivery.token)
     if info is None:
@@ -52,8 +54,11 @@ def deliver(world: World, delivery: Delivery) -> str:
         return "unknown_token"
     group = world.groups.get(info.group_id)
     if group is None:
-        world.stats.reactions["other_shard"] += 1
-        return "other_shard"
+        index, count = world.shard
+        # A group of this shard that has not arrived yet has issued no token.
+        outcome = "other_shard" if shard_of(info.group_id, count) != index else "unknown_token"
+        world.stats.reactions[outcome] += 1
+        return outcome
 
     at = world.env.now
     device = group.device_with_token(delivery.token)

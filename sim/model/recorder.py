@@ -15,10 +15,38 @@ from typing import IO
 from sim.formats.truth import encode
 from sim.model.ports import SdkCall, TokenInvalidation, TruthSink
 
+try:
+    from _json import encode_basestring as _quote
+except ImportError:  # an interpreter without the C accelerator
+    from json.encoder import py_encode_basestring as _quote
+
 # Calls reach the recorder at the model's own times, which trail the environment's clock by
 # rounding error only, so anything older than this many simulated seconds is safe to release.
 _RELEASE_MARGIN = 1.0
 _RELEASE_EVERY = 4096
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def _object(value: dict | None) -> str:
+    return "null" if value is None else encode(value)
+
+
+def encode_call(call: SdkCall) -> str:
+    """Return the JSON line of ``call``, the same text as ``encode(call.to_record())``.
+
+    Writing the fixed fields directly costs about half of encoding the whole dict.
+    """
+    return (
+        f'{{"at":{call.at!r},"group":{call.group_id},"seq":{call.seq},'
+        f'"method":{_quote(call.method)},"device":{_quote(call.device)},'
+        f'"person":{_quote(call.person)},"anonymous_id":{_quote(call.anonymous_id)},'
+        f'"user_id":{_text(call.user_id)},"token":{_text(call.token)},'
+        f'"event":{_text(call.event)},"properties":{_object(call.properties)},'
+        f'"attributes":{_object(call.attributes)},"fault":{_text(call.fault)}}}'
+    )
 
 
 class PlanRecorder:
@@ -28,7 +56,6 @@ class PlanRecorder:
         self.events = events
         self.truth = truth
         self.calls: Counter[str] = Counter()
-        self.faults: Counter[str] = Counter()
         self.invalidations: Counter[str] = Counter()
         self.total = 0
         self._pending: list[tuple[float, int, int, str]] = []
@@ -38,11 +65,9 @@ class PlanRecorder:
     def _record(self, call: SdkCall) -> None:
         self.total += 1
         self.calls[call.method] += 1
-        if call.fault:
-            self.faults[call.fault] += 1
-        record = call.to_record()
-        heapq.heappush(self._pending, (call.at, call.group_id, call.seq, encode(record)))
+        heapq.heappush(self._pending, (call.at, call.group_id, call.seq, encode_call(call)))
         if self.truth is not None:
+            record = call.to_record()
             self.truth.write({"v": 1, "kind": "sdk_call", "status": "planned", **record})
         if call.at > self._latest:
             self._latest = call.at

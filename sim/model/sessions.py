@@ -18,6 +18,7 @@ from sim.model.funnel import START
 
 if TYPE_CHECKING:
     from sim.model.app import Device
+    from sim.model.products import Product
 
 # Cap on thinning rounds for one session start; far above what any valid weight profile needs.
 _MAX_CANDIDATES = 10_000
@@ -75,14 +76,16 @@ def _start(device: Device, at: float, change_user: bool) -> None:
     device.sync_token(at)
 
 
-def _emit(device: Device, at: float, name: str, cart: Cart | None, sku_hint: Any) -> Cart | None:
+def _emit(
+    device: Device, at: float, name: str, cart: Cart | None, product_hint: Product | None
+) -> Cart | None:
     """Track one funnel event at ``at`` and return the cart that is open after it."""
     group = device.group
     world = group.world
     stream = group.streams.organic
 
     if name == "product_viewed":
-        product = sku_hint or world.catalogue[stream.below(len(world.catalogue))]
+        product = product_hint or world.catalogue[stream.below(len(world.catalogue))]
         device.last_product = product
         device.track(
             at, name, {"sku": product.sku, "category": product.category, "price": product.price}
@@ -104,10 +107,8 @@ def _emit(device: Device, at: float, name: str, cart: Cart | None, sku_hint: Any
         _schedule_reorders(device, at, cart)
         cart = None
 
-    value_moment = world.scenario.permission
-    if value_moment.prompt == "value_moment" and name == value_moment.value_moment:
-        if permission.may_prompt(device):
-            permission.prompt(device, at)
+    if name == world.value_moment and permission.may_prompt(device):
+        permission.prompt(device, at)
     return cart
 
 
@@ -122,7 +123,9 @@ def _schedule_reorders(device: Device, at: float, cart: Cart) -> None:
             device.schedule(at + interval, "reorder", product)
 
 
-def session(device: Device, at: float, reorder: Any = None) -> Generator[Any, Any, float]:
+def session(
+    device: Device, at: float, reorder: Product | None = None
+) -> Generator[Any, Any, float]:
     """Run one session from ``at``; with ``reorder`` it opens on that product. Returns its end."""
     group = device.group
     world = group.world
@@ -144,6 +147,9 @@ def session(device: Device, at: float, reorder: Any = None) -> Generator[Any, An
             yield env.timeout(max(0.0, now - env.now))
             cart = _emit(device, now, name, cart, reorder)
         state = "added_to_cart"
+        # Later carts of the visit get their own origin. They are neither the reorder's cart nor
+        # carts of organic sessions, whose abandonment follows the funnel chain from its start.
+        device.session_origin = "reorder_visit"
 
     # The funnel walk: each step draws the next event, and what a row leaves over ends it.
     while True:
@@ -172,7 +178,7 @@ def _end(device: Device, at: float, cart: Cart | None) -> float:
 
 
 def return_visit(device: Device, at: float, cart: Cart) -> Generator[Any, Any, float]:
-    """Come back to an abandoned cart and buy it, as its latent draw said; returns the end."""
+    """Come back to an abandoned cart and buy it at its latent time; returns the end."""
     group = device.group
     world = group.world
     env = world.env

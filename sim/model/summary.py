@@ -150,13 +150,12 @@ def render(summary: dict[str, Any]) -> str:
         if journey.get("estimated") is False:
             lines.append(f"  {journey['name']} ({journey['kind']}): not estimated by plan")
             continue
-        lines.append(
-            f"  {journey['name']}: triggers {journey['triggers']}, too close to the end "
-            f"{journey['excluded_near_end']}, exited before the delay "
-            f"{journey['exited_before_delay']}, no device {journey['no_device']}, no permission "
-            f"{journey['no_permission']}, audience {journey['audience']} (anonymous "
-            f"{journey['audience_anonymous']})"
-        )
+        counts = {
+            key.replace("_", " "): value
+            for key, value in journey.items()
+            if key not in ("name", "kind")
+        }
+        lines.append(f"  {journey['name']} ({journey['kind']}): {_pairs(counts)}")
 
     lines += ["", "injected SDK faults (injected / opportunities)"]
     for name, row in summary["faults"].items():

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 # Rotation rates in the scenario are per device per 30 simulated days.
 ROTATION_PERIOD = 30 * 86400.0
 ROTATION_CAUSES = ("fcm_refresh", "os_update", "restore")
+# Invalidation reasons as the push services group them: refreshes and OS updates are rotations.
+REASONS = {"fcm_refresh": "rotation", "os_update": "rotation"}
 
 
 def rotation_rates(device: Device) -> list[float]:
@@ -50,10 +52,10 @@ def issue(device: Device, at: float, reason: str) -> str:
     return token
 
 
-def kill(device: Device, at: float, reason: str) -> None:
+def kill(device: Device, at: float, cause: str) -> None:
     """End the device's current token and report it through the device-cloud port.
 
-    The push service keeps answering 200 for a lognormal delay before it says so.
+    The push service keeps returning 200 for a lognormal delay before it reports the token gone.
     """
     token = device.token
     if token is None:
@@ -63,29 +65,36 @@ def kill(device: Device, at: float, reason: str) -> None:
     delay = world.scenario.tokens.unregistered_delay
     reported_at = at + group.streams.organic.lognormal(delay.median, delay.sigma)
     device.token = None
-    world.stats.tokens_died[reason] += 1
+    reason = REASONS.get(cause, cause)
+    world.stats.tokens_died[cause] += 1
     group.record(
         at,
         "token_died",
         device=device.device_id,
         token=token,
         reason=reason,
+        cause=cause,
         reported_at=reported_at,
     )
     world.cloud.invalidate(
-        TokenInvalidation(token, device.platform, group.group_id, reason, at, reported_at)
+        TokenInvalidation(token, device.platform, group.group_id, reason, at, reported_at, cause)
     )
 
 
 def rotate(device: Device, at: float, cause: str) -> None:
     """Replace the device's token for ``cause`` and register the new one as the SDK would.
 
-    A correct SDK registers a rotated token at once from its token callback; with the
-    late_background_rotation fault it waits for the next session start.
+    An FCM refresh reaches a running app in the background, and a correct SDK registers the
+    new token at once from its callback. With the late_background_rotation fault it waits for
+    the next session start. After an OS update or a restore, the app reads its new token at
+    its next launch, so registration waits for the next session start in any case.
     """
     kill(device, at, cause)
     issue(device, at, cause)
     if not device.installed:
+        return
+    if cause != "fcm_refresh":
+        device.sync_deferred = True
         return
     world = device.group.world
     if world.faults.roll("late_background_rotation", device.group.streams):

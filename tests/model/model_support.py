@@ -33,9 +33,9 @@ def _key(record: dict) -> tuple:
 def expected_abandonment(transitions: dict[str, dict[str, float]]) -> float:
     """Return the expected share of carts that end their session without an order.
 
-    The funnel is solved as an absorbing Markov chain over (state, cart open) pairs: an add
-    opens a cart when none is open, an order closes it, checkout or order without a cart ends
-    the session, and a row's leftover probability ends it too, abandoning an open cart.
+    The funnel is solved as an absorbing Markov chain over (state, cart open) pairs. An add
+    opens a cart when none is open, and an order closes it. Checkout or order without a cart
+    ends the session. A row's leftover probability ends it too, abandoning an open cart.
     Expected visits come from the fundamental matrix N = (I - Q)^-1.
     """
     states = [(state, open_cart) for state in FUNNEL_STATES for open_cart in (False, True)]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from model_support import canonical, read_lines, scenario_from
@@ -95,3 +99,20 @@ def test_one_group_changes_alone(single_run, monkeypatch, tmp_path):
     after_mine, after_others = split(changed)
     assert after_others == before_others
     assert after_mine != before_mine
+
+
+def test_hash_same_across_processes(tmp_path):
+    hashes = set()
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run(
+            [sys.executable, "-m", "sim.cli", "plan", "minimal", "--out", str(out)],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        hashes.add(json.loads((out / "summary.json").read_text())["plan_hash"])
+
+    assert len(hashes) == 1

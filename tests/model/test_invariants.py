@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from model_support import scenario_from
 
-from sim.formats.tokens import parse_token
+from sim.formats.shards import shard_of
+from sim.formats.tokens import issue_token, parse_token
 from sim.formats.truth import TruthView, read_records
 from sim.model.plan import run_plan
 from sim.model.ports import Delivery
@@ -38,7 +39,7 @@ POOL_EVERY = 1800.0
 
 
 def _push_sender(world):
-    """Send pushes to tokens ever seen, dead or alive, and to tokens nobody issued."""
+    """Send pushes to every token seen so far, dead or alive, and to a token never issued."""
     rng = np.random.default_rng(7)
     pool: list[str] = []
     seen: set[str] = set()
@@ -156,6 +157,7 @@ def test_suppressed_pushes_lack_a_condition(run):
 
     assert reasons["token_not_current"] > 0
     assert reasons["no_permission"] > 0
+    assert reasons["not_installed"] > 0
     for record in suppressed:
         at = record["at"]
         owner = view.token_owner(record["token"], at)
@@ -176,7 +178,7 @@ def test_token_has_one_owner_at_each_instant(run):
     assert not died or max(died.values()) == 1
     assert set(died) <= set(issued)
 
-    # A device holds one token at a time: its token lives never overlap.
+    # A device has one token at a time, so its token lifetimes never overlap.
     lives = defaultdict(list)
     for token, spans in view.token_lives.items():
         for device, life in spans:
@@ -209,3 +211,57 @@ def test_delivered_metrics_follow_displays(run):
     delivered = {r["properties"]["delivery_id"] for r in metrics if r["event"] == "delivered"}
 
     assert delivered == displayed
+
+
+def test_journey_audience_matches_truth(run):
+    result, records, view, _ = run
+    journey = result.world.scenario.journeys[0]
+    horizon = result.world.horizon
+    ordered_at = {r["cart_id"]: r["at"] for r in records if r["kind"] == "order"}
+    device_tokens = defaultdict(list)
+    for lives in view.token_lives.values():
+        for device, life in lives:
+            device_tokens[device].append(life)
+
+    counts = Counter()
+    for call in records:
+        if call["kind"] != "sdk_call" or call["event"] != "added_to_cart":
+            continue
+        at, device = call["at"], call["device"]
+        due = at + journey.delay
+        if due >= horizon:
+            counts["excluded_near_end"] += 1
+        elif at <= ordered_at.get(call["properties"]["cart_id"], -1.0) <= due:
+            counts["exited_before_delay"] += 1
+        elif not view.installed(device, due) or not any(
+            life.contains(due) for life in device_tokens[device]
+        ):
+            counts["no_device"] += 1
+        elif not view.permission_granted(device, due):
+            counts["no_permission"] += 1
+        else:
+            counts["audience"] += 1
+
+    estimate = result.summary["journeys"][0]
+    for key in ("excluded_near_end", "exited_before_delay", "no_device", "no_permission"):
+        assert counts[key] == estimate[key], key
+    assert counts["audience"] == estimate["audience"]
+    assert counts["audience"] > 500
+
+
+def test_push_to_other_shard_is_named(tmp_path):
+    holder = {}
+
+    def before_run(world):
+        holder["world"] = world
+
+    result = run_plan(
+        scenario_from("seed: 3\nclock: {duration: 2h}"), shard=(0, 2), before_run=before_run
+    )
+    world = holder["world"]
+    foreign = next(g for g in range(1, 1000) if g not in world.groups and shard_of(g, 2) == 1)
+    token = issue_token(world.run_key, "ios", foreign, 1)
+
+    assert result.summary["population"]["groups"] > 0
+    assert world.deliver(Delivery("d-1", token, {})) == "other_shard"
+    assert world.deliver(Delivery("d-2", "ab" * 32, {})) == "unknown_token"
