@@ -289,3 +289,25 @@ def client_ssl_context(
     if alpn:
         context.set_alpn_protocols(list(alpn))
     return context
+
+
+def issue_client_certificate(
+    credentials: Credentials, directory: Path | str, common_name: str, *, name: str = "client"
+) -> tuple[Path, Path]:
+    """Issue another client certificate from the local CA and return its (cert, key) paths.
+
+    APNs reads the certificate's kind and bundle id from ``common_name``, for example
+    ``"Apple Development IOS Push Services: com.example.shop"``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = serialization.load_pem_private_key(credentials.ca_key.read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(credentials.ca_cert.read_bytes())
+    certificate, key = _issue(
+        ca_key, ca_cert.subject, common_name, sans=[], usage=ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    cert_path = directory / f"{name}.pem"
+    key_path = directory / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    _write_private(key_path, _pem_key(key))
+    return cert_path, key_path
