@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable, Coroutine
 
 from sim.backend import journey_store
+from sim.backend.devices import ACTIVE
 from sim.backend.journey_store import HOLD, SEND, Decision
 from sim.backend.pacing import Pacer
 from sim.backend.push import PruneRequest, PushJob, PushOutcome, SenderFactory
-from sim.backend.queries import events_after
+from sim.backend.queries import events_after, get_device
 from sim.backend.services import WALL_EPOCH, Services
 from sim.backend.store import StoreClosedError
 from sim.scenario.schema import Journey
@@ -125,6 +126,12 @@ class JourneyEngine:
     def prune(self, request: PruneRequest) -> None:
         self._prunes.append(request)
         self._reports_ready.set()
+
+    async def registered_at(self, token: str) -> float | None:
+        device = await self._services.store.read(lambda connection: get_device(connection, token))
+        if device is None or device["status"] != ACTIVE:
+            return None
+        return device["registered_at"]
 
     # Tasks.
 

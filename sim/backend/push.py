@@ -81,11 +81,18 @@ class PruneRequest:
 
 
 class PushListener(Protocol):
-    """Receiver of a sender's reports; both methods return at once and never block the sender."""
+    """Receiver of a sender's reports, and the store's answer about a token's registration.
+
+    ``push_outcome`` and ``prune`` return at once and never block the sender.
+    ``registered_at`` returns the wall time of the token's latest registration, or None when
+    no active device has it.
+    """
 
     def push_outcome(self, outcome: PushOutcome) -> None: ...
 
     def prune(self, request: PruneRequest) -> None: ...
+
+    async def registered_at(self, token: str) -> float | None: ...
 
 
 class PushSender(Protocol):
