@@ -7,10 +7,10 @@ import logging
 import sys
 
 from sim import __version__
-from sim.commands import scenarios, validate
+from sim.commands import backend, scenarios, validate
 
 # Each module adds one subcommand; the order here is the order in --help.
-COMMANDS = [validate, scenarios]
+COMMANDS = [validate, scenarios, backend]
 
 
 def build_parser() -> argparse.ArgumentParser:

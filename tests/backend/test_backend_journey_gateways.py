@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import datetime
 import json
-import threading
 import time
 
 import pytest
 from backend_harness import default_config
+from journey_gateways import GatewayLoop
 from journey_harness import (
     TIME_SCALE,
     add_device,
@@ -20,15 +18,7 @@ from journey_harness import (
     send_event,
     wait_until,
 )
-from sender_support import (
-    FAST_CONFIG,
-    RecordingSink,
-    ScriptedTokens,
-    android_token,
-    apns_rig,
-    fcm_rig,
-    ios_token,
-)
+from sender_support import FAST_CONFIG, RecordingSink, ScriptedTokens, android_token, ios_token
 
 from sim.backend.push_gateways import gateway_sender_factory
 from sim.gateways.hooks import TokenState, TokenVerdict
@@ -36,27 +26,6 @@ from sim.scenario.schema import FrequencyCap, Journey, Match, Trigger
 
 SIM_START = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC).timestamp()
 DELAY = 1800.0
-
-
-class GatewayLoop:
-    """Mock APNs and FCM gateways served from one background event loop."""
-
-    def __init__(self, credentials) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._stack = contextlib.AsyncExitStack()
-        self.apns = self._call(self._stack.enter_async_context(apns_rig(credentials)))
-        self.fcm = self._call(self._stack.enter_async_context(fcm_rig(credentials)))
-
-    def _call(self, coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
-
-    def close(self) -> None:
-        self._call(self._stack.aclose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
 
 
 @pytest.fixture
