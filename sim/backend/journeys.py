@@ -79,6 +79,9 @@ class JourneyEngine:
     async def start(self) -> None:
         """Start the sender and the engine's tasks, and submit pushes left without an outcome."""
         self._started_at = time.time()
+        render_metrics = getattr(self._sender, "render_metrics", None)
+        if render_metrics is not None:
+            self._services.metrics.sources.append(render_metrics)
         await self._sender.start()
         self._report_task = asyncio.create_task(self._write_reports(), name="journey-reports")
 

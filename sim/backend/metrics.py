@@ -29,6 +29,8 @@ class Metrics:
 
     def __init__(self, queue_depth: Callable[[], int] = lambda: 0) -> None:
         self.queue_depth = queue_depth
+        # Other components' metrics, each a function that returns Prometheus text.
+        self.sources: list[Callable[[], str]] = []
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, str, int]] = Counter()
         self._events: Counter[str] = Counter()
@@ -169,4 +171,5 @@ class Metrics:
             "# TYPE pushsim_backend_write_queue_depth gauge",
             f"pushsim_backend_write_queue_depth {self.queue_depth()}",
         ]
-        return "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n"
+        return text + "".join(source() for source in self.sources)

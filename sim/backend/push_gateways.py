@@ -71,6 +71,10 @@ class GatewaySender:
             registration_lookup=listener.registered_at,
         )
 
+    def render_metrics(self) -> str:
+        """Return the sender's counters in the Prometheus text format, for ``/metrics``."""
+        return self.sender.metrics.render_prometheus()
+
     async def start(self) -> None:
         if not self._services:
             log.warning("the gateways config names neither APNs nor FCM: every push will fail")

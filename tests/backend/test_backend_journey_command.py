@@ -117,6 +117,7 @@ def test_command_sends_cart_push_to_fcm(tmp_path, gateways, credentials):
             [(request, _)] = wait_until(gateways.fcm.sink.accepted)
             assert json.loads(request.payload)["message"]["data"]["link"] == "shop://cart/c7"
             wait_until(lambda: 'stage="sent"} 1' in client.get("/metrics").text)
+            assert "pushsim_sender_sends_total{" in client.get("/metrics").text
     finally:
         output = stop(process)
 
