@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # The lifecycle event whose absence an inactivity journey waits for, unless its trigger names one.
 APP_OPENED = "Application Opened"
 
-# The profile attribute that holds a shopper's IANA time zone.
+# The profile attribute that contains a shopper's IANA time zone.
 TIMEZONE_ATTRIBUTE = "timezone"
 
 _warned_timezones: set[str] = set()

@@ -48,7 +48,7 @@ BROADCAST_KEY = "broadcast"
 
 @dataclass
 class Decision:
-    """What to do with one due run, as decided from one snapshot of the store."""
+    """The action for one due run, decided from one snapshot of the store."""
 
     run: dict
     action: str
@@ -164,8 +164,8 @@ def _start_run_for_event(
     profile_id = event["profile_id"]
 
     if journey.kind == "event":
-        # One run per cart: later triggers for the same cart join the run that exists. Without a
-        # match value, one waiting run per person.
+        # One run per cart: later triggers for the same cart start nothing. Without a match
+        # value, one waiting run per person.
         if _has_run(connection, journey, profile_id, key, waiting_only=key is None):
             return False
     elif journey.kind == "repeated_event":
@@ -191,6 +191,8 @@ def sweep_inactive(
     with no activity event at all is left out, because the backend cannot date their last visit.
     """
     cutoff = now - epoch.wall_duration(journey.inactivity)
+    # NOTE: each sweep groups every activity event of the store, so its cost grows with the
+    # event count; a store with millions of events would need a per-person last-seen table.
     rows = connection.execute(
         "SELECT e.profile_id, MAX(e.id) AS event_id, MAX(e.timestamp) AS last_at "
         "FROM events e JOIN profiles p ON p.id = e.profile_id "
@@ -210,7 +212,7 @@ def sweep_inactive(
 def start_broadcast(
     connection: sqlite3.Connection, journey: Journey, due_at: float, now: float
 ) -> int:
-    """Create one waiting run per profile of the broadcast's segment; 0 if it was created before."""
+    """Create a waiting run per profile of the segment; return their number, 0 if done before."""
     flag = f"journeys.broadcast_started.{journey.name}"
     if connection.execute("SELECT 1 FROM meta WHERE key = ?", (flag,)).fetchone():
         return 0

@@ -151,14 +151,14 @@ class JourneyEngine:
         except TimeoutError:
             pass
 
-    async def _guarded(self, step: Callable[[], Coroutine], what: str) -> bool:
+    async def _guarded(self, step: Callable[[], Coroutine], description: str) -> bool:
         """Run one step of a task; log and swallow its error. Return False once the store closed."""
         try:
             await step()
         except StoreClosedError:
             return False
         except Exception:
-            log.exception("journey engine: %s failed; retrying after a pause", what)
+            log.exception("journey engine: %s failed; retrying after a pause", description)
             await self._pause(self._services.config.journey_poll_seconds)
         return True
 

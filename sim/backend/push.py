@@ -2,7 +2,7 @@
 
 The engine hands each push to a ``PushSender`` as a ``PushJob``. The sender builds the APNs or FCM
 payload, sends it with its own retries, and reports back to the ``PushListener`` it was built
-with: one ``PushOutcome`` per job, and a ``PruneRequest`` when a gateway says a token is dead.
+with: one ``PushOutcome`` per job, and a ``PruneRequest`` when a gateway reports a token dead.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 Service = Literal["apns", "fcm"]
 
-# Outcomes a sender reports. accepted: the gateway answered 200. rejected: the gateway refused
+# Outcomes a sender reports. accepted: the gateway returned 200. rejected: the gateway rejected
 # the push for good (bad or dead token, payload error). failed: retries ran out or the sender
 # gave up, for example at shutdown.
 ACCEPTED = "accepted"
@@ -56,7 +56,7 @@ class PushJob:
 
 @dataclass(frozen=True)
 class PushOutcome:
-    """What finally happened to one job: ``outcome`` is accepted, rejected or failed."""
+    """The final outcome of one job: ``outcome`` is accepted, rejected or failed."""
 
     delivery_id: str
     outcome: str
@@ -81,7 +81,7 @@ class PruneRequest:
 
 
 class PushListener(Protocol):
-    """Receiver of a sender's reports, and the store's answer about a token's registration.
+    """Receiver of a sender's reports, and source of a token's latest registration time.
 
     ``push_outcome`` and ``prune`` return at once and never block the sender.
     ``registered_at`` returns the wall time of the token's latest registration, or None when

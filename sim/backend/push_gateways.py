@@ -97,7 +97,8 @@ class GatewaySender:
                 body=job.body,
                 link=job.link,
                 delivery_id=job.delivery_id,
-                # Customer.io's delivery token is the device token the push went to.
+                # NOTE: the delivery token is taken to be the device token the push went to, which
+                # is what the app reports its metrics with; Customer.io's own value is not public.
                 delivery_token=job.token,
             )
         )
@@ -119,7 +120,7 @@ class GatewaySender:
         )
 
     def _prune(self, token: str, reason: str) -> None:
-        # The sender already applied the registration-time rules, so the engine prunes as told.
+        # The sender already applied the registration-time rules, so the engine prunes at once.
         self._listener.prune(PruneRequest(token, reason))
 
 

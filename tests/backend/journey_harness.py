@@ -1,6 +1,6 @@
 """Helpers for journey tests: a recording push sender, an epoch, and SDK-shaped calls.
 
-The recording sender stands in for APNs and FCM, the edge of the machine: it keeps every job
+The recording sender replaces APNs and FCM, the edge of the machine: it keeps every job
 with the wall time it was submitted and reports each one accepted at once.
 """
 
@@ -31,7 +31,10 @@ class Submitted:
 
 
 class RecordingSender:
-    """A push sender that records jobs and accepts each one; shared by every sender it makes."""
+    """A push sender that records jobs and accepts each one.
+
+    As a sender factory it returns itself, so a restarted backend adds to the same record.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -168,7 +168,7 @@ def test_drifted_event_name_does_not_trigger(make_journey_backend):
     assert [run["match_value"] for run in runs(backend)] == ["c2"]
 
 
-def test_frequency_cap_holds_second_cart(make_journey_backend):
+def test_frequency_cap_skips_second_cart(make_journey_backend):
     journey = cart_recovery(frequency_cap=FrequencyCap(count=1, per=86400.0))
     backend, sender = make_journey_backend([journey])
     post_epoch(backend, SIM_START)

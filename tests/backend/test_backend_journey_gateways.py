@@ -36,7 +36,7 @@ def gateways(credentials):
 
 
 class NullListener:
-    """A push listener that ignores every report and knows no token."""
+    """A push listener that ignores every report and finds no registration for any token."""
 
     def push_outcome(self, outcome) -> None:
         return None

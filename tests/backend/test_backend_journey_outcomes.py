@@ -33,7 +33,7 @@ def cart_recovery() -> Journey:
 
 
 class GoneSender(RecordingSender):
-    """Rejects every push as APNs does for a dead token, and asks to prune it."""
+    """Rejects every push as APNs does for a dead token, and requests that it be pruned."""
 
     def __init__(self, registered_before: float | None) -> None:
         super().__init__()
@@ -83,7 +83,7 @@ def test_prune_after_rejection(make_journey_backend):
 
 
 def test_prune_skipped_after_new_registration(make_journey_backend):
-    # The token was registered after the moment the gateway says it died, so it stays.
+    # The token was registered after the moment the gateway reports it died, so it stays.
     backend, sender = make_journey_backend([cart_recovery()], sender=GoneSender(time.time() - 60))
     post_epoch(backend, SIM_START)
     with backend.track() as track:
