@@ -1,4 +1,4 @@
-"""A pacer that spaces sends evenly at a fixed rate in wall time."""
+"""A pacer that spaces sends at a fixed rate in wall time."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import time
 
 
 class Pacer:
-    """Hands out send slots ``1 / rate`` wall seconds apart; a slot missed is not made up later."""
+    """Lets one send through every ``1 / rate`` wall seconds at most.
+
+    Each gap is measured from the moment the previous send was let through, so a send that
+    went late is never made up by a shorter gap after it.
+    """
 
     def __init__(self, rate_per_second: float) -> None:
         if not rate_per_second > 0:
@@ -16,9 +20,8 @@ class Pacer:
         self._next_slot = 0.0
 
     async def wait(self) -> None:
-        """Wait until the next slot; an idle pacer lets the first send go at once."""
-        now = time.monotonic()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        """Wait until the next send may go; an idle pacer lets it go at once."""
+        delay = self._next_slot - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._next_slot = time.monotonic() + self.interval
