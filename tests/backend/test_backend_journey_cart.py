@@ -267,3 +267,30 @@ def test_merge_moves_anonymous_cart_to_person(make_journey_backend):
     [push] = wait_until(lambda: sender.submitted)
     assert push.job.token == "ann-iphone"
     assert push.job.link == "shop://cart/c9"
+
+
+def test_cart_push_over_cdp_batch(make_journey_backend):
+    backend, sender = make_journey_backend([cart_recovery()])
+    post_epoch(backend, SIM_START)
+    device = {"device": {"token": "ann-pixel", "type": "android"}}
+    batch = {
+        "batch": [
+            {"type": "track", "anonymousId": "anon-7", "event": "added_to_cart",
+             "messageId": "m1", "properties": {"sku": "s", "qty": 1, "cart_id": "c7"}},
+            {"type": "identify", "userId": "ann", "anonymousId": "anon-7", "messageId": "m2"},
+            {"type": "track", "userId": "ann", "event": "Device Created or Updated",
+             "messageId": "m3", "context": device, "properties": {"push_enabled": True}},
+        ]
+    }  # fmt: skip
+    with backend.cdp() as cdp:
+        response = cdp.post("/v1/batch", json=batch)
+        assert response.status_code == 200, response.text
+        # A retried batch is deduplicated by messageId and starts no second run.
+        cdp.post("/v1/batch", json=batch)
+
+    [push] = wait_until(lambda: sender.submitted)
+    assert push.job.token == "ann-pixel"
+    assert push.job.link == "shop://cart/c7"
+    assert push.job.profile_id == backend.profile_of("id", "ann")
+    time.sleep(SLACK)
+    assert len(sender.submitted) == 1
