@@ -230,7 +230,7 @@ class PushSender:
         self._update_gauges(job.service)
 
     def try_submit(self, job: PushJob) -> bool:
-        """Queue ``job`` if there is room; otherwise count a drop, report it, return False."""
+        """Queue ``job`` and return True, or count and report a drop if the queue is full."""
         queue = self._queue_for(job)
         try:
             queue.put_nowait(job)
@@ -256,7 +256,7 @@ class PushSender:
     async def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
         """Stop taking jobs, finish the sends in flight, and close the transports.
 
-        With ``drain`` the queued jobs are sent first; without it they are reported as not
+        With ``drain`` the queued jobs are sent first. Without it they are reported as not
         sent. After ``timeout`` seconds the remaining sends are cancelled and reported as failed.
         """
         if self._closed or not self._started:
@@ -431,8 +431,8 @@ class PushSender:
             except Exception as error:
                 self.metrics.inc("callback_errors_total", callback="registration_lookup")
                 log.exception(
-                    "registration lookup failed for job %s, token %s: %s; using the job's "
-                    "registration time",
+                    "registration lookup failed for job %s, token %s: %s. Using the job's "
+                    "registration time instead",
                     job.job_id,
                     job.token_prefix,
                     error,

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +34,27 @@ from sim.backend.sender_payloads import apns_payload
 
 log = logging.getLogger(__name__)
 
-# apns-priority 10 asks for immediate delivery, which an alert push needs.
+# apns-priority 10 requests immediate delivery, which an alert push needs.
 ALERT_PRIORITY = 10
+
+# Namespace for apns-id values derived from job ids that are not UUIDs, because APNs rejects
+# any other apns-id with BadMessageId.
+APNS_ID_NAMESPACE = uuid.UUID("5d1c8f43-9b57-4c1e-8a4f-3f0d3c6a2b71")
+
+
+def apns_id_for(job_id: str) -> str:
+    """Return ``job_id`` if it is a UUID, else a UUID derived from it, for the apns-id header."""
+    try:
+        return str(uuid.UUID(job_id))
+    except ValueError:
+        return str(uuid.uuid5(APNS_ID_NAMESPACE, job_id))
 
 
 @dataclass(frozen=True)
 class ApnsSettings:
     """How to reach APNs and authenticate with a provider token.
 
-    ``host`` and ``port`` are the TCP address to dial; None means Apple's own host (production
+    ``host`` and ``port`` are the TCP address to dial. None means Apple's own host (production
     or sandbox) on 443. ``ca_cert`` is a PEM file of CAs to trust instead of the system store.
     ``max_connections`` caps aioapns's pool, and ``max_connection_attempts`` is how many times
     aioapns tries to connect or re-send after a lost connection for one push.
@@ -103,14 +116,14 @@ class ApnsTransport:
         self.pool: ApnsKeyPool | None = None
 
     async def start(self) -> None:
-        """Create the connection pool; aioapns connects on the first send."""
+        """Create the connection pool. aioapns connects on the first send."""
         settings = self.settings
         try:
             key = Path(settings.key_path).read_text()
         except OSError as error:
             raise ValueError(
-                f"cannot read the APNs signing key {settings.key_path!r}: {error.strerror}; "
-                "set key_path to the .p8 file from Apple (or pushsim's credentials directory)"
+                f"cannot read the APNs signing key {settings.key_path!r}: {error.strerror}. "
+                "Set key_path to the .p8 file from Apple (or pushsim's credentials directory)"
             ) from None
 
         address = None
@@ -137,19 +150,21 @@ class ApnsTransport:
         )
 
     async def send(self, job: PushJob, timeout: float) -> AttemptResult:
-        """Send ``job`` once and return the classified response; wait at most ``timeout`` s."""
+        """Send ``job`` once, waiting at most ``timeout`` seconds, and classify the response."""
         if self.pool is None:
             raise RuntimeError("the APNs transport is not started: call start() first")
 
         request = NotificationRequest(
             device_token=job.token,
             message=apns_payload(job),
-            notification_id=job.job_id,
+            notification_id=apns_id_for(job.job_id),
             priority=ALERT_PRIORITY,
             push_type=PushType.ALERT,
         )
         sent_at = self.clock()
         try:
+            # NOTE: aioapns re-sends every unanswered push when a connection drops, also without
+            # a GOAWAY, so a push Apple accepted just before a reset can arrive twice.
             response = await asyncio.wait_for(self.pool.send_notification(request), timeout)
         except TimeoutError:
             return AttemptResult(None, TIMEOUT, classify_apns(None, TIMEOUT), sent_at)

@@ -65,7 +65,7 @@ def _load_service_account(path: str) -> dict:
         info = json.loads(Path(path).read_text())
     except OSError as error:
         raise ValueError(
-            f"cannot read the FCM service account {path!r}: {error.strerror}; set "
+            f"cannot read the FCM service account {path!r}: {error.strerror}. Set "
             "service_account to the JSON key file from the Firebase console"
         ) from None
     except json.JSONDecodeError as error:
@@ -163,14 +163,14 @@ class FcmTransport:
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        """Open the HTTP session; connections open on the first send."""
+        """Open the HTTP session. Connections open on the first send."""
         context = ssl.create_default_context(cafile=self.settings.ca_cert or None)
         connector = aiohttp.TCPConnector(ssl=context, limit=self.settings.max_connections)
         self.session = aiohttp.ClientSession(connector=connector)
         log.info("FCM sender ready: %s", self.send_url)
 
     async def send(self, job: PushJob, timeout: float) -> AttemptResult:
-        """Send ``job`` once and return the classified response; wait at most ``timeout`` s."""
+        """Send ``job`` once, waiting at most ``timeout`` seconds, and classify the response."""
         if self.session is None:
             raise RuntimeError("the FCM transport is not started: call start() first")
         body = fcm_message(job)

@@ -21,9 +21,10 @@ class PushService(enum.StrEnum):
 class SendOutcome(enum.StrEnum):
     """The final state of one job.
 
-    ``KEPT`` is a token the service reported gone that the pruning rules keep, because the
-    device registered it again. ``NOT_SENT`` covers jobs dropped at a full queue, jobs still
-    queued at shutdown and payloads over the size limit.
+    ``KEPT`` is a token the service reported gone that the sender did not prune: the device
+    registered it again, no device has it any more, or pruning is switched off. ``NOT_SENT``
+    covers jobs dropped at a full queue, jobs still queued at shutdown and payloads over the
+    size limit.
     """
 
     DELIVERED = "delivered"
@@ -38,8 +39,8 @@ class PushJob:
     """One push to one device token.
 
     ``registered_at`` is the wall Unix time in seconds at which the device last registered
-    this token, as the caller knew it when making the job. ``job_id`` also becomes the APNs
-    ``apns-id``, so it must be a UUID string when left to its default.
+    this token, as the caller knew it when making the job. A ``job_id`` that is a UUID, as the
+    default is, also becomes the APNs ``apns-id``. Other ids get a UUID derived from them.
     """
 
     service: PushService
@@ -60,7 +61,7 @@ class PushJob:
 
 @dataclass(frozen=True)
 class SendResult:
-    """What happened to one job.
+    """The result of one job.
 
     ``reason`` is the service's own reason (``Unregistered``, ``UNREGISTERED``, ``QUOTA_EXCEEDED``)
     or a sender reason such as ``timeout``, ``queue_full`` or ``shutdown``. ``message_id`` is the

@@ -59,8 +59,10 @@ class SenderMetrics:
 
     def value(self, name: str, **labels: object) -> int:
         """Return the sum of every series ``name`` whose labels include ``labels``."""
-        wanted = set(_labels(labels))
-        return sum(count for key, count in self._series[name].items() if wanted.issubset(set(key)))
+        selected = set(_labels(labels))
+        return sum(
+            count for key, count in self._series[name].items() if selected.issubset(set(key))
+        )
 
     def as_dict(self) -> dict[str, list[dict]]:
         """Return every series as ``{name: [{"labels": {...}, "value": n}, ...]}``."""
@@ -87,8 +89,8 @@ class SenderMetrics:
 class LogLimiter:
     """Log the first ``burst`` messages of a kind per ``window`` seconds, then count the rest.
 
-    When a window with suppressed messages ends, the next message of that kind says how many
-    were left out.
+    When a window with suppressed messages ends, the next message of that kind is preceded by
+    a count of the ones left out.
     """
 
     def __init__(

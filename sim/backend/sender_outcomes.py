@@ -1,4 +1,4 @@
-"""What the sender does with each APNs or FCM response: deliver, retry, prune or fail.
+"""Classifiers of APNs and FCM responses (deliver, retry, prune or fail) and pruning rules.
 
 The classifiers read only the status and reason of one response. The pruning rules decide
 whether a token the service reports gone may be deleted, given when the device registered it.
@@ -20,7 +20,7 @@ CONNECTION_ERROR = "connection_error"
 OAUTH_ERROR = "oauth_error"
 RETRYABLE_NO_RESPONSE = frozenset({CONNECTION_ERROR, OAUTH_ERROR})
 
-# APNs reasons (Apple, "Handling notification responses from APNs") that say the token will
+# APNs reasons (Apple, "Handling notification responses from APNs") that mean the token will
 # never work for this topic again.
 APNS_GONE_REASONS = frozenset({"Unregistered", "ExpiredToken"})
 APNS_BAD_TOKEN_REASONS = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
@@ -32,7 +32,7 @@ FCM_TOKEN_FIELDS = frozenset({"message.token", "message.fid"})
 
 
 class Action(enum.Enum):
-    """What the sender does next after one attempt."""
+    """The sender's next step after one attempt."""
 
     DELIVER = "deliver"  # accepted: report success
     RETRY = "retry"  # transient: send again after a backoff
@@ -114,8 +114,9 @@ def parse_fcm_error(http_status: int, body: Any) -> FcmError:
         elif kind == ERROR_INFO_TYPE and isinstance(detail.get("reason"), str):
             auth_reason = detail["reason"]
 
-    # FCM answers an invalid registration token with an FcmError INVALID_ARGUMENT whose
-    # message names the token, with or without a fieldViolation on message.token.
+    # FCM rejects a bad registration token with an FcmError INVALID_ARGUMENT and the message
+    # "The registration token is not a valid FCM registration token", often with no
+    # fieldViolation (bodies quoted in the firebase/firebase-admin-java tracker, issue 1064).
     message = error.get("message") if isinstance(error.get("message"), str) else ""
     if code == "INVALID_ARGUMENT" and "registration token" in message.lower():
         token_field = True
@@ -125,7 +126,7 @@ def parse_fcm_error(http_status: int, body: Any) -> FcmError:
 def classify_fcm(status: int | None, reason: str, error: FcmError | None = None) -> Action:
     """Return the action for an FCM response with HTTP ``status`` and its parsed error.
 
-    With no response (``status`` None), ``reason`` says why.
+    With no response (``status`` None), ``reason`` is the cause.
     """
     if status == 200:
         return Action.DELIVER

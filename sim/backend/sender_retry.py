@@ -43,7 +43,7 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Return the wait in seconds that a ``Retry-After`` value asks for, or None if invalid.
+    """Return the wait in seconds that a ``Retry-After`` value requests, or None if invalid.
 
     The value is either whole seconds or an HTTP-date (RFC 9110, section 10.2.3). ``now`` is
     the wall Unix time in seconds. A date in the past gives 0.

@@ -98,7 +98,7 @@ class FailFirst:
 
 
 class RecordingSink:
-    """A delivery sink that keeps every answered push."""
+    """A delivery sink that keeps every push the gateway responded to."""
 
     def __init__(self) -> None:
         self.records: list[tuple[PushRequest, Outcome]] = []

@@ -20,6 +20,7 @@ from sender_support import (
 )
 
 from sim.backend.sender import PushSender
+from sim.backend.sender_apns import apns_id_for
 from sim.backend.sender_jobs import PushService, SendOutcome
 from sim.gateways.apns_server import ConnectionScript, GoawayPlan
 from sim.gateways.hooks import TokenState, TokenVerdict
@@ -73,6 +74,25 @@ def test_apns_push_delivered(credentials):
         "CIO-Delivery-Token": "secret-1",
     }
     assert sender.metrics.value("sends_total", service="apns", outcome="delivered") == 1
+
+
+def test_apns_job_id_not_uuid(credentials):
+    # Journey engines may use their own job ids; APNs still gets a valid apns-id.
+    recorder = Recorder()
+    job = job_for(PushService.APNS, ios_token(6), job_id="cart-42-step-1")
+
+    async def scenario():
+        async with apns_rig(credentials) as rig:
+            await send_all(_sender(rig, recorder), [job])
+            return rig
+
+    rig = run(scenario())
+
+    result = recorder.outcome_of(job)
+    assert result.outcome is SendOutcome.DELIVERED
+    assert result.message_id.lower() == apns_id_for("cart-42-step-1")
+    [(request, _)] = rig.sink.accepted()
+    assert request.message_id.lower() == apns_id_for("cart-42-step-1")
 
 
 def test_apns_backoff_on_503(credentials):
@@ -176,8 +196,8 @@ def test_apns_invalid_token_pruned(credentials, state, reason):
 
 
 def test_apns_goaway_no_duplicates(credentials):
-    # The first connection answers 5 pushes, leaves 5 more unanswered and sends GOAWAY; the
-    # unanswered ones must arrive once on a new connection, and none twice.
+    # The first connection responds to 5 pushes, ignores 5 more and sends GOAWAY. The ignored
+    # ones must arrive once on a new connection, and none may arrive twice.
     def script(number: int) -> ConnectionScript:
         if number == 1:
             return ConnectionScript(goaway=GoawayPlan(after_requests=5, ignored_requests=5))

@@ -102,7 +102,7 @@ def test_fcm_access_token_cached(credentials):
 
 def test_fcm_expired_access_token_refetched(credentials):
     # The sender's clock runs 100 s behind, so it still trusts a 1-second access token that
-    # the gateway already treats as expired; the 401 must make it fetch a new one.
+    # the gateway already treats as expired. The 401 must make it fetch a new one.
     recorder = Recorder()
     first, second = (job_for(PushService.FCM, android_token(20 + n)) for n in range(2))
 

@@ -1,4 +1,4 @@
-"""The sender's queue: backpressure, drops, shutdown, and failures that must not stop it."""
+"""The sender's lifecycle: backpressure, drops, shutdown, config wiring and failing callbacks."""
 
 from __future__ import annotations
 
@@ -11,15 +11,19 @@ from sender_support import (
     FAST_CONFIG,
     Recorder,
     android_token,
+    apns_rig,
     fcm_rig,
+    ios_token,
     job_for,
     run,
     send_all,
     wait_until,
 )
 
-from sim.backend.sender import PushSender
+from sim.backend.sender import PushSender, settings_from_gateway_config
 from sim.backend.sender_jobs import PushService, SendOutcome
+from sim.formats.gateway_config import ApnsEndpoint, FcmEndpoint, GatewayConfig
+from sim.gateways.hooks import TokenState, TokenVerdict
 
 # One worker and room for two queued jobs, so a slow first send fills the queue.
 SMALL_CONFIG = dataclasses.replace(FAST_CONFIG, workers=1, queue_size=2)
@@ -200,3 +204,76 @@ def test_payload_too_large_not_sent(credentials):
     assert result.outcome is SendOutcome.NOT_SENT
     assert result.reason == "payload_too_large"
     assert rig.sink.records == []
+
+
+def test_sender_from_gateway_config(credentials, tmp_path):
+    # The backend reads the gateways' config file, and one file must reach both mock services.
+    recorder = Recorder()
+    ios_job = job_for(PushService.APNS, ios_token(95))
+    android_job = job_for(PushService.FCM, android_token(95))
+
+    async def scenario():
+        async with fcm_rig(credentials) as fcm, apns_rig(credentials) as apns:
+            config = GatewayConfig(
+                ca_cert=str(credentials.ca_cert),
+                apns=ApnsEndpoint(
+                    tls_port=apns.settings.port,
+                    key_path=str(credentials.apns_key),
+                    key_id=credentials.apns_key_id,
+                    team_id=credentials.apns_team_id,
+                    topic=credentials.apns_topic,
+                ),
+                fcm=FcmEndpoint(
+                    service_account=str(credentials.fcm_service_account),
+                    project_id=credentials.fcm_project_id,
+                    send_url=fcm.settings.send_url,
+                    token_uri=fcm.settings.token_uri,
+                ),
+            )
+            path = tmp_path / "gateways.json"
+            config.write(path)
+            apns_settings, fcm_settings = settings_from_gateway_config(path)
+            sender = PushSender(
+                FAST_CONFIG,
+                apns=apns_settings,
+                fcm=fcm_settings,
+                on_outcome=recorder.on_outcome,
+            )
+            await send_all(sender, [ios_job, android_job])
+            return sender
+
+    sender = run(scenario())
+
+    assert recorder.outcome_of(ios_job).outcome is SendOutcome.DELIVERED
+    assert recorder.outcome_of(android_job).outcome is SendOutcome.DELIVERED
+    text = sender.metrics.render_prometheus()
+    assert 'pushsim_sender_sends_total{outcome="delivered",reason="",service="apns"} 1' in text
+    assert 'pushsim_sender_sends_total{outcome="delivered",reason="",service="fcm"} 1' in text
+
+
+def test_registration_lookup_error_falls_back(credentials):
+    # A failing lookup must not lose the job, so the job's own registration time decides.
+    recorder = Recorder()
+    job = _jobs(96, 1)[0]
+
+    def lookup(token: str) -> float:
+        raise RuntimeError("store is down")
+
+    async def scenario():
+        async with fcm_rig(credentials) as rig:
+            rig.tokens.verdicts[job.token] = TokenVerdict(TokenState.DEAD)
+            sender = PushSender(
+                FAST_CONFIG,
+                fcm=rig.settings,
+                on_outcome=recorder.on_outcome,
+                on_prune=recorder.on_prune,
+                registration_lookup=lookup,
+            )
+            await send_all(sender, [job])
+            return sender
+
+    sender = run(scenario())
+
+    assert recorder.outcome_of(job).outcome is SendOutcome.PRUNED
+    assert recorder.prunes == [(job.token, "UNREGISTERED")]
+    assert sender.metrics.value("callback_errors_total", callback="registration_lookup") == 1

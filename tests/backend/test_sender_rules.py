@@ -9,6 +9,7 @@ import random
 import pytest
 
 from sim.backend.sender import settings_from_gateway_config
+from sim.backend.sender_apns import apns_id_for
 from sim.backend.sender_jobs import PushJob, PushService
 from sim.backend.sender_metrics import LogLimiter, SenderMetrics
 from sim.backend.sender_outcomes import (
@@ -297,3 +298,13 @@ def test_settings_from_gateway_config(tmp_path):
 
 def test_settings_from_empty_gateway_config():
     assert settings_from_gateway_config(GatewayConfig()) == (None, None)
+
+
+def test_apns_id_for_job_ids():
+    uuid_id = "0b8f8a9e-54d3-4c6b-9c55-2b0f4e1f7a10"
+
+    assert apns_id_for(uuid_id) == uuid_id
+    assert apns_id_for(uuid_id.upper()) == uuid_id
+    assert apns_id_for("cart-42-step-1") == apns_id_for("cart-42-step-1")
+    assert apns_id_for("cart-42-step-1") != apns_id_for("cart-42-step-2")
+    assert len(apns_id_for("cart-42-step-1")) == 36

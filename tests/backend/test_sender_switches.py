@@ -106,8 +106,8 @@ def test_no_pruning_keeps_bad_token_pruning(credentials, naive):
 
 @pytest.mark.parametrize("naive", [False, True], ids=["careful", "naive"])
 def test_retry_without_backoff(credentials, naive):
-    # Two 503 answers ask for Retry-After: 1. The careful sender waits at least 1 s before each
-    # retry; the naive one sends again at once.
+    # Two 503 responses carry Retry-After: 1. The careful sender waits at least 1 s before each
+    # retry, and the naive one sends again at once.
     recorder = Recorder()
     token = android_token(4)
     job = job_for(PushService.FCM, token)
