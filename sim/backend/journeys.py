@@ -313,6 +313,13 @@ class JourneyEngine:
     def _count_decisions(self, journey: Journey, decisions: list[Decision]) -> None:
         metrics = self._services.metrics
         for decision in decisions:
+            log.debug(
+                "journey %s run %d (profile %d): %s",
+                journey.name,
+                decision.run["id"],
+                decision.run["profile_id"],
+                decision.action,
+            )
             if decision.action == HOLD:
                 if not decision.run["detail"].get("quiet_held"):
                     metrics.count_journey_runs(journey.name, "quiet_held")

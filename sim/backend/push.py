@@ -117,11 +117,13 @@ class UnconfiguredSender:
     REASON = "no gateways configured: start the backend with a gateways config file"
 
     def __init__(self, config: BackendConfig, listener: PushListener) -> None:
+        self._config = config
         self._listener = listener
         self._warned = False
 
     async def start(self) -> None:
-        log.warning("no push sender configured: journeys will record every push as failed")
+        if self._config.journeys:
+            log.warning("no push sender configured: journeys will record every push as failed")
 
     async def submit(self, job: PushJob) -> None:
         if not self._warned:
