@@ -72,10 +72,6 @@ class JourneyEngine:
         self._in_flight: dict[str, str] = {}
         self._started_at = time.time()
 
-    @property
-    def journeys(self) -> list[Journey]:
-        return list(self._journeys)
-
     async def start(self) -> None:
         """Start the sender and the engine's tasks, and submit pushes left without an outcome."""
         self._started_at = time.time()
@@ -111,6 +107,13 @@ class JourneyEngine:
                 log.warning("journey task %s did not stop in time: cancelled", task.get_name())
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "journey task %s had ended with an error: %r",
+                        task.get_name(),
+                        task.exception(),
+                    )
 
         await self._sender.close()
 
@@ -245,15 +248,20 @@ class JourneyEngine:
                 await self._pause(10 * poll)
                 continue
 
-            created = await self._services.store.write(
-                lambda connection, due=due, now=now: journey_store.start_broadcast(
-                    connection, journey, due, now
+            started = False
+
+            async def step(due=due, now=now) -> None:
+                nonlocal started
+                created = await self._services.store.write(
+                    lambda connection: journey_store.start_broadcast(connection, journey, due, now)
                 )
-            )
-            if created:
-                self._services.metrics.count_journey_runs(journey.name, "started", created)
-                log.info("broadcast %s started for %d profiles", journey.name, created)
-            return
+                started = True
+                if created:
+                    self._services.metrics.count_journey_runs(journey.name, "started", created)
+                    log.info("broadcast %s started for %d profiles", journey.name, created)
+
+            if not await self._guarded(step, f"start of broadcast {journey.name}") or started:
+                return
 
     async def _work(self, journey: Journey) -> None:
         """Decide and send the due runs of one journey until the engine stops."""
@@ -265,23 +273,21 @@ class JourneyEngine:
             batch = max(1, min(RUN_BATCH, math.ceil(journey.send_rate * BROADCAST_BATCH_SECONDS)))
 
         while not self._stopping.is_set():
-            full = False
+            wait = 0.0
 
             async def step() -> None:
-                nonlocal full
-                full = await self._work_once(journey, batch, pacer)
+                nonlocal wait
+                if await self._work_once(journey, batch, pacer):
+                    return
+                next_due = await store.read(
+                    lambda connection: journey_store.next_due_at(connection, journey.name)
+                )
+                wait = config.journey_poll_seconds
+                if next_due is not None:
+                    wait = min(wait, max(next_due - time.time(), 0.0))
 
             if not await self._guarded(step, f"runs of journey {journey.name}"):
                 return
-            if full:
-                continue
-
-            next_due = await store.read(
-                lambda connection: journey_store.next_due_at(connection, journey.name)
-            )
-            wait = config.journey_poll_seconds
-            if next_due is not None:
-                wait = min(wait, max(next_due - time.time(), 0.0))
             await self._pause(wait)
 
     async def _work_once(self, journey: Journey, batch: int, pacer: Pacer | None) -> bool:
