@@ -161,7 +161,12 @@ def _start_run_for_event(
 ) -> bool:
     data = event["data"] if isinstance(event["data"], dict) else {}
     key = match_value(journey, data)
-    profile_id = event["profile_id"]
+    # The event was read before this write, and a merge since then may have moved it.
+    profile = _live_profile(connection, event["profile_id"])
+    if profile is None:
+        return False
+    profile_id = profile["id"]
+    event = dict(event, profile_id=profile_id)
 
     if journey.kind == "event":
         # One run per cart: later triggers for the same cart start nothing. Without a match
@@ -194,10 +199,12 @@ def sweep_inactive(
     # NOTE: each sweep groups every activity event of the store, so its cost grows with the
     # event count; a store with millions of events would need a per-person last-seen table.
     rows = connection.execute(
-        "SELECT e.profile_id, MAX(e.id) AS event_id, MAX(e.timestamp) AS last_at "
+        "SELECT * FROM (SELECT e.profile_id, MAX(e.id) AS event_id, MAX(e.timestamp) AS last_at "
         "FROM events e JOIN profiles p ON p.id = e.profile_id "
-        "WHERE e.name = ? AND p.merged_into IS NULL GROUP BY e.profile_id HAVING last_at <= ?",
-        (activity_event(journey), cutoff),
+        "WHERE e.name = ? AND p.merged_into IS NULL GROUP BY e.profile_id HAVING last_at <= ?) "
+        "WHERE event_id NOT IN (SELECT trigger_event_id FROM journey_runs WHERE journey = ? "
+        "AND trigger_event_id IS NOT NULL)",
+        (activity_event(journey), cutoff, journey.name),
     ).fetchall()
     started = 0
     for row in rows:
