@@ -24,7 +24,7 @@ from sim.backend import journey_store
 from sim.backend.devices import ACTIVE
 from sim.backend.journey_store import HOLD, SEND, Decision
 from sim.backend.pacing import Pacer
-from sim.backend.push import PruneRequest, PushJob, PushOutcome, SenderFactory
+from sim.backend.push import FAILED, PruneRequest, PushJob, PushOutcome, SenderFactory
 from sim.backend.queries import events_after, get_device
 from sim.backend.services import WALL_EPOCH, Services
 from sim.backend.store import StoreClosedError
@@ -339,7 +339,19 @@ class JourneyEngine:
             if pacer is not None:
                 await pacer.wait()
             self._in_flight[job.delivery_id] = job.journey
-            await self._sender.submit(job)
+            try:
+                await self._sender.submit(job)
+            except Exception as error:
+                # The push is already stored as submitted, so it needs an outcome to end its run.
+                log.exception("push %s of journey %s not submitted", job.delivery_id, job.journey)
+                self.push_outcome(
+                    PushOutcome(
+                        job.delivery_id,
+                        FAILED,
+                        reason=f"submit failed: {error}",
+                        finished_at=time.time(),
+                    )
+                )
 
     async def _write_reports(self) -> None:
         """Write the sender's outcomes and prune requests to the store as they arrive."""

@@ -131,3 +131,24 @@ def test_restart_submits_pushes_without_outcome(make_journey_backend):
     assert again.job.link == held.job.link
     [run] = wait_until(lambda: [r for r in runs(backend) if r["state"] == "done"])
     assert run["outcome"] == "sent"
+
+
+class BrokenSender(RecordingSender):
+    """Raises on every submit, as a sender does once it was closed."""
+
+    async def submit(self, job: PushJob) -> None:
+        raise RuntimeError("the push sender is closed")
+
+
+def test_submit_error_fails_the_run(make_journey_backend):
+    backend, _ = make_journey_backend([cart_recovery()], sender=BrokenSender())
+    post_epoch(backend, SIM_START)
+    with backend.track() as track:
+        add_device(track, "ann", "ann-iphone", "ios")
+        send_event(track, "ann", "added_to_cart", sku="s", qty=1, cart_id="c1")
+
+    [run] = wait_until(lambda: [r for r in runs(backend) if r["state"] == "done"])
+    assert run["outcome"] == "failed"
+    [send] = backend.query("SELECT outcome, reason FROM journey_sends")
+    assert send["outcome"] == FAILED
+    assert "the push sender is closed" in send["reason"]
