@@ -86,8 +86,8 @@ def create_app(
 ) -> web.Application:
     """Build the backend app with its store and journey engine, started and stopped with it.
 
-    ``sender_factory`` builds the push sender; without one every push fails with a reason that
-    says no gateways are configured. On cleanup the engine stops and reports every push in
+    ``sender_factory`` builds the push sender. Without one, every push fails with the reason
+    that no gateways are configured. On cleanup the engine stops and reports every push in
     flight before the store flushes and closes.
     """
     metrics = Metrics()
