@@ -39,7 +39,7 @@ EVENT_KINDS = ("event", "repeated_event", "delay_range")
 
 # Events read per poll and due runs decided per batch. Larger batches commit fewer times.
 EVENT_BATCH = 500
-RUN_BATCH = 200
+RUN_BATCH = 500
 
 # A broadcast worker decides at most this many wall seconds of sends at a time, so the sent_at
 # it records stays close to the moment each push really leaves.
