@@ -88,6 +88,9 @@ class GatewaySender:
                 PushOutcome(job.delivery_id, push.FAILED, reason=reason, finished_at=time.time())
             )
             return
+        # NOTE: job.payload_path is not applied. The sender always puts the link where
+        # Customer.io does (CIO.push.link, message.data.link), which is what an empty
+        # payload_path means to the oracle.
         await self.sender.submit(
             PushJob(
                 service=PushService(job.service),
