@@ -1,4 +1,4 @@
-"""The journey engine's reads and writes over ``journey_runs`` and ``journey_sends``.
+"""The journey engine's run table: starting runs, finding due ones, and the run vocabulary.
 
 Run states: ``waiting`` until due, ``sending`` while its pushes are with the sender, ``done``
 with an outcome. Outcomes: ``exited``, ``no_device``, ``no_permission``, ``capped``, ``sent``
@@ -10,23 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
-from dataclasses import dataclass, field
 
-from sim.backend import devices
-from sim.backend.journey_rules import (
-    activity_event,
-    draw_delay,
-    has_permission,
-    journey_link,
-    match_value,
-    quiet_hours_end,
-    timezone_of,
-)
-from sim.backend.push import ACCEPTED, SERVICE_BY_PLATFORM, PruneRequest, PushJob, PushOutcome
-from sim.backend.queries import devices_of, get_profile
+from sim.backend.journey_rules import activity_event, draw_delay, match_value
+from sim.backend.queries import get_profile
 from sim.formats.epoch import Epoch
-from sim.scenario.schema import Journey, Match
+from sim.scenario.schema import Journey
 
 WAITING = "waiting"
 SENDING = "sending"
@@ -39,26 +27,23 @@ CAPPED = "capped"
 SENT = "sent"
 FAILED = "failed"
 
-# Decisions on a due run; HOLD keeps it waiting until quiet hours end.
-SEND = "send"
-HOLD = "hold"
-
 BROADCAST_KEY = "broadcast"
 
 
-@dataclass
-class Decision:
-    """The action for one due run, decided from one snapshot of the store."""
-
-    run: dict
-    action: str
-    due_at: float | None = None
-    link: str = ""
-    devices: list[dict] = field(default_factory=list)
-
-
-def _json(value: object) -> str:
+def to_json(value: object) -> str:
+    """Encode a JSON column value with sorted keys, so equal values store equal text."""
     return json.dumps(value, sort_keys=True)
+
+
+def live_profile(connection: sqlite3.Connection, profile_id: int) -> dict | None:
+    """Return the profile that ``profile_id`` was merged into, or itself; None if unknown."""
+    # A merge repoints runs and events, but a row read before the merge names the old profile.
+    seen = set()
+    profile = get_profile(connection, profile_id)
+    while profile is not None and profile["merged_into"] is not None and profile["id"] not in seen:
+        seen.add(profile["id"])
+        profile = get_profile(connection, profile["merged_into"])
+    return profile
 
 
 def load_cursor(connection: sqlite3.Connection, key: str) -> int:
@@ -88,7 +73,17 @@ def _insert_run(
     cursor = connection.execute(
         "INSERT OR IGNORE INTO journey_runs (journey, profile_id, trigger_event_id, match_value, "
         "state, due_at, detail, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (journey.name, profile_id, trigger_event_id, key, WAITING, due_at, _json(detail), now, now),
+        (
+            journey.name,
+            profile_id,
+            trigger_event_id,
+            key,
+            WAITING,
+            due_at,
+            to_json(detail),
+            now,
+            now,
+        ),
     )
     return cursor.rowcount == 1
 
@@ -162,7 +157,7 @@ def _start_run_for_event(
     data = event["data"] if isinstance(event["data"], dict) else {}
     key = match_value(journey, data)
     # The event was read before this write, and a merge since then may have moved it.
-    profile = _live_profile(connection, event["profile_id"])
+    profile = live_profile(connection, event["profile_id"])
     if profile is None:
         return False
     profile_id = profile["id"]
@@ -231,7 +226,7 @@ def start_broadcast(
     elif journey.segment == "purchasers":
         sql += " AND id IN (SELECT profile_id FROM events WHERE name = 'order_completed')"
     profile_ids = [row[0] for row in connection.execute(sql + " ORDER BY id")]
-    detail = _json({"data": {}, "trigger_at": due_at, "delay": 0.0})
+    detail = to_json({"data": {}, "trigger_at": due_at, "delay": 0.0})
     connection.executemany(
         "INSERT INTO journey_runs (journey, profile_id, trigger_event_id, match_value, state, "
         "due_at, detail, created_at, updated_at) VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)",
@@ -265,256 +260,3 @@ def next_due_at(connection: sqlite3.Connection, journey: str) -> float | None:
         (journey, WAITING),
     ).fetchone()
     return row[0]
-
-
-def _live_profile(connection: sqlite3.Connection, profile_id: int) -> dict | None:
-    # A merge repoints runs, but a run read just before the merge may still name the old profile.
-    seen = set()
-    profile = get_profile(connection, profile_id)
-    while profile is not None and profile["merged_into"] is not None and profile["id"] not in seen:
-        seen.add(profile["id"])
-        profile = get_profile(connection, profile["merged_into"])
-    return profile
-
-
-def _matching_event_exists(
-    connection: sqlite3.Connection, profile_id: int, run: dict, match: Match
-) -> bool:
-    """Return True when ``match.event`` followed the trigger with the trigger's match value."""
-    trigger_data = run["detail"].get("data", {})
-    expected = trigger_data.get(match.match) if match.match else None
-    if match.match and expected is None:
-        return False
-    trigger_id = run["trigger_event_id"] or 0
-    rows = connection.execute(
-        "SELECT data FROM events WHERE profile_id = ? AND name = ? AND id != ? "
-        "AND (timestamp >= ? OR id > ?)",
-        (profile_id, match.event, trigger_id, run["detail"].get("trigger_at", 0.0), trigger_id),
-    )
-    for row in rows:
-        if not match.match:
-            return True
-        if str(json.loads(row["data"]).get(match.match)) == str(expected):
-            return True
-    return False
-
-
-def _has_exited(
-    connection: sqlite3.Connection, journey: Journey, profile_id: int, run: dict
-) -> bool:
-    for match in (journey.exit, journey.absence):
-        if match.event and _matching_event_exists(connection, profile_id, run, match):
-            return True
-    if journey.kind == "inactivity":
-        # Any activity since the quiet spell began ends the winback.
-        row = connection.execute(
-            "SELECT 1 FROM events WHERE profile_id = ? AND name = ? AND id > ? LIMIT 1",
-            (profile_id, activity_event(journey), run["trigger_event_id"] or 0),
-        ).fetchone()
-        return row is not None
-    return False
-
-
-def _sends_in_window(
-    connection: sqlite3.Connection, journey: Journey, profile_id: int, since: float
-) -> int:
-    row = connection.execute(
-        "SELECT COUNT(*) FROM journey_runs WHERE journey = ? AND profile_id = ? "
-        "AND sent_at IS NOT NULL AND sent_at > ?",
-        (journey.name, profile_id, since),
-    ).fetchone()
-    return row[0]
-
-
-def decide_runs(
-    connection: sqlite3.Connection,
-    journey: Journey,
-    runs: list[dict],
-    epoch: Epoch,
-    now: float,
-    *,
-    check_exit: bool = True,
-) -> list[Decision]:
-    """Decide each due run in order: exit, eligibility, frequency cap, quiet hours, then send."""
-    decisions = []
-    sends_in_batch: dict[int, int] = {}
-    sim_now = epoch.sim_at(now)
-
-    for run in runs:
-        profile = _live_profile(connection, run["profile_id"])
-        if profile is None:
-            decisions.append(Decision(run, NO_DEVICE))
-            continue
-        profile_id = profile["id"]
-        run["profile_id"] = profile_id
-
-        if check_exit and _has_exited(connection, journey, profile_id, run):
-            decisions.append(Decision(run, EXITED))
-            continue
-
-        targets = devices_of(connection, profile_id)
-        if journey.eligibility.push_permission:
-            permitted = [device for device in targets if has_permission(device)]
-        else:
-            permitted = targets
-        if not targets:
-            decisions.append(Decision(run, NO_DEVICE))
-            continue
-        if not permitted:
-            decisions.append(Decision(run, NO_PERMISSION))
-            continue
-
-        cap = journey.frequency_cap
-        if cap.count > 0:
-            since = epoch.wall_at(sim_now - cap.per)
-            sent = _sends_in_window(connection, journey, profile_id, since)
-            if sent + sends_in_batch.get(profile_id, 0) >= cap.count:
-                decisions.append(Decision(run, CAPPED))
-                continue
-
-        zone = timezone_of(profile["attributes"])
-        quiet_end = quiet_hours_end(journey.quiet_hours, sim_now, zone)
-        if quiet_end is not None:
-            decisions.append(Decision(run, HOLD, due_at=epoch.wall_at(quiet_end)))
-            continue
-
-        link = journey_link(journey, run["detail"].get("data", {}), profile["customer_id"])
-        sends_in_batch[profile_id] = sends_in_batch.get(profile_id, 0) + 1
-        decisions.append(Decision(run, SEND, link=link, devices=permitted))
-    return decisions
-
-
-def apply_decisions(
-    connection: sqlite3.Connection, journey: Journey, decisions: list[Decision], now: float
-) -> list[PushJob]:
-    """Write each decision to its run and return the push jobs to submit, one per device."""
-    jobs = []
-    for decision in decisions:
-        run = decision.run
-        if decision.action == HOLD:
-            detail = dict(run["detail"], quiet_held=True)
-            connection.execute(
-                "UPDATE journey_runs SET due_at = ?, detail = ?, updated_at = ? WHERE id = ?",
-                (decision.due_at, _json(detail), now, run["id"]),
-            )
-        elif decision.action == SEND:
-            detail = dict(run["detail"], link=decision.link)
-            connection.execute(
-                "UPDATE journey_runs SET state = ?, sent_at = ?, profile_id = ?, detail = ?, "
-                "updated_at = ? WHERE id = ?",
-                (SENDING, now, run["profile_id"], _json(detail), now, run["id"]),
-            )
-            for device in decision.devices:
-                job = _job_for(journey, run, device, decision.link, uuid.uuid4().hex)
-                connection.execute(
-                    "INSERT INTO journey_sends (delivery_id, run_id, token, service, link, "
-                    "submitted_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (job.delivery_id, run["id"], job.token, job.service, job.link, now),
-                )
-                jobs.append(job)
-        else:
-            connection.execute(
-                "UPDATE journey_runs SET state = ?, outcome = ?, updated_at = ? WHERE id = ?",
-                (DONE, decision.action, now, run["id"]),
-            )
-    return jobs
-
-
-def _job_for(journey: Journey, run: dict, device: dict, link: str, delivery_id: str) -> PushJob:
-    return PushJob(
-        delivery_id=delivery_id,
-        service=SERVICE_BY_PLATFORM.get(device["platform"], "fcm"),
-        token=device["token"],
-        title=journey.title,
-        body=journey.body,
-        link=link,
-        journey=journey.name,
-        profile_id=run["profile_id"],
-        trigger_event_id=run["trigger_event_id"],
-        registered_at=device["registered_at"],
-        payload_path=journey.payload_path,
-    )
-
-
-def record_outcomes(
-    connection: sqlite3.Connection, outcomes: list[PushOutcome], now: float
-) -> list[tuple[str, str]]:
-    """Store each push outcome and finish runs whose pushes all have one.
-
-    Returns ``(journey, outcome)`` for every run finished, for the metrics.
-    """
-    run_ids = set()
-    for outcome in outcomes:
-        cursor = connection.execute(
-            "UPDATE journey_sends SET outcome = ?, status_code = ?, reason = ?, attempts = ?, "
-            "finished_at = ? WHERE delivery_id = ? AND outcome IS NULL RETURNING run_id",
-            (
-                outcome.outcome,
-                outcome.status_code,
-                outcome.reason,
-                outcome.attempts,
-                outcome.finished_at or now,
-                outcome.delivery_id,
-            ),
-        )
-        run_ids.update(row[0] for row in cursor.fetchall())
-
-    finished = []
-    for run_id in sorted(run_ids):
-        counts = connection.execute(
-            "SELECT SUM(outcome IS NULL), SUM(outcome = ?) FROM journey_sends WHERE run_id = ?",
-            (ACCEPTED, run_id),
-        ).fetchone()
-        if counts[0]:
-            continue
-        result = SENT if counts[1] else FAILED
-        row = connection.execute(
-            "UPDATE journey_runs SET state = ?, outcome = ?, updated_at = ? WHERE id = ? "
-            "RETURNING journey",
-            (DONE, result, now, run_id),
-        ).fetchone()
-        finished.append((row[0], result))
-    return finished
-
-
-def apply_prune(connection: sqlite3.Connection, request: PruneRequest, now: float) -> bool:
-    """Prune a token unless it was registered again at or after ``registered_before``."""
-    row = connection.execute(
-        "SELECT registered_at, status FROM devices WHERE token = ?", (request.token,)
-    ).fetchone()
-    if row is None or row["status"] == devices.PRUNED:
-        return False
-    if request.registered_before is not None and row["registered_at"] >= request.registered_before:
-        return False
-    return devices.prune_device(connection, request.token, request.reason, now)
-
-
-def pending_jobs(connection: sqlite3.Connection, journeys: dict[str, Journey]) -> list[PushJob]:
-    """Return the pushes submitted before a stop that never got an outcome, to submit again."""
-    rows = connection.execute(
-        "SELECT s.delivery_id, s.token, s.service, s.link, r.journey, r.profile_id, "
-        "r.trigger_event_id, COALESCE(d.registered_at, 0) AS registered_at "
-        "FROM journey_sends s JOIN journey_runs r ON r.id = s.run_id "
-        "LEFT JOIN devices d ON d.token = s.token WHERE s.outcome IS NULL ORDER BY s.submitted_at"
-    ).fetchall()
-    jobs = []
-    for row in rows:
-        journey = journeys.get(row["journey"])
-        if journey is None:
-            continue
-        jobs.append(
-            PushJob(
-                delivery_id=row["delivery_id"],
-                service=row["service"],
-                token=row["token"],
-                title=journey.title,
-                body=journey.body,
-                link=row["link"],
-                journey=journey.name,
-                profile_id=row["profile_id"],
-                trigger_event_id=row["trigger_event_id"],
-                registered_at=row["registered_at"],
-                payload_path=journey.payload_path,
-            )
-        )
-    return jobs

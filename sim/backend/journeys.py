@@ -20,9 +20,9 @@ import math
 import time
 from collections.abc import Callable, Coroutine
 
-from sim.backend import journey_store
+from sim.backend import journey_outcomes, journey_store
 from sim.backend.devices import ACTIVE
-from sim.backend.journey_store import HOLD, SEND, Decision
+from sim.backend.journey_decisions import HOLD, SEND, Decision, apply_decisions, decide_runs
 from sim.backend.pacing import Pacer
 from sim.backend.push import FAILED, PruneRequest, PushJob, PushOutcome, SenderFactory
 from sim.backend.queries import events_after, get_device
@@ -82,7 +82,7 @@ class JourneyEngine:
         self._report_task = asyncio.create_task(self._write_reports(), name="journey-reports")
 
         pending = await self._services.store.read(
-            lambda connection: journey_store.pending_jobs(connection, self._by_name)
+            lambda connection: journey_outcomes.pending_jobs(connection, self._by_name)
         )
         if pending:
             log.info("submitting %d pushes again that had no outcome before the stop", len(pending))
@@ -303,14 +303,12 @@ class JourneyEngine:
         epoch = self._epoch()
         check_exit = not self._services.config.no_exit_check
         decisions = await store.read(
-            lambda connection: journey_store.decide_runs(
+            lambda connection: decide_runs(
                 connection, journey, runs, epoch, now, check_exit=check_exit
             )
         )
         jobs = await store.write(
-            lambda connection: journey_store.apply_decisions(
-                connection, journey, decisions, time.time()
-            )
+            lambda connection: apply_decisions(connection, journey, decisions, time.time())
         )
         self._count_decisions(journey, decisions)
         await self._submit_all(jobs, pacer)
@@ -379,7 +377,9 @@ class JourneyEngine:
         outcomes = list(self._outcomes)
         if outcomes:
             finished = await store.write(
-                lambda connection: journey_store.record_outcomes(connection, outcomes, time.time())
+                lambda connection: journey_outcomes.record_outcomes(
+                    connection, outcomes, time.time()
+                )
             )
             for _ in outcomes:
                 self._outcomes.popleft()
@@ -393,7 +393,7 @@ class JourneyEngine:
         while self._prunes:
             request = self._prunes[0]
             pruned = await store.write(
-                lambda connection, request=request: journey_store.apply_prune(
+                lambda connection, request=request: journey_outcomes.apply_prune(
                     connection, request, time.time()
                 )
             )
