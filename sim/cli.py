@@ -7,10 +7,10 @@ import logging
 import sys
 
 from sim import __version__
-from sim.commands import compare, gateways, plan, report, run, scenarios, validate
+from sim.commands import backend, compare, gateways, plan, report, run, scenarios, validate
 
 # Each module adds one subcommand; the order here is the order in --help.
-COMMANDS = [run, report, compare, validate, plan, gateways, scenarios]
+COMMANDS = [run, report, compare, validate, plan, gateways, backend, scenarios]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,14 +9,18 @@ from aiohttp import web
 
 from sim.backend import cdp, control, track_api
 from sim.backend.config import BackendConfig
+from sim.backend.journeys import JourneyEngine
 from sim.backend.limits import RateLimiter
 from sim.backend.metrics import Metrics
+from sim.backend.push import SenderFactory, UnconfiguredSender
 from sim.backend.services import SERVICES, RunClock, Services
 from sim.backend.store import Store, StoreClosedError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
+
+ENGINE = web.AppKey("journey_engine", JourneyEngine)
 
 
 def _route_name(request: web.Request) -> str:
@@ -77,8 +81,15 @@ async def count_requests(
     return response
 
 
-def create_app(config: BackendConfig) -> web.Application:
-    """Build the backend app; its store opens on startup and flushes and closes on cleanup."""
+def create_app(
+    config: BackendConfig, *, sender_factory: SenderFactory | None = None
+) -> web.Application:
+    """Build the backend app with its store and journey engine, started and stopped with it.
+
+    ``sender_factory`` builds the push sender. Without one, every push fails with the reason
+    that no gateways are configured. On cleanup the engine stops and reports every push in
+    flight before the store flushes and closes.
+    """
     metrics = Metrics()
     store = Store(
         config.db_path,
@@ -100,8 +111,17 @@ def create_app(config: BackendConfig) -> web.Application:
     track_api.add_routes(app)
     cdp.add_routes(app)
     control.add_routes(app)
+    app[ENGINE] = JourneyEngine(services, sender_factory or UnconfiguredSender)
     app.cleanup_ctx.append(_store_lifetime)
+    app.cleanup_ctx.append(_engine_lifetime)
     return app
+
+
+async def _engine_lifetime(app: web.Application) -> AsyncIterator[None]:
+    engine = app[ENGINE]
+    await engine.start()
+    yield
+    await engine.close()
 
 
 async def _store_lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -122,11 +142,18 @@ async def _store_lifetime(app: web.Application) -> AsyncIterator[None]:
 class BackendServer:
     """A backend app served on one TCP port until ``close`` is awaited."""
 
-    def __init__(self, config: BackendConfig, host: str = DEFAULT_HOST, port: int = 0) -> None:
+    def __init__(
+        self,
+        config: BackendConfig,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        *,
+        sender_factory: SenderFactory | None = None,
+    ) -> None:
         self.config = config
         self.host = host
         self.port = port
-        self.app = create_app(config)
+        self.app = create_app(config, sender_factory=sender_factory)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
@@ -166,11 +193,17 @@ class BackendServer:
         await self.close()
 
 
-async def serve(config: BackendConfig, host: str = DEFAULT_HOST, port: int = 0) -> BackendServer:
+async def serve(
+    config: BackendConfig,
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    *,
+    sender_factory: SenderFactory | None = None,
+) -> BackendServer:
     """Start a backend on ``host``:``port`` and return it; ``server.port`` is the bound port.
 
     The caller stops it with ``await server.close()``, which flushes every write in flight.
     """
-    server = BackendServer(config, host, port)
+    server = BackendServer(config, host, port, sender_factory=sender_factory)
     await server.start()
     return server

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sim.scenario.schema import Journey
+
 
 @dataclass(frozen=True)
 class TrackCredential:
@@ -48,6 +50,17 @@ class BackendConfig:
     # Naive behaviours that a rehearsal can switch on to show what they cost.
     no_anonymous_merge: bool = False
     single_device_per_person: bool = False
+    # Send a journey's push even when its exit event already happened.
+    no_exit_check: bool = False
+    # The sender's naive switches: retry 429/503 at once, and never prune after an APNs 410.
+    retry_without_backoff: bool = False
+    no_pruning_after_410: bool = False
+    # The journeys the engine runs, usually a scenario's; empty runs no journey engine work.
+    journeys: tuple[Journey, ...] = ()
+    # Wall seconds between two looks at new events and due runs. It bounds a push's lateness.
+    journey_poll_seconds: float = 0.05
+    # Wall seconds between two sweeps for inactive people (inactivity journeys).
+    inactivity_sweep_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.rate_limit_per_second is not None and not self.rate_limit_per_second > 0:
@@ -59,6 +72,15 @@ class BackendConfig:
             raise ValueError(f"invalid rate_limit_burst {self.rate_limit_burst!r}: it must be >= 1")
         if self.write_batch_max < 1:
             raise ValueError(f"invalid write_batch_max {self.write_batch_max!r}: it must be >= 1")
+        if not self.journey_poll_seconds > 0:
+            raise ValueError(
+                f"invalid journey_poll_seconds {self.journey_poll_seconds!r}: it must be > 0"
+            )
+        if not self.inactivity_sweep_seconds > 0:
+            raise ValueError(
+                f"invalid inactivity_sweep_seconds {self.inactivity_sweep_seconds!r}: "
+                "it must be > 0"
+            )
         if self.write_linger_seconds < 0:
             raise ValueError(
                 f"invalid write_linger_seconds {self.write_linger_seconds!r}: it must be >= 0"

@@ -29,12 +29,17 @@ class Metrics:
 
     def __init__(self, queue_depth: Callable[[], int] = lambda: 0) -> None:
         self.queue_depth = queue_depth
+        # Other components' metrics, each a function that returns Prometheus text.
+        self.sources: list[Callable[[], str]] = []
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, str, int]] = Counter()
         self._events: Counter[str] = Counter()
         self._duplicates: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
         self._rate_limited: Counter[str] = Counter()
+        self._journey_runs: Counter[tuple[str, str]] = Counter()
+        self._pushes: Counter[tuple[str, str]] = Counter()
+        self._pruned: Counter[str] = Counter()
         self._batch_buckets = [0] * len(BATCH_SIZE_BUCKETS)
         self._batch_count = 0
         self._batch_sum = 0
@@ -59,6 +64,20 @@ class Metrics:
         with self._lock:
             self._rate_limited[api] += 1
 
+    def count_journey_runs(self, journey: str, stage: str, count: int = 1) -> None:
+        """Count journey runs that reached ``stage`` (started, exited, sent, capped, ...)."""
+        with self._lock:
+            self._journey_runs[(journey, stage)] += count
+
+    def count_push(self, journey: str, outcome: str) -> None:
+        """Count one push by its journey and final outcome (accepted, rejected or failed)."""
+        with self._lock:
+            self._pushes[(journey, outcome)] += 1
+
+    def count_pruned(self, reason: str) -> None:
+        with self._lock:
+            self._pruned[reason] += 1
+
     def observe_batch(self, size: int) -> None:
         with self._lock:
             self._batch_count += 1
@@ -66,6 +85,33 @@ class Metrics:
             for index, bound in enumerate(BATCH_SIZE_BUCKETS):
                 if size <= bound:
                     self._batch_buckets[index] += 1
+
+    def _render_journeys(self) -> list[str]:
+        lines = [
+            "# HELP pushsim_backend_journey_runs_total Journey runs by journey and stage reached "
+            "(started, exited, sent, capped, quiet_held, no_device, no_permission, failed).",
+            "# TYPE pushsim_backend_journey_runs_total counter",
+        ]
+        for (journey, stage), count in sorted(self._journey_runs.items()):
+            labels = _labels(journey=journey, stage=stage)
+            lines.append(f"pushsim_backend_journey_runs_total{labels} {count}")
+
+        lines += [
+            "# HELP pushsim_backend_journey_pushes_total Pushes by journey and sender outcome.",
+            "# TYPE pushsim_backend_journey_pushes_total counter",
+        ]
+        for (journey, outcome), count in sorted(self._pushes.items()):
+            labels = _labels(journey=journey, outcome=outcome)
+            lines.append(f"pushsim_backend_journey_pushes_total{labels} {count}")
+
+        lines += [
+            "# HELP pushsim_backend_devices_pruned_total Device tokens pruned after a gateway "
+            "reported them dead, by reason.",
+            "# TYPE pushsim_backend_devices_pruned_total counter",
+        ]
+        for reason, count in sorted(self._pruned.items()):
+            lines.append(f"pushsim_backend_devices_pruned_total{_labels(reason=reason)} {count}")
+        return lines
 
     def render(self) -> str:
         """Return every metric in the Prometheus text format."""
@@ -106,6 +152,8 @@ class Metrics:
             for api, count in sorted(self._rate_limited.items()):
                 lines.append(f"pushsim_backend_rate_limited_total{_labels(api=api)} {count}")
 
+            lines += self._render_journeys()
+
             lines += [
                 "# HELP pushsim_backend_write_batch_size Writes committed per SQLite transaction.",
                 "# TYPE pushsim_backend_write_batch_size histogram",
@@ -123,4 +171,5 @@ class Metrics:
             "# TYPE pushsim_backend_write_queue_depth gauge",
             f"pushsim_backend_write_queue_depth {self.queue_depth()}",
         ]
-        return "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n"
+        return text + "".join(source() for source in self.sources)

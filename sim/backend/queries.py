@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from sim.backend.identity import ANONYMOUS_ID, EMAIL, ID
 
-_JSON_COLUMNS = ("attributes", "data")
+_JSON_COLUMNS = ("attributes", "data", "detail")
 
 
 def _as_dict(row: sqlite3.Row) -> dict:

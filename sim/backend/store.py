@@ -130,22 +130,45 @@ CREATE TABLE IF NOT EXISTS cdp_messages (
     received_at REAL NOT NULL
 );
 
--- One row per journey entry. The journey engine owns state and outcome.
+-- One row per journey entry. The journey engine owns state and outcome. match_value is the
+-- trigger's value of the journey's match property (cart_id, sku), so one cart starts one run;
+-- detail holds the run's trigger properties, deep link and flags as JSON.
 CREATE TABLE IF NOT EXISTS journey_runs (
     id INTEGER PRIMARY KEY,
     journey TEXT NOT NULL,
     profile_id INTEGER NOT NULL REFERENCES profiles(id),
     trigger_event_id INTEGER REFERENCES events(id),
+    match_value TEXT,
     state TEXT NOT NULL,
     due_at REAL,
     sent_at REAL,
     outcome TEXT,
+    detail TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     UNIQUE (journey, trigger_event_id)
 );
-CREATE INDEX IF NOT EXISTS journey_runs_by_due ON journey_runs (state, due_at);
-CREATE INDEX IF NOT EXISTS journey_runs_by_profile ON journey_runs (profile_id, journey);
+CREATE INDEX IF NOT EXISTS journey_runs_by_due ON journey_runs (journey, state, due_at);
+CREATE INDEX IF NOT EXISTS journey_runs_by_profile
+    ON journey_runs (profile_id, journey, match_value);
+
+-- One row per push a journey run handed to the sender: one per device of the person.
+-- outcome stays NULL until the sender reports it, so a restart submits the push again.
+CREATE TABLE IF NOT EXISTS journey_sends (
+    delivery_id TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES journey_runs(id),
+    token TEXT NOT NULL,
+    service TEXT NOT NULL CHECK (service IN ('apns', 'fcm')),
+    link TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    outcome TEXT,
+    status_code INTEGER,
+    reason TEXT,
+    attempts INTEGER,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS journey_sends_by_run ON journey_sends (run_id);
+CREATE INDEX IF NOT EXISTS journey_sends_pending ON journey_sends (outcome) WHERE outcome IS NULL;
 
 -- Every epoch posted to the control endpoint. The latest row is the run's epoch.
 CREATE TABLE IF NOT EXISTS epochs (

@@ -30,8 +30,9 @@ LIFECYCLE_TIMEOUT = 10.0
 class RunningBackend:
     """A BackendServer on 127.0.0.1 served from a background event loop."""
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: BackendConfig, sender_factory=None) -> None:
         self.config = config
+        self.sender_factory = sender_factory
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -43,7 +44,7 @@ class RunningBackend:
         return future.result(timeout=LIFECYCLE_TIMEOUT)
 
     def start(self) -> None:
-        self.server = BackendServer(self.config)
+        self.server = BackendServer(self.config, sender_factory=self.sender_factory)
         self._call(self.server.start())
 
     def stop(self) -> None:

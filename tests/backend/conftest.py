@@ -1,4 +1,4 @@
-"""Fixtures for the backend suites: a running backend, loopback-only names, credentials."""
+"""Fixtures for the backend suites: running backends, loopback-only names and credentials."""
 
 from __future__ import annotations
 
@@ -46,6 +46,28 @@ def track(backend: RunningBackend) -> Iterator[httpx.Client]:
 def cdp(backend: RunningBackend) -> Iterator[httpx.Client]:
     with backend.cdp() as client:
         yield client
+
+
+@pytest.fixture
+def make_journey_backend(tmp_path: Path) -> Iterator:
+    """Return a factory of backends that run ``journeys`` with a recording push sender."""
+    from journey_harness import RecordingSender
+
+    started: list[RunningBackend] = []
+
+    def make(journeys, sender=None, **overrides):
+        sender = sender if sender is not None else RecordingSender()
+        overrides.setdefault("journey_poll_seconds", 0.02)
+        config = dataclasses.replace(
+            default_config(tmp_path / "backend.db"), journeys=tuple(journeys), **overrides
+        )
+        backend = RunningBackend(config, sender_factory=sender)
+        started.append(backend)
+        return backend, sender
+
+    yield make
+    for backend in started:
+        backend.shutdown()
 
 
 _LOOPBACK_NAMES = frozenset({"localhost"})
