@@ -3,6 +3,10 @@
 Track API v1 has no anonymous devices, so the classic SDK keeps a token registered while the
 shopper is anonymous and registers it with the person at identify. This adapter does the same;
 a token stranded on an anonymous profile can therefore only happen with the CDP batch protocol.
+
+Timestamps carry milliseconds. Customer.io documents whole Unix seconds, but at a time scale of
+1440 one wall second is 24 simulated minutes, so whole seconds would move a trigger by up to a
+cart-recovery delay. A backend that accepts only whole seconds must run at time_scale 1.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ from sim.driver.wire import HttpRequest, basic_auth, event_ulid
 from sim.model.ports import SdkCall
 
 PREFIX = "/api/v1"
+
+
+def _stamp(wall: float) -> float:
+    """Return a wall Unix time in seconds, rounded to the millisecond."""
+    return round(wall, 3)
 
 
 def _person_path(user_id: str) -> str:
@@ -49,7 +58,7 @@ class TrackV1Adapter:
             "device": {
                 "id": call.token,
                 "platform": platform,
-                "last_used": int(self.wall_time(call)),
+                "last_used": _stamp(self.wall_time(call)),
                 "attributes": attributes,
             }
         }
@@ -95,7 +104,7 @@ class TrackV1Adapter:
         return {
             "name": call.event,
             "data": call.properties or {},
-            "timestamp": int(wall),
+            "timestamp": _stamp(wall),
             "id": event_ulid(int(wall * 1000), call.group_id, call.seq),
         }
 
@@ -120,6 +129,6 @@ class TrackV1Adapter:
             "delivery_id": properties.get("delivery_id"),
             "event": call.event,
             "device_id": call.token,
-            "timestamp": int(self.wall_time(call)),
+            "timestamp": _stamp(self.wall_time(call)),
         }
         return [self._request("POST", f"{PREFIX}/push/events", f"push:{call.event}", body)]

@@ -55,6 +55,7 @@ class GatewayConfig:
     apns: ApnsEndpoint = field(default_factory=ApnsEndpoint)
     fcm: FcmEndpoint = field(default_factory=FcmEndpoint)
     recipes: dict = field(default_factory=dict)
+    pid: int = 0  # process id of the gateways, written to the ready file by pushsim run
     version: int = CONFIG_VERSION
 
     def write(self, path: str | Path) -> None:

@@ -262,6 +262,10 @@ class Rehearsal:
         except ComponentError as error:
             self.partial_reason = str(error).splitlines()[0]
             print(f"pushsim: {error}", file=sys.stderr)
+        except Exception as error:  # any failure still ends with a partial report
+            log.exception("the run failed")
+            self.partial_reason = f"the run failed: {error}"
+            print(f"pushsim: the run failed: {error}", file=sys.stderr)
         finally:
             self.group.stop_all()
             signal.signal(signal.SIGTERM, previous)
