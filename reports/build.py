@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 REPORT_DIR = "report"
 LOCUST_HISTORY = "locust_stats_history.csv"
+RUN_STATUS = "run-status.json"
 
 
 def draw_figures(result: OracleResult, run_dir: Path) -> dict[str, bytes]:
@@ -45,13 +46,27 @@ def draw_figures(result: OracleResult, run_dir: Path) -> dict[str, bytes]:
     return figures
 
 
+def partial_reason(run_dir: Path) -> str | None:
+    """Return why ``pushsim run`` ended early, from its run-status.json, or None for a whole run."""
+    try:
+        status = json.loads((run_dir / RUN_STATUS).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if not status.get("partial"):
+        return None
+    return str(status.get("reason") or "the run ended early")
+
+
 def write_report(result: OracleResult, run_dir: str | Path) -> Path:
     """Write the report folder for an already judged run and return the path of report.html."""
     run_dir = Path(run_dir)
     out = run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
 
+    partial = partial_reason(run_dir)
     summary = to_summary(result)
+    summary["partial"] = partial is not None
+    summary["partial_reason"] = partial
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     csv_paths = write_tables(result, out)
 
@@ -60,7 +75,8 @@ def write_report(result: OracleResult, run_dir: str | Path) -> Path:
         (out / (title.lower().replace(" ", "_") + ".png")).write_bytes(png)
 
     html_path = out / "report.html"
-    html_path.write_text(render(result, figures, [p.name for p in csv_paths]), encoding="utf-8")
+    html = render(result, figures, [p.name for p in csv_paths], partial=partial)
+    html_path.write_text(html, encoding="utf-8")
     log.info("report written to %s", html_path)
     return html_path
 

@@ -214,12 +214,21 @@ def _lateness(result: OracleResult) -> str:
     return _table(["lateness", *keys], rows, {1, 2, 3, 4, 5})
 
 
-def render(result: OracleResult, figures: dict[str, bytes], csv_names: list[str]) -> str:
-    """Return the report as one HTML document."""
+def render(
+    result: OracleResult,
+    figures: dict[str, bytes],
+    csv_names: list[str],
+    *,
+    partial: str | None = None,
+) -> str:
+    """Return the report as one HTML document; ``partial`` says why a run ended early."""
     banner = ""
+    if partial is not None:
+        banner += (f'<div class="banner" role="alert">PARTIAL RUN: {escape(partial)}. The '
+                   "figures cover only what was collected before it ended.</div>")  # fmt: skip
     if result.generator.fell_behind:
         health = result.generator
-        banner = (f'<div class="banner" role="alert">GENERATOR FELL BEHIND: backend figures '
+        banner += (f'<div class="banner" role="alert">GENERATOR FELL BEHIND: backend figures '
                   f"cannot be trusted. It dropped {health.dropped:,} SDK calls "
                   f"({health.drop_share:.1%}).</div>")  # fmt: skip
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
