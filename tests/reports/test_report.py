@@ -16,7 +16,7 @@ from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
 SUMMARY_KEYS = {
     "summary_version", "scenario", "clock", "gates_passed", "gates", "metrics", "journeys",
     "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
-    "push_requests", "unattributed_pushes",
+    "push_requests", "unattributed_pushes", "partial", "partial_reason",
 }  # fmt: skip
 
 
@@ -53,6 +53,17 @@ def test_summary_keys_stable(good_run):
     journey = summary["journeys"][0]
     assert list(journey["outcomes"]) == list(OUTCOMES)
     assert sum(journey["outcomes"].values()) == journey["eligible"]
+
+
+def test_partial_run_is_marked(good_run):
+    (good_run / "run-status.json").write_text(
+        json.dumps({"partial": True, "reason": "interrupted by the user"})
+    )
+    html = build_report(good_run)
+    summary = json.loads((html.parent / "summary.json").read_text())
+    assert summary["partial"] is True
+    assert summary["partial_reason"] == "interrupted by the user"
+    assert "PARTIAL RUN: interrupted by the user" in html.read_text()
 
 
 def test_trigger_csv_one_row_per_trigger(good_run):
