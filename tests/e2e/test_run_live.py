@@ -1,0 +1,103 @@
+"""The whole rehearsal through ``pushsim run``, on loopback, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sim.driver.wire import event_ulid
+from tests.e2e.run_helpers import (
+    epoch_of,
+    interrupt,
+    process_running,
+    processes_mentioning,
+    pushsim_run,
+    query,
+    start_pushsim_run,
+    truth,
+    wait_for_line,
+)
+
+SHORT = ("--set", "clock.duration=8h", "--set", "population.installs=700")
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_workers_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    result = pushsim_run(run_dir, "minimal", "--processes", "2", *SHORT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    assert (run_dir / "truth-0.jsonl").exists()
+    assert (run_dir / "truth-1.jsonl").exists()
+    assert (run_dir / "report" / "report.html").exists()
+    for name in ("scenario.yaml", "epoch.json", "plan.json", "locust.html", "locust_stats.csv"):
+        assert (run_dir / name).exists(), name
+    for log in ("gateways", "backend", "locust"):
+        assert (run_dir / "logs" / f"{log}.log").exists()
+
+    records = truth(run_dir)
+    epoch = epoch_of(run_dir)
+    backend = run_dir / "backend.sqlite"
+    event_ids = {row[0] for row in query(backend, "SELECT dedupe_id FROM events")}
+    customers = {row[0] for row in query(backend, "SELECT value FROM identities WHERE kind='id'")}
+    tokens = {row[0] for row in query(backend, "SELECT token FROM devices")}
+
+    sent = [r for r in records if r["kind"] == "sdk_call" and r["status"] == "sent"]
+    assert len(sent) > 1000
+    for call in sent:
+        if call["method"] in ("track", "anonymous_track"):
+            wall = epoch.wall_at(epoch.sim_t0 + call["at"])
+            assert event_ulid(int(wall * 1000), call["group"], call["seq"]) in event_ids, call
+        elif call["method"] == "identify":
+            assert call["user_id"] in customers, call
+        elif call["method"] == "register_token" and call["user_id"] is not None:
+            assert call["token"] in tokens, call
+
+    displayed = [r for r in records if r["kind"] == "reaction" and r["step"] == "displayed"]
+    opened = {
+        r["delivery_id"] for r in records if r["kind"] == "reaction" and r["step"] == "opened"
+    }
+    assert displayed, "no push reached a phone"
+    assert opened, "no push was opened"
+    metrics = query(backend, "SELECT delivery_id, metric FROM delivery_metrics")
+    assert opened <= {delivery for delivery, metric in metrics if metric == "opened"}
+    assert {delivery for delivery, metric in metrics if metric == "delivered"}
+
+
+def test_no_exit_check_fails_gate(tmp_path):
+    run_dir = tmp_path / "run"
+    result = pushsim_run(
+        run_dir, "cart_recovery", "--naive", "no_exit_check", "--set", "clock.duration=12h",
+        "--set", "population.installs=1200",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "FAIL  pushes_after_conversion == 0" in result.stdout
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert summary["problems"]["push_after_conversion"]["count"] > 0
+    assert summary["partial"] is False
+
+
+def test_interrupt_gives_partial_report(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_pushsim_run(run_dir, "cart_recovery")
+    try:
+        wait_for_line(process, "sim day 1", timeout=120)
+        pids = [
+            json.loads((run_dir / name).read_text())["pid"]
+            for name in ("gateways.json", "backend.json")
+        ]
+        interrupt(process)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    assert process.returncode == 3, output[-3000:]
+    assert "interrupted" in output
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert summary["partial"] is True
+    assert "PARTIAL RUN" in (run_dir / "report" / "report.html").read_text()
+    assert not any(process_running(pid) for pid in pids)
+    assert processes_mentioning(str(run_dir)) == []
