@@ -188,19 +188,21 @@ class LiveRun:
             Action(
                 device,
                 due,
-                send=lambda client: self._send(client, requests, calls),
+                send=lambda client: self._send(client, requests, calls, due),
                 dropped=lambda lag: self._write_truth(calls, "dropped", None, lag=lag),
             )
         )
 
-    def _send(self, client: Any, requests: list[HttpRequest], calls: list[SdkCall]) -> None:
+    def _send(
+        self, client: Any, requests: list[HttpRequest], calls: list[SdkCall], due: float
+    ) -> None:
         status = None
         sent_at = time.time()
         for call in calls:
             self.triggers.note(call, sent_at)
         for request in requests:
             status = self._send_one(client, request)
-        self._write_truth(calls, "sent", status, sent_at=sent_at)
+        self._write_truth(calls, "sent", status, lag=max(0.0, sent_at - due), sent_at=sent_at)
 
     def _send_one(self, client: Any, request: HttpRequest) -> int | None:
         status = None
