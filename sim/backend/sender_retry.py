@@ -1,7 +1,8 @@
-"""When to send a push again: exponential backoff with full jitter, bounded, and Retry-After.
+"""When to send a push again: exponential backoff with equal jitter, bounded, and Retry-After.
 
-Full jitter draws each wait uniformly from zero to the exponential ceiling, so senders that
-failed together do not come back together.
+Equal jitter draws each wait uniformly from half the exponential ceiling to the ceiling. Senders
+that failed together still spread out, and no retry comes back at once, which full jitter
+allows and which is what a service under a brown-out needs least.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class RetryPolicy:
         """Return the wait in seconds before retry number ``retry`` (1 for the first retry)."""
         exponent = min(max(retry - 1, 0), 62)
         ceiling = min(self.cap, self.base * 2.0**exponent)
-        return (rng or random).uniform(0.0, ceiling)
+        return (rng or random).uniform(ceiling / 2.0, ceiling)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -16,7 +16,9 @@ from sim.oracle.pushes import Push
 # UNAVAILABLE 503.
 RETRYABLE_STATUSES = frozenset({429, 503})
 # A retry sooner than this many wall seconds after the error counts as a retry without backoff.
-MIN_BACKOFF_SECONDS = 0.5
+# The reference sender's first retry waits at least 0.25 s (equal jitter over 0.5 s), and an
+# immediate retry comes back within a round trip, a few milliseconds on loopback.
+MIN_BACKOFF_SECONDS = 0.2
 # Retry-After is whole wall seconds. A retry this much earlier still counts as honouring it,
 # which allows for clock reading and rounding on the sender's side.
 RETRY_AFTER_SLACK_SECONDS = 0.05
@@ -96,7 +98,14 @@ def _judge_retries(ordered: list[Push], conduct: Conduct) -> None:
             if gap < MIN_BACKOFF_SECONDS:
                 conduct.retries_without_backoff += 1
                 conduct.example("retry_without_backoff", f"seq {retry.row.seq} after {gap:.3f} s")
-            if push.row.retry_after and gap < push.row.retry_after - RETRY_AFTER_SLACK_SECONDS:
+            # Only FCM documents Retry-After. Apple documents none for APNs, and clients such as
+            # aioapns never show it to the backend, so an APNs retry is judged on backoff alone.
+            honours_retry_after = push.row.service == "fcm"
+            if (
+                honours_retry_after
+                and push.row.retry_after
+                and gap < push.row.retry_after - RETRY_AFTER_SLACK_SECONDS
+            ):
                 conduct.retries_before_retry_after += 1
                 conduct.example(
                     "retry_before_retry_after",

@@ -58,13 +58,18 @@ def evaluate_gates(gates: list[str], metrics: dict[str, float | None]) -> list[G
         value = metrics.get(gate.metric)
         if value is None:
             results.append(
-                GateResult(str(gate), gate.metric, gate.op, gate.threshold, None, False,
-                           "no value: the run gave nothing to measure")  # fmt: skip
+                GateResult(
+                    str(gate),
+                    gate.metric,
+                    gate.op,
+                    gate.threshold,
+                    None,
+                    False,
+                    "no value: the run gave nothing to measure",
+                )  # fmt: skip
             )
             continue
         results.append(
-            GateResult(
-                str(gate), gate.metric, gate.op, gate.threshold, value, gate.passes(value)
-            )
+            GateResult(str(gate), gate.metric, gate.op, gate.threshold, value, gate.passes(value))
         )
     return results

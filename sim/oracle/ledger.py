@@ -91,9 +91,7 @@ class TruthIndex:
         self.end = 0.0
 
     @classmethod
-    def load(
-        cls, paths: Iterable[str | Path], events: Collection[str] | None = None
-    ) -> TruthIndex:
+    def load(cls, paths: Iterable[str | Path], events: Collection[str] | None = None) -> TruthIndex:
         """Read and index the ledgers of every shard of a run.
 
         With ``events`` (catalogue names), track calls of other events are counted for the

@@ -101,3 +101,19 @@ def test_interrupt_gives_partial_report(tmp_path):
     assert "PARTIAL RUN" in (run_dir / "report" / "report.html").read_text()
     assert not any(process_running(pid) for pid in pids)
     assert processes_mentioning(str(run_dir)) == []
+
+
+def test_brownout_backoff_judged(tmp_path):
+    careful = pushsim_run(tmp_path / "careful", "apns_brownout", "--quiet")
+    assert careful.returncode == 0, careful.stdout[-3000:] + careful.stderr[-3000:]
+    conduct = json.loads((tmp_path / "careful" / "report" / "summary.json").read_text())[
+        "backend_conduct"
+    ]
+    assert conduct["retries"] > 0
+    assert conduct["retries_without_backoff"] == 0
+
+    naive = pushsim_run(
+        tmp_path / "naive", "apns_brownout", "--quiet", "--naive", "retry_without_backoff"
+    )
+    assert naive.returncode == 1, naive.stdout[-3000:] + naive.stderr[-3000:]
+    assert "FAIL  retries_without_backoff == 0" in naive.stdout

@@ -105,14 +105,14 @@ class Story:
 
     def push(self, at: float, token: str, cart: str = "c1-1", *, status=200, reason=None,
              live=True, message_id=None, wall=None, retry_after=None, timestamp_ms=None,
-             connection="conn-1") -> str | None:  # fmt: skip
+             connection="conn-1", service="apns") -> str | None:  # fmt: skip
         """Record a push request at simulated ``at`` and return its delivery id."""
         self._delivery += 1
         delivery_id = f"dl-{self._delivery}" if status == 200 and live else None
         payload = {"aps": {"alert": "x"}, "CIO": {"push": {"link": f"shop://cart/{cart}"}}}
         self.rows.append({
             "wall_time": wall if wall is not None else WALL_T0 + at / TIME_SCALE,
-            "sim_time": ORIGIN + at, "service": "apns", "connection_id": connection,
+            "sim_time": ORIGIN + at, "service": service, "connection_id": connection,
             "token": token, "audience": "production",
             "message_id": message_id or f"m-{self._delivery}", "collapse_id": None,
             "priority": "10", "expiration": None, "push_type": "alert",
@@ -163,7 +163,10 @@ def write_run_dir(story: Story, tmp_path: Path, scenario_text: str = SCENARIO):
     run_dir.mkdir()
     (run_dir / "scenario.yaml").write_text(dump_scenario(inputs.scenario))
     epoch = inputs.epoch
-    (run_dir / "epoch.json").write_text(json.dumps(
-        {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0, "time_scale": epoch.time_scale}))
+    (run_dir / "epoch.json").write_text(
+        json.dumps(
+            {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0, "time_scale": epoch.time_scale}
+        )
+    )
     shutil.copy(inputs.delivery_path, run_dir / "deliveries.sqlite")
     return inputs, run_dir

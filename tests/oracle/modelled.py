@@ -131,7 +131,10 @@ class PerfectBackend:
 
 
 def _payload(cart_id: str) -> dict:
-    return {"aps": {"alert": "Still thinking?"}, "CIO": {"push": {"link": f"shop://cart/{cart_id}"}}}
+    return {
+        "aps": {"alert": "Still thinking?"},
+        "CIO": {"push": {"link": f"shop://cart/{cart_id}"}},
+    }
 
 
 def run_model(
@@ -154,5 +157,3 @@ def run_model(
     write_deliveries(deliveries, backend.rows)
     inputs = RunInputs(scenario, epoch, [truth_path], deliveries)
     return inputs, backend
-
-

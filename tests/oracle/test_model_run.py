@@ -120,7 +120,6 @@ def test_conversions_split_by_latent_draw(tmp_path):
     assert journey.conversions["incremental"] == len(converted) - pulled
 
 
-
 def test_filtered_index_same_verdicts(tmp_path):
     inputs, _ = run_model(tmp_path)
     filtered = judge_run(inputs)

@@ -82,7 +82,8 @@ def test_retry_honours_retry_after(tmp_path):
     token = story.shopper()
     story.add_to_cart(CART_AT)
     wall = WALL_T0 + DUE / 1440
-    story.push(DUE, token, status=503, reason="UNAVAILABLE", retry_after=2, wall=wall)
+    story.push(DUE, token, status=503, reason="UNAVAILABLE", retry_after=2, wall=wall,
+               service="fcm")  # fmt: skip
     story.push(DUE + 10, token, wall=wall + 3.0)
     result = judge_run(story.write(tmp_path))
     conduct = result.conduct
@@ -97,13 +98,29 @@ def test_retry_ignores_retry_after(tmp_path):
     token = story.shopper()
     story.add_to_cart(CART_AT)
     wall = WALL_T0 + DUE / 1440
-    story.push(DUE, token, status=429, reason="QUOTA_EXCEEDED", retry_after=5, wall=wall)
-    story.push(DUE, token, wall=wall + 0.1)
+    story.push(DUE, token, status=429, reason="QUOTA_EXCEEDED", retry_after=5, wall=wall,
+               service="fcm")  # fmt: skip
+    story.push(DUE, token, wall=wall + 0.1, service="fcm")
     result = judge_run(story.write(tmp_path))
     conduct = result.conduct
     assert conduct.retries_before_retry_after == 1
     assert conduct.retries_without_backoff == 1
     assert result.metrics["retries_before_retry_after"] == 1
+
+
+def test_apns_retry_judged_on_backoff_alone(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    wall = WALL_T0 + DUE / 1440
+    # Apple documents no Retry-After, so a header the mock sent anyway is not held against the
+    # backend; the one-second wait is a proper backoff.
+    story.push(DUE, token, status=503, reason="ServiceUnavailable", retry_after=5, wall=wall)
+    story.push(DUE, token, wall=wall + 1.0)
+    conduct = judge_run(story.write(tmp_path)).conduct
+    assert conduct.retries == 1
+    assert conduct.retries_before_retry_after == 0
+    assert conduct.retries_without_backoff == 0
 
 
 def test_error_never_retried(tmp_path):

@@ -21,8 +21,11 @@ def make_run_dir(directory: Path, flaws: Flaws = PERFECT) -> Path:
     run_dir.mkdir()
     (run_dir / "scenario.yaml").write_text(dump_scenario(inputs.scenario), encoding="utf-8")
     epoch = inputs.epoch
-    (run_dir / "epoch.json").write_text(json.dumps(
-        {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0, "time_scale": epoch.time_scale}))
+    (run_dir / "epoch.json").write_text(
+        json.dumps(
+            {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0, "time_scale": epoch.time_scale}
+        )
+    )
     shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
     shutil.copy(inputs.delivery_path, run_dir / "deliveries.sqlite")
     return run_dir
