@@ -172,6 +172,23 @@ def test_store_uses_wal(backend):
     assert mode == "wal"
 
 
+def test_merge_repoint_uses_index(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.open()
+    asyncio.run(store.close())
+
+    connection = sqlite3.connect(tmp_path / "s.db")
+    try:
+        plan = connection.execute(
+            "EXPLAIN QUERY PLAN UPDATE profiles SET merged_into = ? WHERE merged_into = ?", (1, 2)
+        ).fetchall()
+    finally:
+        connection.close()
+    details = " ".join(row[3] for row in plan)
+    assert "profiles_by_merged_into" in details
+    assert "SCAN" not in details
+
+
 def test_queries_for_journey_engine(backend, track):
     track.put("/api/v1/customers/ann", json={"email": "ann@example.com"})
     track.put(
