@@ -323,7 +323,7 @@ class ApnsConnection(asyncio.Protocol):
 
     @property
     def draining(self) -> bool:
-        """True once a GOAWAY is decided: the connection answers what it kept, then closes."""
+        """True once a GOAWAY is decided and the connection only finishes the streams it kept."""
         return self._drain is not None
 
     def set_max_concurrent_streams(self, limit: int) -> None:
