@@ -36,6 +36,7 @@ from sim.gateways.apns_reasons import DEFAULT_REASON, Rejection, reject
 from sim.gateways.hooks import (
     DeliverySink,
     DiscardSink,
+    FaultAction,
     FaultPolicy,
     NoFaults,
     OpenTokenPolicy,
@@ -197,6 +198,22 @@ class ApnsRules:
         )
 
         fault = self.faults.action(push)
+        response = self._answer(request, push, fault, headers, token, duplicated, valid_id)
+        response.outcome.fault = fault.fault
+        return response
+
+    def _answer(
+        self,
+        request: ApnsRequest,
+        push: PushRequest,
+        fault: FaultAction,
+        headers: dict[str, str],
+        token: str,
+        duplicated: bool,
+        valid_id: bool,
+    ) -> ApnsResponse:
+        apns_id = push.message_id
+        apns_id_header = headers.get("apns-id")
         if fault.status is not None:
             reason = fault.reason or DEFAULT_REASON.get(fault.status, "InternalServerError")
             reject(reason)  # raises for a name outside Apple's list
@@ -251,7 +268,8 @@ class ApnsRules:
         delay: float,
         retry_after: int | None = None,
     ) -> ApnsResponse:
-        # Apple documents no Retry-After header, so a fault's retry_after is only recorded.
+        # Apple documents no Retry-After header. The server still sends a fault's retry_after,
+        # as any HTTP 429 or 503 may carry it, and clients that do not read it ignore it.
         outcome = Outcome(
             rejection.status, rejection.reason, retry_after=retry_after, added_latency=delay
         )

@@ -7,7 +7,9 @@ frame and exactly one DATA frame carrying ``{"reason": ...}``. Plain ASGI server
 DATA frame, which aioapns would try to parse as JSON, so the server uses h2 directly.
 
 Every connection follows a ``ConnectionScript``, and the live ``ApnsConnection`` objects accept
-commands (GOAWAY, stalls, stream limits), so tests and a fault timeline can drive the wire.
+commands (GOAWAY, stalls, stream limits), so tests and a fault timeline can drive the wire. With
+``hooks`` (``GatewayWorld.hooks``) the gateway polls the fault timeline for GOAWAY storms and
+stream limits and keeps the connection and stream gauges current.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -42,6 +45,10 @@ from hpack import NeverIndexedHeaderTuple
 from sim.gateways.apns_auth import ClientCertificate, Clock, ConnectionAuth
 from sim.gateways.apns_reasons import reject
 from sim.gateways.apns_rules import MAX_VOIP_PAYLOAD, ApnsRequest, ApnsResponse, ApnsRules
+from sim.gateways.hooks import WorldHooks
+
+if TYPE_CHECKING:
+    from sim.gateways.faults import ConnectionDirectives
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,8 @@ DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 _H2_STREAM_CEILING = 2**20
 # Seconds to wait for the streams a GOAWAY keeps before closing anyway.
 DRAIN_TIMEOUT = 10.0
+# Debug reason of the GOAWAY a scripted storm sends: Apple's reason for a server going away.
+STORM_GOAWAY_REASON = "Shutdown"
 # h2 validates inbound headers, so a bad header block becomes a protocol error. Outbound headers
 # are built here from fixed names and ASCII values, so h2 skips checking them again.
 H2_CONFIG = H2Configuration(
@@ -194,6 +203,12 @@ class ApnsConnection(asyncio.Protocol):
         self._last_activity = time.monotonic()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self._lost = False
+        # The limit the script asks for, the lower one a stream_limit fault imposes, and the
+        # value last sent in SETTINGS. The connection advertises the lower of the first two.
+        self._script_limit = script.unauthenticated_streams
+        self._fault_limit: int | None = None
+        self._announced = 0
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -207,11 +222,17 @@ class ApnsConnection(asyncio.Protocol):
                 self.auth.certificate = ClientCertificate.from_der(der)
         log.debug("connection %s from %s", self.connection_id, peer)
 
-        limit = (
+        hooks = self.gateway.hooks
+        if hooks is not None:
+            hooks.connection_opened()
+            self._fault_limit = hooks.directives(self.gateway.clock()).max_streams
+        self._script_limit = (
             self.script.max_concurrent_streams
             if self.auth.authenticated
             else self.script.unauthenticated_streams
         )
+        limit = self._effective_limit()
+        self._announced = limit
         self.h2.local_settings = _AdmissionSettings(
             client=False,
             initial_values={
@@ -264,11 +285,12 @@ class ApnsConnection(asyncio.Protocol):
         for timer in (self._idle_timer, self._drain_timer, self._goaway_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
-        for stream in self._streams.values():
-            if stream.timer is not None:
-                stream.timer.cancel()
-        self._streams.clear()
+        for stream_id in list(self._streams):
+            self._forget(stream_id)
         self.gateway._connections.discard(self)
+        if self.gateway.hooks is not None and not self._lost:
+            self.gateway.hooks.connection_closed()
+        self._lost = True
         if not self.closed.done():
             self.closed.set_result(None)
         log.debug("connection %s closed: %s", self.connection_id, exc or "normally")
@@ -299,12 +321,39 @@ class ApnsConnection(asyncio.Protocol):
         )
         self._finish_drain()
 
+    @property
+    def draining(self) -> bool:
+        """True once a GOAWAY is decided and the connection only finishes the streams it kept."""
+        return self._drain is not None
+
     def set_max_concurrent_streams(self, limit: int) -> None:
-        """Advertise a new SETTINGS_MAX_CONCURRENT_STREAMS; it applies once the client ACKs."""
+        """Advertise a new SETTINGS_MAX_CONCURRENT_STREAMS; it applies once the client ACKs.
+
+        An active stream_limit fault caps the advertised value, and lifting it restores ``limit``.
+        """
+        self._script_limit = limit
+        self._advertise(self._effective_limit())
+
+    def apply_directives(self, directives: ConnectionDirectives) -> None:
+        """Advertise the stream limit a fault imposes, or restore the script's when it ends."""
+        if directives.max_streams == self._fault_limit:
+            return
+        self._fault_limit = directives.max_streams
+        limit = self._effective_limit()
+        if limit != self._announced:
+            self._advertise(limit)
+
+    def _effective_limit(self) -> int:
+        if self._fault_limit is None:
+            return self._script_limit
+        return min(self._script_limit, self._fault_limit)
+
+    def _advertise(self, limit: int) -> None:
         if self.transport is None or self._drain is not None:
             return
         self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: limit})
         self._advertised.append(limit)
+        self._announced = limit
         self._flush()
 
     def stall(self, seconds: float) -> None:
@@ -352,6 +401,8 @@ class ApnsConnection(asyncio.Protocol):
                 stream.authority = text_value
             stream.headers.append((text_name, text_value))
         self._streams[stream_id] = stream
+        if self.gateway.hooks is not None:
+            self.gateway.hooks.stream_started()
 
         self._apply_script(stream)
 
@@ -471,11 +522,15 @@ class ApnsConnection(asyncio.Protocol):
         if response is None:
             return
         del self._streams[stream.stream_id]
+        if self.gateway.hooks is not None:
+            self.gateway.hooks.stream_ended()
         # Every apns-id is new, so adding it to the HPACK dynamic table would only evict entries.
         headers = [
             (b":status", _STATUS_BYTES.get(response.status) or str(response.status).encode()),
             NeverIndexedHeaderTuple(b"apns-id", response.apns_id.encode()),
         ]
+        if response.outcome.retry_after is not None:
+            headers.append((b"retry-after", str(response.outcome.retry_after).encode()))
         try:
             # HTTP forbids a body in the response to HEAD, so its error is headers only.
             if response.reason is None or stream.method == "HEAD":
@@ -526,8 +581,12 @@ class ApnsConnection(asyncio.Protocol):
     def _forget(self, stream_id: int) -> None:
         stream = self._streams.pop(stream_id, None)
         self._blocked.pop(stream_id, None)
-        if stream is not None and stream.timer is not None:
+        if stream is None:
+            return
+        if stream.timer is not None:
             stream.timer.cancel()
+        if self.gateway.hooks is not None:
+            self.gateway.hooks.stream_ended()
 
     # --- shutdown ---------------------------------------------------------------------------
 
@@ -579,6 +638,8 @@ class ApnsGateway:
 
     ``script`` returns the ``ConnectionScript`` for the n-th connection (1-based).
     ``idle_timeout`` closes connections idle that many wall seconds with GOAWAY IdleTimeout.
+    ``hooks`` (optional) receives the connection and stream gauges, and every
+    ``hooks.poll_interval`` seconds the gateway applies its GOAWAY storms and stream limits.
     """
 
     def __init__(
@@ -591,8 +652,10 @@ class ApnsGateway:
         script: ScriptFactory | None = None,
         idle_timeout: float | None = None,
         clock: Clock | None = None,
+        hooks: WorldHooks | None = None,
     ) -> None:
         self.rules = rules
+        self.hooks = hooks
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -603,6 +666,7 @@ class ApnsGateway:
         self._server: asyncio.Server | None = None
         self._connections: set[ApnsConnection] = set()
         self._numbers = itertools.count(1)
+        self._poll_timer: asyncio.TimerHandle | None = None
 
     @property
     def connections(self) -> list[ApnsConnection]:
@@ -618,12 +682,38 @@ class ApnsGateway:
         self.port = self._server.sockets[0].getsockname()[1]
         scheme = "TLS" if self.ssl_context is not None else "h2c"
         log.info("APNs gateway listening on %s:%d (%s)", self.host, self.port, scheme)
+        if self.hooks is not None:
+            self._poll_timer = loop.call_later(self.hooks.poll_interval, self._poll)
         return self.port
+
+    def _poll(self) -> None:
+        """Apply the fault timeline's stream limit and GOAWAY draws to every open connection."""
+        hooks = self.hooks
+        assert hooks is not None
+        now = self.clock()
+        try:
+            directives = hooks.directives(now)
+            for connection in self.connections:
+                if connection.draining:
+                    continue
+                connection.apply_directives(directives)
+                if directives.goaway_rate > 0 and hooks.goaway_due(now):
+                    connection.goaway(STORM_GOAWAY_REASON)
+        except Exception:
+            # A failing fault policy must not stop the polling, or a storm would never end.
+            if _limiter.allow("poll failed"):
+                log.exception(
+                    "APNs gateway on port %d: polling the fault timeline failed", self.port
+                )
+        self._poll_timer = asyncio.get_running_loop().call_later(hooks.poll_interval, self._poll)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, send GOAWAY Shutdown to every client, and wait up to ``grace`` s."""
         if self._server is None:
             return
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+            self._poll_timer = None
         self._server.close()
         connections = list(self._connections)
         for connection in connections:

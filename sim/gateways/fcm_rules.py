@@ -135,6 +135,7 @@ class FcmResponse:
     retry_after: int | None = None
     delay: float = 0.0
     validate_only: bool = False
+    fault: str | None = None  # kind of the fault that acted, copied into the ledger's Outcome
 
 
 def google_error(
@@ -398,6 +399,35 @@ def parse_target(body: bytes) -> tuple[Any, str, str]:
     return request, targets[0], message[targets[0]]
 
 
+def _string_field(mapping: Any, name: str) -> str | None:
+    value = mapping.get(name) if isinstance(mapping, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def delivery_options(request: Any) -> tuple[str | None, str | None, str | None, str | None]:
+    """Return ``(collapse_id, priority, expiration, push_type)`` of a parsed send body.
+
+    They come from ``android.collapse_key`` (or ``collapseKey``), ``android.priority``
+    (upper-cased) and ``android.ttl``. ``push_type`` is ``notification`` when the message or its
+    ``android`` block has a notification, which the phone displays, and ``data`` otherwise.
+    Malformed fields give None, since the rules reject them later.
+    """
+    message = request.get("message") if isinstance(request, dict) else None
+    if not isinstance(message, dict):
+        return None, None, None, None
+    android = message.get("android")
+    priority = _string_field(android, "priority")
+    displayed = isinstance(message.get("notification"), dict) or (
+        isinstance(android, dict) and isinstance(android.get("notification"), dict)
+    )
+    return (
+        _string_field(android, "collapse_key") or _string_field(android, "collapseKey"),
+        priority.upper() if priority is not None else None,
+        _string_field(android, "ttl"),
+        "notification" if displayed else "data",
+    )
+
+
 def _new_message_id() -> str:
     # Real message ids are opaque strings, often 0: followed by digits and a hex suffix.
     return f"0:{time.time_ns() // 1000}%{secrets.token_hex(8)}"
@@ -436,9 +466,10 @@ class FcmRules:
         A topic target is stored as ``/topics/NAME`` and a condition as written, so a reader can
         tell them from device tokens.
         """
-        _, target_field, target = parse_target(body)
+        request, target_field, target = parse_target(body)
         if target_field == "topic" and not target.startswith("/topics/"):
             target = f"/topics/{target}"
+        collapse_id, priority, expiration, push_type = delivery_options(request)
         return PushRequest(
             service=Service.FCM,
             token=target,
@@ -447,6 +478,10 @@ class FcmRules:
             payload=body,
             connection_id=connection_id,
             received_at=time.time() if received_at is None else received_at,
+            collapse_id=collapse_id,
+            priority=priority,
+            expiration=expiration,
+            push_type=push_type,
         )
 
     def decide(self, push: PushRequest, project: str) -> FcmResponse:
@@ -457,6 +492,7 @@ class FcmRules:
         else:
             response = self._rule_response(push, project)
         response.delay = max(0.0, fault.delay)
+        response.fault = fault.fault
         return response
 
     @staticmethod
@@ -527,6 +563,7 @@ __all__ = [
     "FcmResponse",
     "FcmRules",
     "bad_request_response",
+    "delivery_options",
     "fcm_error_response",
     "google_error",
     "message_violations",

@@ -10,6 +10,17 @@ adds injected latency without blocking other requests, and reports each send to 
 It runs hypercorn's connection handler (``TCPServer``) on its own asyncio servers, instead of
 ``hypercorn.asyncio.serve``, so that stop() can bound the TLS close and abort connections left
 open after the graceful timeout.
+
+With ``hooks`` (``GatewayWorld.hooks``) the gateway keeps the connection and request gauges
+current and applies GOAWAY storms to its HTTP/2 connections. Only a connection with no stream
+open takes part in a storm's draw, and then hypercorn's h2 connection sends GOAWAY with the
+highest stream id received and the gateway closes it. Every stream up to that id is answered,
+and a client re-sends any stream it opened later. h2 sends nothing after its own GOAWAY, and a
+client built on h2 accepts nothing after one, so a connection is never closed mid-response.
+
+NOTE: a connection that always has a stream open when the gateway polls never gets a storm's
+GOAWAY. stream_limit faults do not reach FCM connections, because hypercorn's h2 treats a
+stream over the advertised limit as a connection error. A storm leaves HTTP/1.1 connections open.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from typing import Any
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
+from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.utils import wrap_app
 
 from sim.gateways import pki
@@ -35,7 +47,7 @@ from sim.gateways.fcm_rules import (
     google_error,
     unauthenticated_response,
 )
-from sim.gateways.hooks import DeliverySink, DiscardSink, Outcome
+from sim.gateways.hooks import DeliverySink, DiscardSink, Outcome, WorldHooks
 from sim.gateways.oauth import ServiceAccount, TokenIssuer
 
 log = logging.getLogger(__name__)
@@ -139,10 +151,12 @@ class FcmApp:
         rules: FcmRules | None = None,
         issuer: TokenIssuer | None = None,
         sink: DeliverySink | None = None,
+        hooks: WorldHooks | None = None,
     ) -> None:
         self.rules = rules or FcmRules()
         self.issuer = issuer
         self.sink = sink or DiscardSink()
+        self.hooks = hooks
         self._errors_logged = 0
         self._token_rejections = 0
 
@@ -153,6 +167,8 @@ class FcmApp:
         if scope["type"] != "http":
             return
 
+        if self.hooks is not None:
+            self.hooks.stream_started()
         try:
             await self._route(scope, receive, send)
         except Exception:
@@ -165,6 +181,9 @@ class FcmApp:
             except Exception:
                 # The response had already started; hypercorn closes the stream.
                 pass
+        finally:
+            if self.hooks is not None:
+                self.hooks.stream_ended()
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -306,7 +325,31 @@ def _outcome(response: FcmResponse) -> Outcome:
         retry_after=response.retry_after,
         added_latency=response.delay,
         extra=extra,
+        fault=response.fault,
     )
+
+
+class _TCPServer(TCPServer):
+    """hypercorn's connection handler, closing the socket as soon as the client has closed.
+
+    hypercorn 0.18 keeps waiting for the keep-alive timeout after the client's FIN, so the
+    socket would sit in CLOSE-WAIT for up to 300 s and count as open.
+    NOTE: stops hypercorn's private ``idle_task``; recheck on a hypercorn upgrade.
+    """
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self.idle_task.stop()
+
+
+def _h2_protocol(server: TCPServer) -> H2Protocol | None:
+    """Return the hypercorn HTTP/2 protocol serving a connection, or None for HTTP/1.1.
+
+    NOTE: reads hypercorn 0.18's ``TCPServer.protocol.protocol``, which is not public API.
+    """
+    wrapper = getattr(server, "protocol", None)
+    protocol = getattr(wrapper, "protocol", None)
+    return protocol if isinstance(protocol, H2Protocol) else None
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
@@ -370,6 +413,7 @@ class FcmGateway:
         plain_port: int | None = 0,
         graceful_timeout: float = 5.0,
         keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
+        hooks: WorldHooks | None = None,
     ) -> None:
         if require_auth and issuer is None:
             account = ServiceAccount.from_file(credentials.fcm_service_account)
@@ -379,7 +423,8 @@ class FcmGateway:
                 audiences=[token_uri] if token_uri else [],
                 lifetime=access_token_lifetime,
             )
-        self.app = FcmApp(rules, issuer if require_auth else None, sink)
+        self.app = FcmApp(rules, issuer if require_auth else None, sink, hooks)
+        self.hooks = hooks
         self.credentials = credentials
         self.host = host
         self.tls_port = tls_port
@@ -390,6 +435,8 @@ class FcmGateway:
         self._servers: list[asyncio.Server] = []
         self._context: WorkerContext | None = None
         self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
+        self._tcp_servers: dict[asyncio.Task, TCPServer] = {}
+        self._poll_timer: asyncio.TimerHandle | None = None
         self._connection_errors = 0
 
     @property
@@ -434,8 +481,12 @@ class FcmGateway:
             task = asyncio.current_task()
             self._connections[task] = writer
             peer = writer.get_extra_info("peername")
+            server = _TCPServer(app, loop, config, self._context, {}, reader, writer)
+            self._tcp_servers[task] = server
+            if self.hooks is not None:
+                self.hooks.connection_opened()
             try:
-                await TCPServer(app, loop, config, self._context, {}, reader, writer)
+                await server
             except TimeoutError:
                 # The client did not reply to the TLS close within TLS_SHUTDOWN_TIMEOUT.
                 log.debug("FCM connection from %s closed without a TLS close reply", peer)
@@ -447,6 +498,9 @@ class FcmGateway:
                     log.exception("FCM connection from %s failed (error %d)", peer, count)
             finally:
                 self._connections.pop(task, None)
+                self._tcp_servers.pop(task, None)
+                if self.hooks is not None:
+                    self.hooks.connection_closed()
 
         tls_context = pki.server_ssl_context(self.credentials, alpn=["h2", "http/1.1"])
         self._servers.append(
@@ -466,12 +520,47 @@ class FcmGateway:
             f"{self.host}:{self.ports.tls}",
             f"{self.host}:{self.ports.plain}" if self.ports.plain else "off",
         )
+        if self.hooks is not None:
+            self._poll_timer = loop.call_later(self.hooks.poll_interval, self._poll)
         return self.ports
+
+    def _poll(self) -> None:
+        """Send GOAWAY on the idle HTTP/2 connections a storm picks, and close them."""
+        hooks = self.hooks
+        assert hooks is not None
+        now = time.time()
+        try:
+            if hooks.directives(now).goaway_rate > 0:
+                for task, server in list(self._tcp_servers.items()):
+                    protocol = _h2_protocol(server)
+                    if protocol is None or protocol.streams or protocol.closed:
+                        continue
+                    if hooks.goaway_due(now):
+                        self._goaway(task, protocol)
+        except Exception:
+            # A failing fault policy must not stop the polling, or a storm would never end.
+            self._connection_errors += 1
+            if self._connection_errors <= 20 or self._connection_errors % 100 == 0:
+                log.exception("FCM gateway: polling the fault timeline failed")
+        self._poll_timer = asyncio.get_running_loop().call_later(hooks.poll_interval, self._poll)
+
+    def _goaway(self, task: asyncio.Task, protocol: H2Protocol) -> None:
+        writer = self._connections.get(task)
+        if writer is None or writer.is_closing():
+            return
+        # last_stream_id defaults to the highest stream received, and none is open.
+        protocol.connection.close_connection()
+        writer.write(protocol.connection.data_to_send())
+        writer.close()
+        log.info("FCM connection from %s: GOAWAY (storm)", writer.get_extra_info("peername"))
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (up to ``graceful_timeout``), close."""
         if not self._servers:
             return
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+            self._poll_timer = None
         for server in self._servers:
             server.close()
 

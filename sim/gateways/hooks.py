@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sim.gateways.faults import ConnectionDirectives
 
 
 class Service(enum.StrEnum):
@@ -132,3 +135,28 @@ class DeliverySink(Protocol):
 class DiscardSink:
     def record(self, request: PushRequest, outcome: Outcome) -> None:
         return None
+
+
+class WorldHooks(Protocol):
+    """Connection-level seam of one service: the gauges and the connection faults of a server.
+
+    A server calls ``directives`` and ``goaway_due`` about every ``poll_interval`` wall seconds
+    and applies what they return to its live connections.
+    """
+
+    service: Service
+    poll_interval: float
+
+    def connection_opened(self) -> None: ...
+
+    def connection_closed(self) -> None: ...
+
+    def stream_started(self) -> None: ...
+
+    def stream_ended(self) -> None: ...
+
+    def directives(self, now: float) -> ConnectionDirectives:
+        """Return the GOAWAY rate and stream limit in force at wall time ``now``."""
+
+    def goaway_due(self, now: float) -> bool:
+        """Draw whether one connection should send GOAWAY in the poll interval ending ``now``."""

@@ -79,7 +79,13 @@ class GatewayService:
             if tls
             else None
         )
-        return ApnsGateway(rules, host=self.options.host, port=port, ssl_context=context)
+        return ApnsGateway(
+            rules,
+            host=self.options.host,
+            port=port,
+            ssl_context=context,
+            hooks=self.world.hooks(Service.APNS),
+        )
 
     async def start(self) -> GatewayConfig:
         """Start every server and return the config clients need."""
@@ -106,6 +112,7 @@ class GatewayService:
             tls_port=options.fcm_port,
             plain_port=options.fcm_plain_port,
             access_token_lifetime=options.access_token_lifetime,
+            hooks=self.world.hooks(Service.FCM),
         )
         fcm_ports = await fcm.start()
         self.servers.append(fcm)

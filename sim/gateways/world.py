@@ -3,8 +3,9 @@
 A wire server is built from three seams of one ``GatewayWorld``:
 
     world = GatewayWorld.from_scenario(scenario, "run/deliveries.sqlite").start()
-    apns = ApnsServer(token_policy=world.token_policy(Service.APNS),
-                      fault_policy=world.fault_policy, sink=world.sink, ...)
+    rules = ApnsRules(auth=..., tokens=world.token_policy(Service.APNS),
+                      faults=world.fault_policy, sink=world.sink)
+    apns = ApnsGateway(rules, hooks=world.hooks(Service.APNS))
 
 For each push, on its event loop, the server:
 
@@ -18,6 +19,7 @@ For each push, on its event loop, the server:
 Connection faults are polled: ``world.fault_policy.connection_directives(service, now)`` and
 ``goaway_due(service, now, interval)``. The servers keep ``world.metrics`` gauges current with
 ``connection_opened``/``connection_closed`` and ``stream_started``/``stream_ended``.
+``world.hooks(service)`` bundles both for one service, and the servers take it as ``hooks=``.
 
 The run's epoch, run key and shard count arrive later, over the control API (see control.py),
 or through ``configure_run`` when the orchestrator runs in the same process.
@@ -31,7 +33,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sim.gateways.faults import FaultTimeline
+from sim.gateways.faults import ConnectionDirectives, FaultTimeline
 from sim.gateways.hooks import Outcome, PushRequest, Service
 from sim.gateways.inbox import ACK_META_PREFIX, Inbox
 from sim.gateways.ledger import DeliveryLedger
@@ -54,6 +56,50 @@ class WorldSink:
         """Count and queue one answered push; never blocks."""
         self.metrics.observe(request, outcome)
         self.ledger.record(request, outcome)
+
+
+# Wall seconds between a wire server's polls of the connection faults. A GOAWAY storm's rate is
+# at most 1 per connection per second, so 0.1 s keeps each draw's chance under 10 %.
+DEFAULT_POLL_INTERVAL = 0.1
+
+
+class ServiceHooks:
+    """WorldHooks of one service: the world's gauges and fault timeline, bound to ``service``."""
+
+    def __init__(
+        self,
+        service: Service,
+        timeline: FaultTimeline,
+        metrics: GatewayMetrics,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        if poll_interval <= 0:
+            raise ValueError(
+                f"invalid poll_interval {poll_interval!r}: use a positive number of wall seconds, "
+                f"such as {DEFAULT_POLL_INTERVAL}"
+            )
+        self.service = service
+        self.poll_interval = poll_interval
+        self._timeline = timeline
+        self._metrics = metrics
+
+    def connection_opened(self) -> None:
+        self._metrics.connection_opened(self.service)
+
+    def connection_closed(self) -> None:
+        self._metrics.connection_closed(self.service)
+
+    def stream_started(self) -> None:
+        self._metrics.stream_started(self.service)
+
+    def stream_ended(self) -> None:
+        self._metrics.stream_ended(self.service)
+
+    def directives(self, now: float) -> ConnectionDirectives:
+        return self._timeline.connection_directives(self.service, now)
+
+    def goaway_due(self, now: float) -> bool:
+        return self._timeline.goaway_due(self.service, now, self.poll_interval)
 
 
 class GatewayWorld:
@@ -127,6 +173,10 @@ class GatewayWorld:
     def token_policy(self, service: Service) -> ServiceTokenPolicy:
         """Return the token policy a wire server of ``service`` is constructed with."""
         return self.registry.for_service(service)
+
+    def hooks(self, service: Service, poll_interval: float = DEFAULT_POLL_INTERVAL) -> ServiceHooks:
+        """Return the connection hooks a wire server of ``service`` is constructed with."""
+        return ServiceHooks(service, self.timeline, self.metrics, poll_interval)
 
     def configure_run(self, config: RunConfig) -> None:
         """Install the run's epoch, key and shard count for every part at once."""

@@ -1,21 +1,29 @@
 """Throughput of the mock APNs gateway against a bare h2 server, both driven by h2load.
 
-Run: ``python tests/bench/bench_gateways.py [--requests N] [--rounds R]``. Needs h2load
-(Debian/Ubuntu: ``apt-get install nghttp2-client``).
+Run: ``python tests/bench/bench_gateways.py [--requests N] [--rounds R] [--breakdown]``.
+Needs h2load (Debian/Ubuntu: ``apt-get install nghttp2-client``).
 
 Each server runs alone in a child process and listens for h2c on loopback. Eight h2load
 processes of ``-c 1 -m 16`` drive it at once. Against the gateway every request carries a
-distinct issued device token (each process reads its own URI list), a provider token, a topic
-and a push type, so the whole rule set runs. The bare server responds 200 to everything, with
-the same ``H2Configuration``. The script prints both rates and their ratio (target 0.7),
-and the server CPU time per request, which varies less than the rates when other processes
-load the machine.
+distinct issued device token, a provider token, a topic and a push type, so the whole rule set
+runs. Each h2load process reads its own URI list, as long as its ``-n``, and no token appears
+twice in a run, its warm-up included. The bare server responds 200 to everything, with the same
+``H2Configuration``.
+
+The gateway runs in two configurations. ``gateway`` has the open token policy and a counting
+sink. ``world`` runs inside a ``GatewayWorld`` with a posted run: each token is checked by its
+HMAC under the run key, every push is written to a SQLite ledger in a temporary directory, and
+the world's hooks keep the gauges. The script prints each rate and its ratio to the bare server
+(target 0.7). It also prints the server CPU time per request, over all threads of the server
+process and so including the ledger's writer, which varies less than the rates when other
+processes load the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -37,6 +45,13 @@ from h2.exceptions import ProtocolError  # noqa: E402
 from sim.gateways.apns_server import H2_CONFIG  # noqa: E402
 
 PROCESSES = 8
+KINDS = ("bare", "gateway", "world")
+# With --breakdown: the gateway with one part of the world at a time.
+PARTS = {
+    "world-tokens": "registry token policy only",
+    "world-ledger": "ledger sink only",
+    "world-hooks": "gauges and fault polling only",
+}
 STREAMS_PER_CONNECTION = 16
 PAYLOAD = b'{"aps":{"alert":{"title":"Your cart","body":"is waiting"}},"cart_id":"c-1"}'
 TOPIC = "com.example.shop"
@@ -67,19 +82,35 @@ class BareH2Protocol(asyncio.Protocol):
 
 
 class CountingSink:
-    """Count responses by status, to check that every request was accepted."""
+    """Count responses by status, to check that every request was accepted, then pass them on."""
 
-    def __init__(self) -> None:
+    def __init__(self, forward=None) -> None:
         self.counts: dict[int, int] = {}
+        self.forward = forward
 
     def record(self, request, outcome) -> None:
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        if self.forward is not None:
+            self.forward.record(request, outcome)
 
 
-def _serve(kind: str, credentials_dir: str, ready, stop) -> None:
+def _world(work: Path, run_key: bytes):
+    """Return a started GatewayWorld with a posted run, its ledger in ``work``."""
+    from sim.formats.epoch import Epoch
+    from sim.gateways.run import RunConfig
+    from sim.gateways.world import GatewayWorld
+
+    world = GatewayWorld(work / f"deliveries-{os.getpid()}.sqlite", topic=TOPIC).start()
+    epoch = Epoch(wall_t0=time.time(), sim_t0=time.time(), time_scale=1.0)
+    world.configure_run(RunConfig(epoch, run_key, 4, "registry", TOPIC, ""))
+    return world
+
+
+def _serve(kind: str, work_dir: str, run_key: bytes, ready, stop) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         sink = CountingSink()
+        world = None
         if kind == "bare":
             server = await loop.create_server(BareH2Protocol, "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
@@ -88,19 +119,39 @@ def _serve(kind: str, credentials_dir: str, ready, stop) -> None:
             from sim.gateways.apns_auth import ApnsAuth
             from sim.gateways.apns_rules import ApnsRules
             from sim.gateways.apns_server import ApnsGateway
+            from sim.gateways.hooks import Service
 
-            credentials = pki.ensure_credentials(credentials_dir)
+            credentials = pki.ensure_credentials(Path(work_dir) / "pki")
+            options = {}
+            hooks = None
+            if kind.startswith("world"):
+                world = _world(Path(work_dir), run_key)
+            if kind in ("world", "world-ledger"):
+                sink.forward = world.sink
+            if kind in ("world", "world-tokens"):
+                options = {"tokens": world.token_policy(Service.APNS), "faults": world.fault_policy}
+            if kind in ("world", "world-hooks"):
+                hooks = world.hooks(Service.APNS)
             rules = ApnsRules(
                 auth=ApnsAuth.from_credentials(credentials),
                 sink=sink,
                 topics={credentials.apns_team_id: frozenset({TOPIC})},
+                **options,
             )
-            gateway = ApnsGateway(rules)
+            gateway = ApnsGateway(rules, hooks=hooks)
             port = await gateway.start()
-        ready.put(port)
+        # The parent reads the ledger writer's CPU time from /proc by its thread id.
+        writer = world.ledger._thread if world is not None else None
+        ready.put({"port": port, "writer_tid": writer.native_id if writer else None})
         while not stop.is_set():
             await asyncio.sleep(0.05)
-        ready.put(json.dumps(sink.counts))
+
+        report = {"counts": sink.counts}
+        if world is not None:
+            world.close()
+            report["ledger_rows"] = world.ledger.committed
+            report["ledger_errors"] = world.ledger.write_errors
+        ready.put(json.dumps(report))
 
     asyncio.run(main())
 
@@ -110,16 +161,22 @@ def _h2load_version() -> str:
     return output.strip().splitlines()[0] if output else "unknown"
 
 
+# Group ids not yet used in this run. Each URI list takes the next ones, so no device token is
+# sent twice, whatever the list lengths.
+_unused_groups = itertools.count(0)
+
+
 def _write_inputs(directory: Path, port: int, requests: int, run_key: bytes) -> list[Path]:
+    """Write one URI list of ``requests`` distinct issued tokens per h2load process."""
     from sim.formats.tokens import issue_token
 
     lists = []
-    for process in range(PROCESSES):
-        path = directory / f"uris-{port}-{process}.txt"
-        first = process * requests
+    for _ in range(PROCESSES):
+        groups = list(itertools.islice(_unused_groups, requests))
+        path = directory / f"uris-{port}-{groups[0]}.txt"
         lines = (
             f"http://127.0.0.1:{port}/3/device/{issue_token(run_key, 'ios', group, 0)}\n"
-            for group in range(first, first + requests)
+            for group in groups
         )
         path.write_text("".join(lines))
         lists.append(path)
@@ -130,6 +187,13 @@ def _drive(port: int, requests: int, headers: list[str], work: Path, run_key: by
     payload = work / "payload.json"
     payload.write_bytes(PAYLOAD)
     uri_lists = _write_inputs(work, port, requests, run_key)
+    for uri_list in uri_lists:
+        # h2load cycles through a list shorter than -n, which would repeat tokens.
+        count = sum(1 for _ in uri_list.open())
+        if count < requests:
+            raise RuntimeError(
+                f"{uri_list} has {count} URIs for -n {requests}: write at least -n URIs per list"
+            )
     commands = []
     for uri_list in uri_lists:
         command = [
@@ -182,10 +246,14 @@ def _drive(port: int, requests: int, headers: list[str], work: Path, run_key: by
     }
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """Return the user plus system CPU seconds of process ``pid``, or None off Linux."""
+def _cpu_seconds(pid: int, tid: int | None = None) -> float | None:
+    """Return the user plus system CPU seconds of process ``pid`` (or its thread ``tid``).
+
+    Returns None off Linux.
+    """
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     # After the command name, utime and stime are fields 12 and 13 (in clock ticks).
@@ -195,20 +263,28 @@ def _cpu_seconds(pid: int) -> float | None:
 def _measure(kind: str, requests: int, headers: list[str], work: Path, run_key: bytes) -> dict:
     ready = multiprocessing.Queue()
     stop = multiprocessing.Event()
-    server = multiprocessing.Process(target=_serve, args=(kind, str(work / "pki"), ready, stop))
+    server = multiprocessing.Process(target=_serve, args=(kind, str(work), run_key, ready, stop))
     server.start()
     try:
-        port = ready.get(timeout=30)
-        # A short warm-up so both servers are measured hot.
+        started = ready.get(timeout=30)
+        port, writer_tid = started["port"], started["writer_tid"]
+        # A short warm-up so every server is measured hot.
         _drive(port, max(requests // 10, 100), headers, work, run_key)
         cpu_before = _cpu_seconds(server.pid)
+        writer_before = _cpu_seconds(server.pid, writer_tid) if writer_tid else None
         result = _drive(port, requests, headers, work, run_key)
         cpu_after = _cpu_seconds(server.pid)
-        result["cpu_us"] = None
+        writer_after = _cpu_seconds(server.pid, writer_tid) if writer_tid else None
+        result["cpu_us"] = result["writer_cpu_us"] = None
         if cpu_before is not None and cpu_after is not None and result["succeeded"]:
             result["cpu_us"] = (cpu_after - cpu_before) / result["succeeded"] * 1e6
+        if writer_before is not None and writer_after is not None and result["succeeded"]:
+            result["writer_cpu_us"] = (writer_after - writer_before) / result["succeeded"] * 1e6
         stop.set()
-        result["server_counts"] = json.loads(ready.get(timeout=10))
+        report = json.loads(ready.get(timeout=60))
+        result["server_counts"] = report["counts"]
+        result["ledger_rows"] = report.get("ledger_rows")
+        result["ledger_errors"] = report.get("ledger_errors")
     finally:
         stop.set()
         server.join(timeout=10)
@@ -221,6 +297,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--requests", type=int, default=4000, help="requests per h2load process (default 4000)"
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also measure the gateway with each part of the world alone: "
+        + ", ".join(f"{kind} ({note})" for kind, note in PARTS.items()),
     )
     parser.add_argument(
         "--rounds",
@@ -260,9 +342,10 @@ def main() -> int:
             "apns-priority: 10",
         ]
 
-        results: dict[str, list[dict]] = {"bare": [], "gateway": []}
+        kinds = KINDS + tuple(PARTS) if args.breakdown else KINDS
+        results: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for _ in range(args.rounds):
-            for kind in ("bare", "gateway"):
+            for kind in kinds:
                 results[kind].append(_measure(kind, args.requests, headers, work, run_key))
 
     print(
@@ -274,27 +357,44 @@ def main() -> int:
     for kind, runs in results.items():
         for number, run in enumerate(runs, 1):
             cpu = f"{run['cpu_us']:.0f} us CPU/request" if run["cpu_us"] else "CPU n/a"
+            ledger = ""
+            if run["ledger_rows"] is not None:
+                ledger = f", ledger {run['ledger_rows']} rows, {run['ledger_errors']} errors"
+            if run["writer_cpu_us"] is not None:
+                ledger += f", ledger writer {run['writer_cpu_us']:.0f} us CPU/request"
             print(
-                f"  {kind:8s} round {number}: {run['rate']:9.0f} req/s, {cpu} "
+                f"  {kind:12s} round {number}: {run['rate']:9.0f} req/s, {cpu} "
                 f"({run['succeeded']} succeeded, {run['failed']} failed, "
                 f"{run['non_2xx']} non-2xx, {run['seconds']:.2f} s, "
-                f"server saw {run['server_counts'] or 'n/a'})"
+                f"server saw {run['server_counts'] or 'n/a'}{ledger})"
             )
         best[kind] = max(run["rate"] for run in runs)
-    ratio = best["gateway"] / best["bare"]
-    print(f"bare h2 server : {best['bare']:9.0f} req/s")
-    print(f"APNs gateway   : {best['gateway']:9.0f} req/s (full rules, distinct tokens)")
-    print(f"ratio          : {ratio:.2f} (target >= 0.70)")
+    print(f"bare h2 server     : {best['bare']:9.0f} req/s")
+    labels = {
+        "gateway": "APNs gateway       ",
+        "world": "APNs gateway, world",
+    }
+    notes = {
+        "gateway": "open token policy, counting sink",
+        "world": "registry HMAC check, SQLite ledger, gauges",
+    }
+    for kind, label in labels.items():
+        ratio = best[kind] / best["bare"]
+        print(f"{label}: {best[kind]:9.0f} req/s, ratio {ratio:.2f} ({notes[kind]})")
+    print("target ratio       : >= 0.70")
 
     # Server CPU per request is less sensitive than the rate to other load on the machine.
     cpu = {kind: [run["cpu_us"] for run in runs if run["cpu_us"]] for kind, runs in results.items()}
-    if cpu["bare"] and cpu["gateway"]:
+    if all(cpu.values()):
         bare_cpu = min(cpu["bare"])
-        gateway_cpu = min(cpu["gateway"])
-        print(
-            f"server CPU     : bare {bare_cpu:.0f} us/request, gateway {gateway_cpu:.0f} "
-            f"us/request, ratio {bare_cpu / gateway_cpu:.2f}"
-        )
+        for kind in results:
+            if kind == "bare":
+                continue
+            kind_cpu = min(cpu[kind])
+            print(
+                f"server CPU {kind:12s}: bare {bare_cpu:.0f} us/request, {kind} {kind_cpu:.0f} "
+                f"us/request, ratio {bare_cpu / kind_cpu:.2f}"
+            )
     return 0
 
 
