@@ -62,7 +62,7 @@ class CdpBatchAdapter:
         return None
 
     def is_first(self, device: str) -> bool:
-        """Tell whether the device's buffer holds exactly one message, so a timer must start."""
+        """Tell whether the device's buffer contains exactly one message, so a timer must start."""
         buffer = self.buffers.get(device)
         return buffer is not None and len(buffer.messages) == 1
 

@@ -43,7 +43,7 @@ INBOX_WAIT = 1.0  # wall seconds a long poll of the inbox may wait
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What every worker of a run receives before the first action."""
+    """The epoch and shard that a worker receives before the first action."""
 
     epoch: Epoch
     shard_index: int

@@ -39,7 +39,7 @@ DONE_MESSAGE = "pushsim_done"
 
 
 class DriverState:
-    """What this Locust process knows about the pushsim run."""
+    """State of the pushsim run in this Locust process: scenario, plan, shards and timing."""
 
     def __init__(self) -> None:
         self.timing = TimingTable()
@@ -59,29 +59,28 @@ state = DriverState()
 def add_arguments(parser) -> None:
     # Locust's own add_argument takes include_in_web_ui and is_secret; an argument group's
     # does not, so the options are added to the parser itself.
-    group = parser
-    group.add_argument(
+    parser.add_argument(
         "--scenario",
         type=str,
         env_var="PUSHSIM_SCENARIO",
         default="cart_recovery",
         help="scenario YAML file, or the name of a bundled scenario (default: cart_recovery)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--time-scale",
         type=float,
         env_var="PUSHSIM_TIME_SCALE",
         default=None,
         help="simulated seconds per wall second; overrides the scenario's clock.time_scale",
     )
-    group.add_argument(
+    parser.add_argument(
         "--seed",
         type=int,
         env_var="PUSHSIM_SEED",
         default=None,
         help="seed of every random stream; overrides the scenario's seed",
     )
-    group.add_argument(
+    parser.add_argument(
         "--set",
         dest="pushsim_set",
         action="append",
@@ -90,7 +89,7 @@ def add_arguments(parser) -> None:
         include_in_web_ui=False,
         help="override one scenario value as key.path=value; repeatable",
     )
-    group.add_argument(
+    parser.add_argument(
         "--gateways-config",
         type=str,
         env_var="PUSHSIM_GATEWAYS_CONFIG",
@@ -98,7 +97,7 @@ def add_arguments(parser) -> None:
         help="JSON file written by `pushsim gateways --config-out`; without it no push reaches "
         "the phones",
     )
-    group.add_argument(
+    parser.add_argument(
         "--run-dir",
         type=str,
         env_var="PUSHSIM_RUN_DIR",
@@ -106,14 +105,14 @@ def add_arguments(parser) -> None:
         help="directory for the truth ledgers (default: runs/locust-<start time>); on several "
         "machines, a directory every worker and the master share",
     )
-    group.add_argument(
+    parser.add_argument(
         "--backend-control",
         type=str,
         env_var="PUSHSIM_BACKEND_CONTROL",
         default="",
         help="control URL of the reference backend, which receives the run's epoch",
     )
-    group.add_argument(
+    parser.add_argument(
         "--backend-control-token",
         type=str,
         env_var="PUSHSIM_BACKEND_CONTROL_TOKEN",
@@ -121,7 +120,7 @@ def add_arguments(parser) -> None:
         is_secret=True,
         help="bearer token of the reference backend's control URL",
     )
-    group.add_argument(
+    parser.add_argument(
         "--epoch-file",
         type=str,
         env_var="PUSHSIM_EPOCH_FILE",

@@ -1,7 +1,7 @@
 """The gateways' config file: where the mock APNs and FCM listen and how to authenticate.
 
 ``pushsim gateways`` writes it; the reference backend's sender, the Locust driver and a team's
-own backend read it. It holds the control API's bearer token, so it is written with mode 0600.
+own backend read it. It contains the control API's bearer token, so it is written with mode 0600.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ CONFIG_VERSION = 1
 
 @dataclass
 class ApnsEndpoint:
-    """Where the mock APNs listens and the provider credentials that it accepts."""
+    """Address, ports and accepted provider credentials of the mock APNs."""
 
     host: str = "127.0.0.1"
     tls_port: int = 0
@@ -32,7 +32,7 @@ class ApnsEndpoint:
 
 @dataclass
 class FcmEndpoint:
-    """Where the mock FCM listens, and the service account whose token_uri points at it."""
+    """Address and ports of the mock FCM, and the service account whose token_uri points at it."""
 
     host: str = "127.0.0.1"
     tls_port: int = 0

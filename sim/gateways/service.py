@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GatewayOptions:
-    """Where the gateways keep their files and which ports they bind (0 picks a free one)."""
+    """Directory and ports of the gateways; port 0 picks a free one."""
 
     directory: Path
     host: str = "127.0.0.1"
@@ -171,7 +171,7 @@ class GatewayService:
         return self.config
 
     async def stop(self) -> None:
-        """Stop every server, then close the ledger so nothing answered is lost."""
+        """Stop every server, then close the ledger so that no recorded push is lost."""
         for server in reversed(self.servers):
             try:
                 await server.stop()

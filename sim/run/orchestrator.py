@@ -39,7 +39,7 @@ EXIT_PARTIAL = 3
 
 @dataclass
 class RunOptions:
-    """What ``pushsim run`` was asked to do."""
+    """Options of one ``pushsim run``."""
 
     out: Path
     target: str | None = None
