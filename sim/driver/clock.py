@@ -23,7 +23,7 @@ DEFAULT_BURST = 0.004
 # The pause between bursts while behind, in wall seconds: long enough for the hub to run a loop
 # iteration with timers and I/O, short enough to cost little.
 YIELD_SLEEP = 0.0001
-# The longest single sleep while ahead of schedule, so a stop request is seen promptly.
+# The maximum single sleep while ahead of schedule, so a stop request is seen promptly.
 MAX_SLEEP = 0.05
 
 

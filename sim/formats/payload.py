@@ -1,7 +1,7 @@
 """Find a journey's deep link in a push payload and read the cart, product or order back out.
 
 The backend, the driver and the oracle all need to know which cart a push was about. The link
-sits where the journey's ``payload_path`` says, or where Customer.io puts it: ``CIO.push.link``
+is at the journey's ``payload_path``, or where Customer.io puts it: ``CIO.push.link``
 in an APNs payload and ``message.data.link`` in an FCM request.
 """
 

@@ -68,7 +68,7 @@ class Component:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_healthy(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
-        """Poll the health URL until it answers 200, raising ComponentError on exit or timeout."""
+        """Poll the health URL until it returns 200, raising ComponentError on exit or timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
