@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sim.commands.common import EXIT_USAGE
 from sim.scenario import ScenarioError
@@ -26,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that other commands do not pay for matplotlib.
-    from reports.build import write_report
+    from reports.build import partial_reason, write_report
     from sim.oracle import judge_run, load_run
 
     try:
@@ -36,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     path = write_report(result, args.run_dir)
     print(f"wrote {path}")
+    partial = partial_reason(Path(args.run_dir))
+    if partial is not None:
+        print(f"warning: the run is partial: {partial}", file=sys.stderr)
     return print_verdict(result)
 
 

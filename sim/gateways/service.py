@@ -50,6 +50,9 @@ class GatewayService:
     """Starts and stops every gateway server around one GatewayWorld."""
 
     def __init__(self, options: GatewayOptions, scenario: Scenario | None = None) -> None:
+        # The config file names files in this directory; absolute paths keep it valid for
+        # clients started from any working directory.
+        options.directory = Path(options.directory).resolve()
         self.options = options
         self.scenario = scenario
         self.credentials = pki.ensure_credentials(options.directory / "credentials")

@@ -96,8 +96,10 @@ class Component:
                 log.warning("%s did not stop within %g s; killing it", self.name, grace)
                 _signal_group(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
-        # Children of the component (Locust's worker processes, say) share its group.
+        # Children of the component (Locust's worker processes, say) share its group. SIGKILL
+        # takes effect asynchronously, so wait until the group is really gone.
         _signal_group(self.process.pid, signal.SIGKILL)
+        _wait_group_gone(self.process.pid, timeout=5.0)
         return self.process.returncode
 
 
@@ -106,6 +108,35 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _group_members(group_id: int) -> list[int]:
+    """Return the live processes of a process group, read from /proc (Linux); zombies excluded."""
+    members = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return members
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command name come the state, the parent id and the process group id.
+        state, group = fields[0], int(fields[2])
+        if group == group_id and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_group_gone(group_id: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _group_members(group_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = _group_members(group_id)
+    if left:
+        log.warning("processes %s of group %d outlived SIGKILL", left, group_id)
 
 
 def _answers_ok(url: str) -> bool:

@@ -288,6 +288,13 @@ class Rehearsal:
     def finish(self) -> int:
         marker = {"partial": self.partial_reason is not None, "reason": self.partial_reason}
         (self.run_dir / "run-status.json").write_text(json.dumps(marker, indent=2))
+        if not (self.run_dir / "epoch.json").exists():
+            print(
+                f"pushsim: no report: the run stopped before its first action "
+                f"({self.partial_reason}); logs are in {self.logs}",
+                file=sys.stderr,
+            )
+            return EXIT_PARTIAL
         try:
             from reports.build import write_report
             from sim.oracle import judge_run, load_run

@@ -81,6 +81,11 @@ def bundled_scenarios() -> dict[str, Path]:
 def resolve_path(name: str | Path) -> Path:
     """Find a scenario file by path, or by the name of a bundled scenario."""
     path = Path(name)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"scenario {str(name)!r} is a directory: give a scenario YAML file, or one of the "
+            f"bundled scenarios ({', '.join(bundled_scenarios()) or 'none'})"
+        )
     if path.exists():
         return path
     bundled = bundled_scenarios()
@@ -96,6 +101,18 @@ def resolve_path(name: str | Path) -> Path:
 def _place(problem: Problem, source: Source) -> Finding:
     file, line = source.locate(problem.path)
     return Finding(file, line, format_path(problem.path), problem.message, problem.severity)
+
+
+def _seed_default_list(data: dict, key_path: tuple) -> None:
+    """Copy a default list, such as the default journeys, into ``data`` before ``--set`` indexes
+    into it, so ``journeys[0].delay=45m`` works on a file that never lists journeys."""
+    from sim.scenario.dump import scenario_to_plain
+
+    if len(key_path) < 2 or not isinstance(key_path[1], int) or key_path[0] in data:
+        return
+    defaults = scenario_to_plain(Scenario())
+    if isinstance(defaults.get(key_path[0]), list):
+        data[key_path[0]] = defaults[key_path[0]]
 
 
 def load_scenario(
@@ -131,6 +148,7 @@ def load_scenario(
     for override in overrides:
         try:
             key_path, value = parse_override(override)
+            _seed_default_list(data, key_path)
             apply_override(data, key_path, value, override)
         except OverrideError as error:
             findings.append(Finding("--set", None, override.partition("=")[0], str(error)))

@@ -90,3 +90,18 @@ def test_no_command_prints_help():
     result = pushsim()
     assert result.returncode == 2
     assert "validate" in result.stderr
+
+
+def test_run_rejects_bad_options(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = pushsim(
+        "run", "minimal", "--naive", "nope", "--target", "notaurl", "--processes", "0",
+        "--out", str(a_file),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown --naive switch 'nope': use one of no_exit_check" in result.stderr
+    assert "invalid --target 'notaurl'" in result.stderr
+    assert "invalid --processes 0" in result.stderr
+    assert "is a file: give a directory" in result.stderr
+    assert "Traceback" not in result.stderr

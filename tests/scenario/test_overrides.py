@@ -41,3 +41,14 @@ def test_bad_override_reported_with_path(override, path, phrase):
     assert finding.file == "--set"
     assert finding.path == path
     assert phrase in finding.message
+
+
+def test_override_indexes_default_list():
+    loaded = load_scenario("minimal", ["journeys[0].delay=45m"])
+    assert loaded.scenario.journeys[0].name == "cart_recovery"
+    assert loaded.scenario.journeys[0].delay == 2700.0
+
+
+def test_directory_is_not_a_scenario(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        load_scenario(tmp_path)
