@@ -4,8 +4,10 @@ unregistered tokens and connection churn.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sim.formats.epoch import Epoch
 from sim.oracle.ledger import TruthIndex
@@ -39,6 +41,8 @@ class Conduct:
     requests_per_connection: float | None = None
     pruning_checked: bool = False
     pruning_note: str = ""
+    prunes_after_unregistered: int = 0
+    prunes_against_timestamp: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def example(self, kind: str, text: str) -> None:
@@ -48,7 +52,11 @@ class Conduct:
 
 
 def judge_conduct(
-    pushes: list[Push], index: TruthIndex, epoch: Epoch, origin: float, store_present: bool
+    pushes: list[Push],
+    index: TruthIndex,
+    epoch: Epoch,
+    origin: float,
+    store_path: Path | None = None,
 ) -> Conduct:
     """Judge retries, Retry-After, sends after unregistered responses and connection use."""
     conduct = Conduct()
@@ -63,14 +71,65 @@ def judge_conduct(
     total = sum(conduct.connections.values())
     conduct.requests_per_connection = len(ordered) / total if total else None
 
-    # NOTE: the pruning check needs the backend store's schema, which has no shared definition
-    # yet, so it is reported as not checked even when a store is present.
-    conduct.pruning_note = (
-        "backend store present, but its schema is not read yet"
-        if store_present
-        else "no backend store in the run (external backend)"
-    )
+    if store_path is not None:
+        _judge_pruning(ordered, store_path, conduct)
+    else:
+        conduct.pruning_note = "no backend store in the run (external backend)"
     return conduct
+
+
+# How a registration shows in the embedded backend's device history.
+_REGISTRATIONS = ("registered", "reactivated", "moved")
+
+
+def _judge_pruning(ordered: list[Push], store_path: Path, conduct: Conduct) -> None:
+    """Check each prune after an APNs 410 against Apple's rule: prune only a token that was
+    registered before the 410's ``timestamp``.
+
+    It reads the embedded backend's ``device_history`` table (token, action, reason, at in wall
+    seconds); an external backend's store is not available, and the check is then skipped.
+    """
+    try:
+        connection = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+        try:
+            history = connection.execute(
+                "SELECT token, action, at FROM device_history ORDER BY at, id"
+            ).fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        conduct.pruning_note = f"backend store {store_path} could not be read: {error}"
+        return
+
+    gone: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for push in ordered:
+        if push.row.service == "apns" and push.row.status == 410 and push.row.timestamp_ms:
+            gone[push.row.token].append((push.row.wall_time, push.row.timestamp_ms))
+
+    registered_at: dict[str, float] = {}
+    for token, action, at in history:
+        if action in _REGISTRATIONS:
+            registered_at[token] = at
+            continue
+        if action != "pruned" or token not in gone:
+            continue
+        answers = [stamp for wall, stamp in gone[token] if wall <= at + 1.0]
+        if not answers:
+            continue
+        conduct.prunes_after_unregistered += 1
+        died_at = answers[-1] / 1000.0
+        if registered_at.get(token, 0.0) > died_at:
+            conduct.prunes_against_timestamp += 1
+            conduct.example(
+                "prune_against_timestamp",
+                f"token {token[:12]}… registered at {registered_at[token]:.3f}, 410 timestamp "
+                f"{died_at:.3f}",
+            )
+    conduct.pruning_checked = True
+    conduct.pruning_note = (
+        f"{conduct.prunes_after_unregistered} prunes after APNs 410 checked against the "
+        "timestamp rule"
+    )
 
 
 def _judge_retries(ordered: list[Push], conduct: Conduct) -> None:

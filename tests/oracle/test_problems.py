@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from sim.oracle.judge import judge_run
 from sim.oracle.reach import GRID_POINTS
 from tests.oracle.ledgers import DELAY, WALL_T0, Story, apns_token
@@ -279,3 +281,47 @@ def test_one_push_per_phone_not_duplicate(tmp_path):
     result = judge_run(story.write(tmp_path))
     assert result.problems["duplicate_delivery"].count == 0
     assert result.rows[0].outcome == "delivered"
+
+
+def write_device_history(path, rows) -> None:
+    connection = sqlite3.connect(path)
+    connection.execute(
+        "CREATE TABLE device_history (id INTEGER PRIMARY KEY, token TEXT NOT NULL, "
+        "profile_id INTEGER NOT NULL, action TEXT NOT NULL, reason TEXT, at REAL NOT NULL)"
+    )
+    connection.executemany(
+        "INSERT INTO device_history (token, profile_id, action, reason, at) VALUES (?, 1, ?, ?, ?)",
+        rows,
+    )
+    connection.commit()
+    connection.close()
+
+
+def test_pruning_checked_against_timestamp(tmp_path):
+    story = Story()
+    early = story.shopper()
+    late = story.shopper(device="d2-0", person="p2-0", token=2, user_id="p2-0")
+    story.add_to_cart(CART_AT)
+    died_wall = WALL_T0 + 500 / 1440
+    answer_wall = WALL_T0 + DUE / 1440
+    for token in (early, late):
+        story.push(DUE, token, status=410, reason="Unregistered", live=False,
+                   timestamp_ms=int(died_wall * 1000), wall=answer_wall)  # fmt: skip
+    inputs = story.write(tmp_path)
+    store = tmp_path / "backend.sqlite"
+    write_device_history(
+        store,
+        [
+            # Registered before the token died: pruning it is right.
+            (early, "registered", None, died_wall - 10),
+            (early, "pruned", "Unregistered", answer_wall + 0.1),
+            # Registered again after it died: pruning it breaks the rule.
+            (late, "registered", None, died_wall + 1.0),
+            (late, "pruned", "Unregistered", answer_wall + 0.1),
+        ],
+    )
+    inputs.store_path = store
+    conduct = judge_run(inputs).conduct
+    assert conduct.pruning_checked is True
+    assert conduct.prunes_after_unregistered == 2
+    assert conduct.prunes_against_timestamp == 1
