@@ -52,9 +52,10 @@ def print_verdict(result) -> int:
             print(f"journey {journey.name}: not judged ({journey.note})")
             continue
         outcomes = ", ".join(f"{name} {count}" for name, count in journey.outcomes.items() if count)
+        eligible = journey.triggers - journey.excluded
         print(
-            f"journey {journey.name}: {journey.triggers} eligible triggers "
-            f"({journey.excluded} excluded near the end): {outcomes or 'no outcomes'}"
+            f"journey {journey.name}: {journey.triggers} triggers, {journey.excluded} excluded "
+            f"near the end, {eligible} eligible. Final outcomes: {outcomes or 'none'}"
         )
 
     failed = [gate for gate in result.gates if not gate.passed]
