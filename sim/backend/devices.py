@@ -62,6 +62,11 @@ def _push_flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
+# How old, in wall seconds, an app's registration stamp may be and still count as the moment of
+# registration; an older last_used describes earlier use of the device, not this registration.
+FRESH_STAMP = 60.0
+
+
 def register_device(
     connection: sqlite3.Connection,
     profile_id: int,
@@ -72,10 +77,16 @@ def register_device(
 ) -> RegisterResult:
     """Register ``device`` to ``profile_id``, moving it from any other owner.
 
-    ``registered_at`` is set to ``now`` on every registration, so a sender can tell a token
-    registered again after a failed send from one that was not. With ``single_device`` every
-    other active token of the profile is deleted with reason ``replaced``.
+    ``registered_at`` is set on every registration, so a sender can tell a token registered
+    again after a failed send from one that was not. It is the app's own ``last_used`` stamp when
+    that lies within ``FRESH_STAMP`` seconds before ``now``, else ``now``: in a rehearsal at a time
+    scale of thousands, a few milliseconds of request latency would otherwise reorder a
+    registration and the token's death that were simulated seconds apart. With ``single_device``
+    every other active token of the profile is deleted with reason ``replaced``.
     """
+    registered_at = now
+    if device.last_used is not None and now - FRESH_STAMP <= device.last_used <= now:
+        registered_at = device.last_used
     row = connection.execute(
         "SELECT profile_id, status, attributes FROM devices WHERE token = ?", (device.token,)
     ).fetchone()
@@ -91,8 +102,8 @@ def register_device(
                 profile_id,
                 device.platform,
                 device.last_used,
-                now,
-                now,
+                registered_at,
+                registered_at,
                 now,
                 _push_flag(device.push_enabled),
                 device.push_enabled_at,
@@ -101,7 +112,7 @@ def register_device(
                 json.dumps(device.attributes, sort_keys=True),
             ),
         )
-        _history(connection, device.token, profile_id, "registered", None, now)
+        _history(connection, device.token, profile_id, "registered", None, registered_at)
     else:
         attributes = json.loads(row["attributes"])
         attributes.update(device.attributes)
@@ -117,7 +128,7 @@ def register_device(
                 profile_id,
                 device.platform,
                 device.last_used,
-                now,
+                registered_at,
                 now,
                 _push_flag(device.push_enabled),
                 device.push_enabled_at,
@@ -130,10 +141,17 @@ def register_device(
         if row["profile_id"] != profile_id:
             previous_owner = row["profile_id"]
             _history(
-                connection, device.token, profile_id, "moved", f"from profile {previous_owner}", now
+                connection,
+                device.token,
+                profile_id,
+                "moved",
+                f"from profile {previous_owner}",
+                registered_at,
             )
         elif row["status"] != ACTIVE:
-            _history(connection, device.token, profile_id, "reactivated", row["status"], now)
+            _history(
+                connection, device.token, profile_id, "reactivated", row["status"], registered_at
+            )
 
     replaced: tuple[str, ...] = ()
     if single_device:

@@ -117,3 +117,42 @@ def test_brownout_backoff_judged(tmp_path):
     )
     assert naive.returncode == 1, naive.stdout[-3000:] + naive.stderr[-3000:]
     assert "FAIL  retries_without_backoff == 0" in naive.stdout
+
+
+def outcomes_of(run_dir) -> dict:
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    return summary["journeys"][0]["outcomes"]
+
+
+def test_no_anonymous_merge_detected(tmp_path):
+    careful = pushsim_run(tmp_path / "careful", "minimal", "--quiet", *SHORT)
+    assert careful.returncode == 0, careful.stderr[-3000:]
+    naive = pushsim_run(
+        tmp_path / "naive", "minimal", "--quiet", "--naive", "no_anonymous_merge", *SHORT
+    )
+    assert naive.returncode == 0, naive.stderr[-3000:]
+
+    # The same shoppers do the same things; only the backend's stitching differs.
+    careful_outcomes = outcomes_of(tmp_path / "careful")
+    naive_outcomes = outcomes_of(tmp_path / "naive")
+    assert sum(careful_outcomes.values()) == sum(naive_outcomes.values())
+    assert careful_outcomes["not_sent"] == 0
+    assert naive_outcomes["not_sent"] > 0
+    assert naive_outcomes["displayed"] < careful_outcomes["displayed"]
+
+
+def test_no_pruning_after_410_detected(tmp_path):
+    careful = pushsim_run(tmp_path / "careful", "launch_broadcast", "--quiet")
+    assert careful.returncode == 0, careful.stdout[-3000:] + careful.stderr[-3000:]
+    conduct = json.loads((tmp_path / "careful" / "report" / "summary.json").read_text())[
+        "backend_conduct"
+    ]
+    assert conduct["unregistered_responses"] > 0
+    assert conduct["prunes_after_unregistered"] > 0
+    assert conduct["prunes_against_timestamp"] == 0
+
+    naive = pushsim_run(
+        tmp_path / "naive", "launch_broadcast", "--quiet", "--naive", "no_pruning_after_410"
+    )
+    assert naive.returncode == 1, naive.stdout[-3000:] + naive.stderr[-3000:]
+    assert "FAIL  sends_after_unregistered == 0" in naive.stdout
