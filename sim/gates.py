@@ -103,6 +103,12 @@ GATE_METRICS: dict[str, GateMetric] = {
             "lowest share, over the run, of opted-in shoppers reachable on the right profile",
             "ratio 0..1",
         ),
+        GateMetric(
+            "device_tokens_lost",
+            "device tokens the app registered and never deleted that the backend deleted or "
+            "never stored (needs the embedded backend's store)",
+            "count",
+        ),
     )
 }
 

@@ -4,12 +4,14 @@ unregistered tokens and connection churn.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sim.formats.epoch import Epoch
+from sim.formats.truth import read_records
 from sim.oracle.ledger import TruthIndex
 from sim.oracle.problems import EXAMPLES_KEPT
 from sim.oracle.pushes import Push
@@ -24,6 +26,8 @@ MIN_BACKOFF_SECONDS = 0.2
 # Retry-After is whole wall seconds. A retry this much earlier still counts as honouring it,
 # which allows for clock reading and rounding on the sender's side.
 RETRY_AFTER_SLACK_SECONDS = 0.05
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +47,8 @@ class Conduct:
     pruning_note: str = ""
     prunes_after_unregistered: int = 0
     prunes_against_timestamp: int = 0
+    device_tokens_checked: int | None = None
+    device_tokens_lost: int | None = None
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def example(self, kind: str, text: str) -> None:
@@ -57,6 +63,7 @@ def judge_conduct(
     epoch: Epoch,
     origin: float,
     store_path: Path | None = None,
+    truth_paths: list[Path] | None = None,
 ) -> Conduct:
     """Judge retries, Retry-After, sends after unregistered responses and connection use."""
     conduct = Conduct()
@@ -73,6 +80,8 @@ def judge_conduct(
 
     if store_path is not None:
         _judge_pruning(ordered, store_path, conduct)
+        if truth_paths:
+            _judge_device_sync(truth_paths, store_path, conduct)
     else:
         conduct.pruning_note = "no backend store in the run (external backend)"
     return conduct
@@ -199,3 +208,39 @@ def _judge_unregistered(
                 gone[token] = epoch.sim_at(push.row.timestamp_ms / 1000.0) - origin
             else:
                 gone[token] = push.at
+
+
+def _judge_device_sync(truth_paths: list[Path], store_path: Path, conduct: Conduct) -> None:
+    """Count device tokens the app registered and never deleted that the backend no longer has.
+
+    A token's registration counts when its SDK call was sent; a later sent ``delete_token``
+    releases it. The backend may prune a token after the push service reported it gone, so only
+    tokens it deleted, or never stored, are lost: a backend that keeps one device per person
+    loses the other phone's token this way.
+    """
+    registered: set[str] = set()
+    for path in truth_paths:
+        for record in read_records(path):
+            if record.get("kind") != "sdk_call" or record.get("status") != "sent":
+                continue
+            token = record.get("token")
+            if record.get("method") == "register_token" and token:
+                registered.add(token)
+            elif record.get("method") == "delete_token" and token:
+                registered.discard(token)
+
+    try:
+        connection = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+        try:
+            status = dict(connection.execute("SELECT token, status FROM devices").fetchall())
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        log.warning("backend store %s could not be read: %s", store_path, error)
+        return
+
+    lost = sorted(token for token in registered if status.get(token) in (None, "deleted"))
+    conduct.device_tokens_checked = len(registered)
+    conduct.device_tokens_lost = len(lost)
+    for token in lost:
+        conduct.example("device_token_lost", f"token {token[:12]}… {status.get(token) or 'absent'}")

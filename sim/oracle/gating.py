@@ -41,6 +41,7 @@ def gate_metrics(result: OracleResult) -> dict[str, float | None]:
         "sends_after_unregistered": conduct.sends_after_unregistered,
         "retries_without_backoff": conduct.retries_without_backoff,
         "retries_before_retry_after": conduct.retries_before_retry_after,
+        "device_tokens_lost": conduct.device_tokens_lost,
         "trigger_lateness_p99_wall_ms": result.lateness_wall_ms.get("p99"),
         "reachable_share_min": min(known_shares) if known_shares else None,
     }

@@ -101,6 +101,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
             inputs.epoch,
             origin,
             store_path=inputs.store_path,
+            truth_paths=inputs.truth_paths,
         ),
         generator=judge_generator(index),
         reach=reach_over_time(index, clock.duration),

@@ -156,3 +156,26 @@ def test_no_pruning_after_410_detected(tmp_path):
     )
     assert naive.returncode == 1, naive.stdout[-3000:] + naive.stderr[-3000:]
     assert "FAIL  sends_after_unregistered == 0" in naive.stdout
+
+
+def test_single_device_per_person_detected(tmp_path):
+    second_phones = (
+        *SHORT,
+        "--set", "population.multi_device=0.4",
+        "--set", "population.second_device_delay.median=1h",
+    )  # fmt: skip
+    careful = pushsim_run(tmp_path / "careful", "minimal", "--quiet", *second_phones)
+    assert careful.returncode == 0, careful.stderr[-3000:]
+    naive = pushsim_run(
+        tmp_path / "naive", "minimal", "--quiet", "--naive", "single_device_per_person",
+        *second_phones,
+    )  # fmt: skip
+    assert naive.returncode == 0, naive.stderr[-3000:]
+
+    def conduct(name):
+        summary = json.loads((tmp_path / name / "report" / "summary.json").read_text())
+        return summary["backend_conduct"]
+
+    assert conduct("careful")["device_tokens_checked"] > 0
+    assert conduct("careful")["device_tokens_lost"] == 0
+    assert conduct("naive")["device_tokens_lost"] > 0

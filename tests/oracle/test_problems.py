@@ -325,3 +325,35 @@ def test_pruning_checked_against_timestamp(tmp_path):
     assert conduct.pruning_checked is True
     assert conduct.prunes_after_unregistered == 2
     assert conduct.prunes_against_timestamp == 1
+
+
+def write_devices(path, rows) -> None:
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE device_history (id INTEGER PRIMARY KEY, token TEXT, "
+                       "profile_id INTEGER, action TEXT, reason TEXT, at REAL)")  # fmt: skip
+    connection.execute("CREATE TABLE devices (token TEXT PRIMARY KEY, status TEXT)")
+    connection.executemany("INSERT INTO devices (token, status) VALUES (?, ?)", rows)
+    connection.commit()
+    connection.close()
+
+
+def test_lost_device_tokens_counted(tmp_path):
+    story = Story()
+    kept = story.shopper()
+    dropped = story.shopper(device="d2-0", person="p2-0", token=2, user_id="p2-0")
+    missing = story.shopper(device="d3-0", person="p3-0", token=3, user_id="p3-0")
+    inputs = story.write(tmp_path)
+    store = tmp_path / "backend.sqlite"
+    write_devices(store, [(kept, "active"), (dropped, "deleted")])
+    inputs.store_path = store
+    conduct = judge_run(inputs).conduct
+    assert conduct.device_tokens_checked == 3
+    assert conduct.device_tokens_lost == 2
+    assert missing not in {kept, dropped}
+
+
+def test_lost_device_tokens_need_store(tmp_path):
+    story = Story()
+    story.shopper()
+    conduct = judge_run(story.write(tmp_path)).conduct
+    assert conduct.device_tokens_lost is None
