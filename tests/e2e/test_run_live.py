@@ -179,3 +179,24 @@ def test_single_device_per_person_detected(tmp_path):
     assert conduct("careful")["device_tokens_checked"] > 0
     assert conduct("careful")["device_tokens_lost"] == 0
     assert conduct("naive")["device_tokens_lost"] > 0
+
+
+def test_backend_repairs_token_before_identify(tmp_path):
+    # Every token is registered while anonymous and never again after identify. Over the CDP
+    # batch the device lands on the anonymous profile, and the anonymous merge must carry it to
+    # the person; without the merge it stays stranded there.
+    faulty = (
+        *SHORT,
+        "--set", "target.protocol=cdp_batch",
+        "--set", "sdk_faults.token_before_identify=1.0",
+    )  # fmt: skip
+    careful = pushsim_run(tmp_path / "careful", "minimal", "--quiet", *faulty)
+    assert careful.returncode == 0, careful.stderr[-3000:]
+    naive = pushsim_run(
+        tmp_path / "naive", "minimal", "--quiet", "--naive", "no_anonymous_merge", *faulty
+    )
+    assert naive.returncode == 0, naive.stderr[-3000:]
+
+    assert outcomes_of(tmp_path / "careful")["stranded_anonymous"] == 0
+    assert outcomes_of(tmp_path / "careful")["displayed"] > 0
+    assert outcomes_of(tmp_path / "naive")["stranded_anonymous"] > 0
