@@ -47,6 +47,19 @@ def audience_for(world: World, journey: Journey) -> Audience:
     return JourneyAudience(world, journey)
 
 
+# Counts every audience reports: where a trigger's push could go, and the outcomes of journeys
+# that wait a delay after their trigger.
+REACHABILITY = ("no_device", "no_permission", "audience")
+DELAYED_OUTCOMES = ("triggers", "excluded_near_end", "exited_before_delay", *REACHABILITY)
+
+
+def _summary(journey: Journey, counts: Counter[str], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Return a journey's name and kind with the named counts, in the order given."""
+    result: dict[str, Any] = {"name": journey.name, "kind": journey.kind}
+    result.update({key: counts[key] for key in keys})
+    return result
+
+
 class JourneyAudience:
     """Counts of one journey's triggers by the outcome that decides whether a push is due."""
 
@@ -103,18 +116,7 @@ class JourneyAudience:
             self.counts["audience_anonymous"] += 1
 
     def summary(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
-        keys = (
-            "triggers",
-            "excluded_near_end",
-            "exited_before_delay",
-            "no_device",
-            "no_permission",
-            "audience",
-            "audience_anonymous",
-        )
-        result.update({key: self.counts[key] for key in keys})
-        return result
+        return _summary(self.journey, self.counts, (*DELAYED_OUTCOMES, "audience_anonymous"))
 
 
 class InactivityAudience:
@@ -147,10 +149,7 @@ class InactivityAudience:
         self.counts[reachability(device)] += 1
 
     def summary(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
-        for key in ("triggers", "no_device", "no_permission", "audience"):
-            result[key] = self.counts[key]
-        return result
+        return _summary(self.journey, self.counts, ("triggers", *REACHABILITY))
 
 
 class BroadcastAudience:
@@ -187,13 +186,9 @@ class BroadcastAudience:
                 self.counts[reachability(device)] += 1
 
     def summary(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
         if self.at is None or not 0.0 <= self.at < self.world.horizon:
-            result["estimated"] = False
-            return result
-        for key in ("segment", "no_device", "no_permission", "audience"):
-            result[key] = self.counts[key]
-        return result
+            return {**_summary(self.journey, self.counts, ()), "estimated": False}
+        return _summary(self.journey, self.counts, ("segment", *REACHABILITY))
 
 
 class RepeatedEventAudience:
@@ -269,17 +264,7 @@ class RepeatedEventAudience:
         self.counts[reachability(device)] += 1
 
     def summary(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"name": self.journey.name, "kind": self.journey.kind}
-        keys = (
-            "triggers",
-            "excluded_near_end",
-            "exited_before_delay",
-            "no_device",
-            "no_permission",
-            "audience",
-        )
-        result.update({key: self.counts[key] for key in keys})
-        return result
+        return _summary(self.journey, self.counts, DELAYED_OUTCOMES)
 
 
 Audience = JourneyAudience | InactivityAudience | BroadcastAudience | RepeatedEventAudience
