@@ -389,27 +389,15 @@ async def track_event(request: web.Request, services: Services) -> web.Response:
     _raise_if(errors)
     assert name is not None
 
-    now = services.clock.wall_now()
-
-    def op(connection: sqlite3.Connection) -> int | None:
-        # A repeated event id changes nothing, not even by creating its person.
-        if event_id is not None and events.is_duplicate_event(connection, events.TRACK, event_id):
-            return None
-        profile_id, _ = identity.ensure_person(connection, identifier, now)
-        return events.insert_event(
-            connection,
-            profile_id=profile_id,
-            anonymous_id=None,
-            name=name,
-            data=data,
-            timestamp=timestamp if timestamp is not None else now,
-            source=events.TRACK,
-            dedupe_id=event_id,
-            now=now,
-        )
-
-    stored = await services.store.write(op)
-    _count_event(services, stored)
+    await _store_event(
+        services,
+        lambda connection, now: identity.ensure_person(connection, identifier, now)[0],
+        None,
+        name,
+        data,
+        timestamp,
+        event_id,
+    )
     return _ok()
 
 
@@ -425,17 +413,34 @@ async def track_anonymous_event(request: web.Request, services: Services) -> web
     _raise_if(errors)
     assert name is not None
 
+    def find_profile(connection: sqlite3.Connection, now: float) -> int | None:
+        if not anonymous_id:
+            return None
+        return identity.ensure_anonymous(connection, anonymous_id, now)
+
+    await _store_event(services, find_profile, anonymous_id, name, data, timestamp, event_id)
+    return _ok()
+
+
+async def _store_event(
+    services: Services,
+    find_profile,
+    anonymous_id: str | None,
+    name: str,
+    data: dict,
+    timestamp: float | None,
+    event_id: str | None,
+) -> None:
+    """Store one Track API event on the profile ``find_profile(connection, now)`` returns."""
     now = services.clock.wall_now()
 
     def op(connection: sqlite3.Connection) -> int | None:
+        # A repeated event id changes nothing, not even by creating its person.
         if event_id is not None and events.is_duplicate_event(connection, events.TRACK, event_id):
             return None
-        profile_id = (
-            identity.ensure_anonymous(connection, anonymous_id, now) if anonymous_id else None
-        )
         return events.insert_event(
             connection,
-            profile_id=profile_id,
+            profile_id=find_profile(connection, now),
             anonymous_id=anonymous_id,
             name=name,
             data=data,
@@ -447,7 +452,6 @@ async def track_anonymous_event(request: web.Request, services: Services) -> web
 
     stored = await services.store.write(op)
     _count_event(services, stored)
-    return _ok()
 
 
 def _count_event(services: Services, stored: int | None) -> None:
