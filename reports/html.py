@@ -221,7 +221,7 @@ def render(
     *,
     partial: str | None = None,
 ) -> str:
-    """Return the report as one HTML document; ``partial`` says why a run ended early."""
+    """Return the report as one HTML document; ``partial`` is the reason a run ended early."""
     banner = ""
     if partial is not None:
         banner += (f'<div class="banner" role="alert">PARTIAL RUN: {escape(partial)}. The '

@@ -62,8 +62,8 @@ def _push_flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-# How old, in wall seconds, an app's registration stamp may be and still count as the moment of
-# registration; an older last_used describes earlier use of the device, not this registration.
+# Maximum age, in wall seconds, of an app's registration stamp that still counts as the moment of
+# registration. An older last_used describes earlier use of the device, not this registration.
 FRESH_STAMP = 60.0
 
 
@@ -79,9 +79,9 @@ def register_device(
 
     ``registered_at`` is set on every registration, so a sender can tell a token registered
     again after a failed send from one that was not. It is the app's own ``last_used`` stamp when
-    that lies within ``FRESH_STAMP`` seconds before ``now``, else ``now``: in a rehearsal at a time
-    scale of thousands, a few milliseconds of request latency would otherwise reorder a
-    registration and the token's death that were simulated seconds apart. With ``single_device``
+    that lies within ``FRESH_STAMP`` seconds before ``now``, else ``now``. At a time scale of
+    thousands, a few milliseconds of request latency would otherwise reorder a registration and
+    the token's death that were simulated seconds apart. With ``single_device``
     every other active token of the profile is deleted with reason ``replaced``.
     """
     registered_at = now

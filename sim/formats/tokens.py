@@ -1,7 +1,7 @@
 """Self-describing device tokens.
 
 A token issued by the model carries its owning group, a sequence number and a MAC under the run
-key, so the gateways recognise it and route its pushes to the right shard without being told.
+key, so the gateways recognise it and route its pushes to the right shard with no registration step.
 
 Layout, before encoding: a 16-byte MAC followed by a 16-byte header masked with a keystream
 derived from the MAC. The header is ``version, platform, group id (8 bytes), sequence (4 bytes),
@@ -36,7 +36,7 @@ FCM_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{11,64}:APA91b[A-Za-z0-9_-]{20,40
 
 @dataclass(frozen=True)
 class TokenInfo:
-    """What an issued token's bytes carry."""
+    """Fields that an issued token's bytes carry."""
 
     platform: str
     group_id: int
@@ -83,7 +83,7 @@ def issue_token(run_key: bytes, platform: str, group_id: int, sequence: int) -> 
 
 
 def is_well_formed(token: str, platform: str) -> bool:
-    """Tell whether ``token`` has the wire shape of its platform, whoever issued it."""
+    """Tell whether ``token`` has the wire shape of its platform, issued by pushsim or not."""
     pattern = APNS_TOKEN_PATTERN if platform == "ios" else FCM_TOKEN_PATTERN
     return bool(pattern.match(token))
 

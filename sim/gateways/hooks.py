@@ -1,6 +1,6 @@
 """Seams between the gateways' wire servers and the world behind them.
 
-A wire server parses a push, asks its rule set for the answer, and reports what it did. The
+A wire server parses a push, gets its response from the rule set, and records what it sent. The
 rule set consults a token policy (open mode, or the registry of issued tokens) and a fault policy
 (nothing, or a scripted timeline). Each seam is a small protocol with a do-nothing default, so the
 registry, the ledger and the fault timeline plug in without touching the servers.
@@ -25,7 +25,7 @@ class Service(enum.StrEnum):
 class PushRequest:
     """One push as a gateway received it, before any rule ran.
 
-    ``audience`` is the APNs topic or the FCM project id. ``headers`` holds the request headers
+    ``audience`` is the APNs topic or the FCM project id. ``headers`` contains the request headers
     that matter for the ledger (lower-case names). ``received_at`` is wall Unix time in seconds.
     """
 
@@ -48,7 +48,7 @@ class PushRequest:
 
 
 class TokenState(enum.Enum):
-    """What the push service knows about a device token, independent of wire reasons."""
+    """State of a device token at the push service, independent of wire reasons."""
 
     ALIVE = "alive"
     UNKNOWN = "unknown"  # well formed, but never issued to a device of this run
@@ -59,7 +59,7 @@ class TokenState(enum.Enum):
 
 @dataclass(frozen=True)
 class TokenVerdict:
-    """A token policy's answer. ``died_at_ms`` is the wall Unix time in ms the token died."""
+    """A token policy's verdict. ``died_at_ms`` is the wall Unix time in ms the token died."""
 
     state: TokenState
     died_at_ms: int | None = None
@@ -70,7 +70,7 @@ ALIVE = TokenVerdict(TokenState.ALIVE)
 
 class TokenPolicy(Protocol):
     def check(self, request: PushRequest) -> TokenVerdict:
-        """Return what the service knows about ``request.token`` at ``request.received_at``."""
+        """Return the state of ``request.token`` at ``request.received_at``."""
 
 
 class OpenTokenPolicy:
@@ -82,7 +82,7 @@ class OpenTokenPolicy:
 
 @dataclass(frozen=True)
 class FaultAction:
-    """What the fault timeline does to one push.
+    """Fault applied by the timeline to one push.
 
     ``delay`` is added latency in wall seconds. When ``status`` is set the push is rejected with
     that status and the service's ``reason`` instead of running the rules. ``retry_after`` is in
@@ -111,7 +111,7 @@ class NoFaults:
 
 @dataclass
 class Outcome:
-    """The answer a gateway sent for one push, as the ledger records it.
+    """Response a gateway sent for one push, as the ledger records it.
 
     ``delivery_id`` is set only for an accepted push to a live token. ``timestamp_ms`` is the
     APNs 410 timestamp. ``added_latency`` is in wall seconds.
@@ -129,7 +129,7 @@ class Outcome:
 
 class DeliverySink(Protocol):
     def record(self, request: PushRequest, outcome: Outcome) -> None:
-        """Record one answered push. Called on the event loop, so it must not block."""
+        """Record one push and its response. Called on the event loop, so it must not block."""
 
 
 class DiscardSink:

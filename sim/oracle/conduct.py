@@ -87,7 +87,7 @@ def judge_conduct(
     return conduct
 
 
-# How a registration shows in the embedded backend's device history.
+# Device-history actions of the embedded backend that register a token.
 _REGISTRATIONS = ("registered", "reactivated", "moved")
 
 
@@ -95,8 +95,8 @@ def _judge_pruning(ordered: list[Push], store_path: Path, conduct: Conduct) -> N
     """Check each prune after an APNs 410 against Apple's rule: prune only a token that was
     registered before the 410's ``timestamp``.
 
-    It reads the embedded backend's ``device_history`` table (token, action, reason, at in wall
-    seconds); an external backend's store is not available, and the check is then skipped.
+    It reads the embedded backend's ``device_history`` table (token, action, reason, and ``at`` in
+    wall seconds). An external backend's store is not available, so the check is then skipped.
     """
     try:
         connection = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)

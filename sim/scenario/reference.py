@@ -42,7 +42,7 @@ the file. `pushsim validate FILE --print` shows the resolved scenario.
 
 
 def _dataclass_of(tp: Any) -> type | None:
-    """Return the section class that a field holds directly, in a list, a mapping or optionally."""
+    """Return the section class of a field, held directly, in a list, in a mapping or optionally."""
     if get_origin(tp) is Annotated:
         return _dataclass_of(get_args(tp)[0])
     if dataclasses.is_dataclass(tp):
@@ -93,7 +93,11 @@ def _section(cls: type, prefix: str, out: list[str], seen: set[tuple[type, str]]
         out.append(f"| `{key}` | {type_text} | {default} | {doc} |")
         if section is not None:
             origin = get_origin(tp)
-            suffix = "[]" if origin is list else ".<key>" if origin is dict else ""
+            suffix = ""
+            if origin is list:
+                suffix = "[]"
+            elif origin is dict:
+                suffix = ".<key>"
             nested.append((section, key + suffix))
     out.append("")
     for section, key in nested:

@@ -2,7 +2,7 @@
 
 These classes are the single definition of the format. The validator walks their type hints, and
 the reference in docs/scenario-reference.md is generated from the same hints and docstrings.
-Every section is optional. Durations are simulated time unless a field says wall time.
+Every section is optional. Durations are simulated time unless a field is marked wall time.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Arrival:
 
 @dataclass
 class Population:
-    """Who installs the app, when, and on which devices."""
+    """Installs: their volume, timing and devices."""
 
     installs: Count = setting(3000, "installs expected over the run's duration")
     arrival: Arrival = setting(Arrival(), "shape of the install rate")
@@ -158,7 +158,7 @@ class Rotation:
 
 @dataclass
 class Tokens:
-    """How device tokens rotate and how long a dead token keeps looking alive."""
+    """Device-token rotation, and the time a dead token keeps looking alive."""
 
     rotation: Rotation = setting(Rotation(), "rotation causes and rates")
     reinstall_keeps_token: dict[Literal["ios", "android"], Probability] = setting(
@@ -260,7 +260,7 @@ class BuyAnyway:
 
 @dataclass
 class Reactions:
-    """What a phone and its owner do with a push."""
+    """Reactions of a phone and its owner to a push."""
 
     open: dict[Literal["ios", "android"], Probability] = setting(
         {"ios": 0.12, "android": 0.16}, "share of displayed pushes that are opened"
@@ -280,7 +280,7 @@ class Reactions:
 
 @dataclass
 class Identity:
-    """How anonymous shoppers become known, and how people leave and share devices."""
+    """Identity: signups, logins, logouts and shared devices."""
 
     signup: Probability = setting(0.05, "per session of an anonymous shopper: signs up")
     login: Probability = setting(0.3, "per session of a known shopper who is logged out: logs in")
@@ -349,7 +349,7 @@ class Match:
 
 @dataclass
 class Eligibility:
-    """Who may receive the journey's push."""
+    """Eligibility rules for the journey's push."""
 
     push_permission: bool = setting(True, "the device must have push permission")
     device: bool = setting(True, "the person must have an active device")
@@ -455,7 +455,7 @@ class Fault:
 
 @dataclass
 class Gateways:
-    """How the mock APNs and FCM gateways behave."""
+    """Behaviour of the mock APNs and FCM gateways."""
 
     mode: Literal["registry", "open"] = setting(
         "registry",

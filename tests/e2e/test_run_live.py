@@ -184,7 +184,7 @@ def test_single_device_per_person_detected(tmp_path):
 def test_backend_repairs_token_before_identify(tmp_path):
     # Every token is registered while anonymous and never again after identify. Over the CDP
     # batch the device lands on the anonymous profile, and the anonymous merge must carry it to
-    # the person; without the merge it stays stranded there.
+    # the person. Without the merge it stays stranded there.
     faulty = (
         *SHORT,
         "--set", "target.protocol=cdp_batch",
