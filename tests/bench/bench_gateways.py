@@ -15,8 +15,8 @@ sink. ``world`` runs inside a ``GatewayWorld`` with a posted run: each token is 
 HMAC under the run key, every push is written to a SQLite ledger in a temporary directory, and
 the world's hooks keep the gauges. The script prints each rate and its ratio to the bare server
 (target 0.7). It also prints the server CPU time per request, over all threads of the server
-process and so including the ledger's writer, which varies less than the rates when other
-processes load the machine.
+process plus the ledger's writer process, counted once the ledger has committed every push. It
+varies less than the rates when other processes load the machine.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _world(work: Path, run_key: bytes):
     return world
 
 
-def _serve(kind: str, work_dir: str, run_key: bytes, ready, stop) -> None:
+def _serve(kind: str, work_dir: str, run_key: bytes, ready, stop, backlog) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         sink = CountingSink()
@@ -140,10 +140,11 @@ def _serve(kind: str, work_dir: str, run_key: bytes, ready, stop) -> None:
             )
             gateway = ApnsGateway(rules, hooks=hooks)
             port = await gateway.start()
-        # The parent reads the ledger writer's CPU time from /proc by its thread id.
-        writer = world.ledger._thread if world is not None else None
-        ready.put({"port": port, "writer_tid": writer.native_id if writer else None})
+        # The parent reads the ledger writer's CPU time from /proc by its process id.
+        writer_pid = world.ledger.writer_pid if world is not None else None
+        ready.put({"port": port, "writer_pid": writer_pid})
         while not stop.is_set():
+            backlog.value = world.ledger.backlog if world is not None else 0
             await asyncio.sleep(0.05)
 
         report = {"counts": sink.counts}
@@ -246,12 +247,9 @@ def _drive(port: int, requests: int, headers: list[str], work: Path, run_key: by
     }
 
 
-def _cpu_seconds(pid: int, tid: int | None = None) -> float | None:
-    """Return the user plus system CPU seconds of process ``pid`` (or its thread ``tid``).
-
-    Returns None off Linux.
-    """
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+def _cpu_seconds(pid: int) -> float | None:
+    """Return the user plus system CPU seconds of process ``pid``, or None off Linux."""
+    path = f"/proc/{pid}/stat"
     try:
         fields = Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -260,26 +258,43 @@ def _cpu_seconds(pid: int, tid: int | None = None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _wait_for_ledger(backlog, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    time.sleep(0.1)  # one update of the server's figure
+    while backlog.value > 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the ledger still had {backlog.value} pushes after {timeout} s")
+        time.sleep(0.02)
+
+
 def _measure(kind: str, requests: int, headers: list[str], work: Path, run_key: bytes) -> dict:
     ready = multiprocessing.Queue()
     stop = multiprocessing.Event()
-    server = multiprocessing.Process(target=_serve, args=(kind, str(work), run_key, ready, stop))
+    # Pushes the ledger has not yet committed, as the server last saw them.
+    backlog = multiprocessing.Value("q", 0)
+    server = multiprocessing.Process(
+        target=_serve, args=(kind, str(work), run_key, ready, stop, backlog)
+    )
     server.start()
     try:
         started = ready.get(timeout=30)
-        port, writer_tid = started["port"], started["writer_tid"]
+        port, writer_pid = started["port"], started["writer_pid"]
         # A short warm-up so every server is measured hot.
         _drive(port, max(requests // 10, 100), headers, work, run_key)
         cpu_before = _cpu_seconds(server.pid)
-        writer_before = _cpu_seconds(server.pid, writer_tid) if writer_tid else None
+        writer_before = _cpu_seconds(writer_pid) if writer_pid else 0.0
         result = _drive(port, requests, headers, work, run_key)
+        # The ledger writes after the response, so its CPU counts only once it has caught up.
+        _wait_for_ledger(backlog)
         cpu_after = _cpu_seconds(server.pid)
-        writer_after = _cpu_seconds(server.pid, writer_tid) if writer_tid else None
+        writer_after = _cpu_seconds(writer_pid) if writer_pid else 0.0
         result["cpu_us"] = result["writer_cpu_us"] = None
-        if cpu_before is not None and cpu_after is not None and result["succeeded"]:
-            result["cpu_us"] = (cpu_after - cpu_before) / result["succeeded"] * 1e6
-        if writer_before is not None and writer_after is not None and result["succeeded"]:
-            result["writer_cpu_us"] = (writer_after - writer_before) / result["succeeded"] * 1e6
+        measured = None not in (cpu_before, cpu_after, writer_before, writer_after)
+        if measured and result["succeeded"]:
+            writer_cpu = writer_after - writer_before
+            result["cpu_us"] = (cpu_after - cpu_before + writer_cpu) / result["succeeded"] * 1e6
+            if writer_pid:
+                result["writer_cpu_us"] = writer_cpu / result["succeeded"] * 1e6
         stop.set()
         report = json.loads(ready.get(timeout=60))
         result["server_counts"] = report["counts"]

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import pytest
 from sim.formats.delivery import read_rows
 from sim.formats.shards import shard_of
 from sim.gateways.hooks import Outcome, Service
-from sim.gateways.ledger import DeliveryLedger, RecentKeys
+from sim.gateways.ledger import DeliveryLedger
+from sim.gateways.ledger_writer import RecentKeys
 from sim.gateways.run import RunState
 from sim.gateways.world import GatewayWorld
 from tests.gateways.worldkit import (
@@ -238,7 +240,7 @@ FEEDER = textwrap.dedent(
     world = GatewayWorld(path, flush_interval=0.1).start()
     world.configure_run(run_config(time_scale=60.0, shard_count=4))
     started = time.time()
-    print(f"started {started!r}", flush=True)
+    print(f"started {started!r} writer {world.ledger.writer_pid}", flush=True)
     for number in range(count):
         ahead = started + number / rate - time.time()
         if ahead > 0.0005:
@@ -259,6 +261,15 @@ FEEDER = textwrap.dedent(
     time.sleep(60)
     """
 )
+
+
+def process_gone(pid: int) -> bool:
+    """Tell whether ``pid`` has exited; a zombie nobody reaped counts as exited."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
 
 
 def committed_rows(path: Path) -> int:
@@ -292,7 +303,7 @@ def test_kill_mid_burst_loses_one_interval(tmp_path, caplog):
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     try:
-        feeder.stdout.readline()
+        writer_pid = int(feeder.stdout.readline().split()[-1])
         wait_for(lambda: committed_rows(path) >= 3000, timeout=30.0, interval=0.005)
         killed_at = time.time()
         feeder.send_signal(signal.SIGKILL)
@@ -303,6 +314,8 @@ def test_kill_mid_burst_loses_one_interval(tmp_path, caplog):
             feeder.wait(10)
         feeder.stdout.close()
 
+    # The orphaned writer commits what was already in its pipe and exits.
+    wait_for(lambda: process_gone(writer_pid), timeout=10.0)
     with caplog.at_level("WARNING", logger="sim.gateways.ledger"):
         world = GatewayWorld(path).start()
     world.configure_run(run_config(time_scale=60.0, shard_count=4))
@@ -340,3 +353,24 @@ def test_kill_mid_burst_loses_one_interval(tmp_path, caplog):
     assert sum(len(ids) for ids in expected.values()) == sum(1 for r in rows if r.delivery_id)
     for shard in range(4):
         assert [entry.delivery_id for entry in inbox[shard]] == expected[shard]
+
+
+def test_second_ledger_waits_for_writer(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    first = open_ledger(path)
+    first.record(push(apns_token(1), received_at=WALL_T0), accepted("one"))
+    opened = threading.Event()
+
+    def open_second() -> None:
+        DeliveryLedger(path).close()
+        opened.set()
+
+    opener = threading.Thread(target=open_second)
+    opener.start()
+    # The writer of the first ledger still runs, so the second waits for its lock.
+    assert not opened.wait(0.5)
+
+    first.close()
+    opener.join(10)
+    assert opened.is_set()
+    assert [row.delivery_id for row in read_rows(str(path))] == ["one"]
