@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from reports.build import REPORT_DIR, build_report
@@ -38,13 +40,44 @@ def _format(value: object) -> str:
     return str(value)
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
-    """Return a text table of both runs' metrics, gates and outcomes, marking what got worse."""
+@dataclass(frozen=True)
+class Comparison:
+    """Two runs side by side: the text table and what got worse in B."""
+
+    text: str
+    worse_figures: int  # gate metrics and gates worse in B
+    failed_gates: tuple[str, ...]  # gates that pass in A and fail in B
+    same_scenario: bool
+
+
+def _scenario_fingerprint(run_dir: str | Path) -> str | None:
+    """Return a hash of the run's scenario file and seed, or None when they are missing."""
+    scenario = Path(run_dir) / "scenario.yaml"
+    if not scenario.exists():
+        return None
+    digest = hashlib.sha256(scenario.read_bytes())
+    epoch = Path(run_dir) / "epoch.json"
+    if epoch.exists():
+        digest.update(str(json.loads(epoch.read_text(encoding="utf-8")).get("seed")).encode())
+    return digest.hexdigest()
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
+    """Return both runs' metrics, gates and outcomes side by side, marking what got worse in B."""
     a, b = load_summary(run_a), load_summary(run_b)
-    lines = [f"A: {run_a} ({a['scenario']})", f"B: {run_b} ({b['scenario']})", ""]
+    lines = [f"A: {run_a} ({a['scenario']})", f"B: {run_b} ({b['scenario']})"]
+    fingerprints = (_scenario_fingerprint(run_a), _scenario_fingerprint(run_b))
+    same_scenario = fingerprints[0] == fingerprints[1]
+    if not same_scenario:
+        lines.append(
+            "note: the runs used different scenario files or seeds, so a difference below may "
+            "come from the scenario rather than from the backend"
+        )
+    lines.append("")
     width = max(len(name) for name in a["metrics"] | b["metrics"]) + 2
     lines.append(f"{'metric':<{width}}{'A':>14}{'B':>14}  ")
     regressions = 0
+    failed_gates = []
     for metric in sorted(a["metrics"] | b["metrics"]):
         before, after = a["metrics"].get(metric), b["metrics"].get(metric)
         flag = "WORSE" if worse(metric, before, after) else ""
@@ -59,6 +92,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
             before, after = gates_a.get(gate), gates_b.get(gate)
             flag = "WORSE" if before and after is False else ""
             regressions += bool(flag)
+            if flag:
+                failed_gates.append(gate)
             label = {True: "pass", False: "FAIL", None: "-"}
             lines.append(f"  {gate:<{width + 10}}{label[before]:>6}{label[after]:>6}  {flag}")
 
@@ -77,4 +112,6 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> str:
                 lines.append(f"  {journey['name']}.{outcome:<{width}}{share_a:>13.1%}"
                              f"{share_b:>14.1%}")  # fmt: skip
     lines += ["", f"{regressions} figure(s) worse in B" if regressions else "nothing worse in B"]
-    return "\n".join(lines)
+    if failed_gates:
+        lines.append(f"gates that pass in A and fail in B: {', '.join(failed_gates)}")
+    return Comparison("\n".join(lines), regressions, tuple(failed_gates), same_scenario)

@@ -9,6 +9,8 @@ from sim.scenario import LoadedScenario, ScenarioError, load_scenario
 
 # Exit status for a scenario or usage problem, as argparse uses for bad arguments.
 EXIT_USAGE = 2
+# Exit status when a run fails a gate, or fails one that the baseline passed.
+EXIT_GATES_FAILED = 1
 
 
 def add_set_option(parser: argparse.ArgumentParser) -> None:

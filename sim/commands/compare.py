@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sim.commands.common import EXIT_USAGE
+from sim.commands.common import EXIT_GATES_FAILED, EXIT_USAGE
 from sim.scenario import ScenarioError
 
 
@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare two runs' metrics, gates and outcomes, marking what got worse in B",
         description="Print the gate metrics, gates and outcome shares of RUN_A and RUN_B side "
         "by side and mark each figure that is worse in RUN_B. A run without "
-        "report/summary.json is judged first. Exits 0, or 2 when a run cannot be read.",
+        "report/summary.json is judged first. Exits 0, 1 when a gate that passes in RUN_A "
+        "fails in RUN_B, or 2 when a run cannot be read.",
     )
     parser.add_argument("run_a", metavar="RUN_A", help="the baseline run directory")
     parser.add_argument("run_b", metavar="RUN_B", help="the run directory to compare with it")
@@ -26,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from reports.compare import compare_runs
 
     try:
-        print(compare_runs(args.run_a, args.run_b))
+        comparison = compare_runs(args.run_a, args.run_b)
     except (FileNotFoundError, ScenarioError, ValueError) as error:
         print(f"pushsim: cannot compare: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
+    print(comparison.text)
+    return EXIT_GATES_FAILED if comparison.failed_gates else 0

@@ -6,11 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sim.commands.common import EXIT_USAGE
+from sim.commands.common import EXIT_GATES_FAILED, EXIT_USAGE
 from sim.scenario import ScenarioError
-
-# Exit status when the report was written and at least one gate failed.
-EXIT_GATES_FAILED = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

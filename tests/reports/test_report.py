@@ -8,7 +8,7 @@ import re
 import shutil
 
 from reports.build import build_report
-from reports.compare import compare_runs
+from reports.compare import compare_runs, load_summary
 from sim.cli import main
 from sim.oracle.outcomes import OUTCOMES
 from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
@@ -104,7 +104,7 @@ def test_locust_latency_figure_optional(tmp_path, good_run):
 
 
 def test_compare_flags_worse(good_run, flawed_run):
-    text = compare_runs(good_run, flawed_run)
+    text = compare_runs(good_run, flawed_run).text
     delivery = next(line for line in text.splitlines() if line.startswith("delivery_rate"))
     assert "WORSE" in delivery
     wrong = next(line for line in text.splitlines() if line.startswith("wrong_person_pushes"))
@@ -113,7 +113,21 @@ def test_compare_flags_worse(good_run, flawed_run):
 
 
 def test_compare_same_run_nothing_worse(good_run):
-    assert compare_runs(good_run, good_run).endswith("nothing worse in B")
+    comparison = compare_runs(good_run, good_run)
+    assert comparison.text.endswith("nothing worse in B")
+    assert comparison.failed_gates == ()
+    assert comparison.same_scenario
+    assert "different scenario" not in comparison.text
+
+
+def test_compare_notes_other_scenario(tmp_path, good_run):
+    other = tmp_path / "other"
+    shutil.copytree(good_run, other)
+    scenario = other / "scenario.yaml"
+    scenario.write_text(scenario.read_text() + "\n# another rehearsal\n")
+    comparison = compare_runs(good_run, other)
+    assert not comparison.same_scenario
+    assert "different scenario files or seeds" in comparison.text
 
 
 def test_report_command_exit_codes(tmp_path, good_run, capsys):
@@ -139,8 +153,29 @@ def test_report_command_missing_run(tmp_path, capsys):
 
 
 def test_compare_command(good_run, flawed_run, capsys):
-    assert main(["compare", str(good_run), str(flawed_run)]) == 0
+    failed = compare_runs(good_run, flawed_run).failed_gates
+    expected = 1 if failed else 0
+    assert main(["compare", str(good_run), str(flawed_run)]) == expected
     assert "WORSE" in capsys.readouterr().out
+
+
+def test_compare_command_gate_newly_failed(tmp_path, good_run, flawed_run, capsys):
+    rates = [load_summary(run)["metrics"]["delivery_rate"] for run in (good_run, flawed_run)]
+    assert rates[0] > rates[1]
+    gate = f"delivery_rate >= {(rates[0] + rates[1]) / 2:.6f}"
+    copies = []
+    for name, run in (("good", good_run), ("flawed", flawed_run)):
+        copy = tmp_path / name
+        shutil.copytree(run, copy)
+        shutil.rmtree(copy / "report", ignore_errors=True)
+        scenario = copy / "scenario.yaml"
+        scenario.write_text(re.sub(r"(?m)^gates:.*$", f"gates:\n  - {gate}", scenario.read_text()))
+        copies.append(copy)
+    capsys.readouterr()
+
+    assert main(["compare", str(copies[0]), str(copies[1])]) == 1
+    assert f"gates that pass in A and fail in B: {gate}" in capsys.readouterr().out
+    assert main(["compare", str(copies[1]), str(copies[0])]) == 0
 
 
 def test_report_for_unjudged_journey(tmp_path):
