@@ -26,7 +26,6 @@ import itertools
 import json
 import re
 import secrets
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -46,6 +45,7 @@ from sim.gateways.hooks import (
     TokenPolicy,
     TokenState,
 )
+from sim.gateways.ids import new_apns_id
 
 DEVICE_PATH_PREFIX = "/3/device/"
 MAX_PAYLOAD = 4096  # bytes, every push type but voip
@@ -181,7 +181,7 @@ class ApnsRules:
 
         apns_id_header = headers.get("apns-id")
         valid_id = apns_id_header is not None and _UUID.match(apns_id_header) is not None
-        apns_id = apns_id_header if valid_id else str(uuid.uuid4()).upper()
+        apns_id = apns_id_header if valid_id else new_apns_id()
 
         token = ""
         if request.path.startswith(DEVICE_PATH_PREFIX):
@@ -253,7 +253,7 @@ class ApnsRules:
             connection_id=request.connection_id,
             received_at=request.received_at,
         )
-        push.message_id = str(uuid.uuid4()).upper()
+        push.message_id = new_apns_id()
         return self._reject(push, push.message_id, reject("InternalServerError"), 0.0)
 
     def record(self, response: ApnsResponse) -> None:

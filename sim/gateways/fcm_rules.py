@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from sim.gateways.hooks import (
     TokenPolicy,
     TokenState,
 )
+from sim.gateways.ids import new_hex
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
@@ -430,7 +430,7 @@ def delivery_options(request: Any) -> tuple[str | None, str | None, str | None, 
 
 def _new_message_id() -> str:
     # Real message ids are opaque strings, often 0: followed by digits and a hex suffix.
-    return f"0:{time.time_ns() // 1000}%{secrets.token_hex(8)}"
+    return f"0:{time.time_ns() // 1000}%{new_hex(16)}"
 
 
 class FcmRules:
