@@ -8,11 +8,13 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from typing import Any
 
 from sim.catalogue import canonical_name
 from sim.formats.delivery import read_rows
+from sim.formats.payload import link_pattern
 from sim.oracle.conduct import judge_conduct
 from sim.oracle.gating import evaluate_gates, gate_metrics
 from sim.oracle.generator import judge_generator
@@ -24,7 +26,13 @@ from sim.oracle.pushes import Push, link_value, place_pushes
 from sim.oracle.reach import reach_over_time, sample_times
 from sim.oracle.result import JourneyResult, OracleResult
 from sim.oracle.stats import summarise
-from sim.oracle.triggers import Trigger, TriggerSet, exit_times, find_triggers
+from sim.oracle.triggers import (
+    Trigger,
+    TriggerSet,
+    broadcast_start,
+    exit_times,
+    find_triggers,
+)
 from sim.scenario.schema import Journey
 
 LATENESS_OUTCOMES = frozenset(DELIVERED) | {"sent_late"}
@@ -46,12 +54,15 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     trigger_rows: list[TriggerRow] = []
     exits_by_journey: dict[str, dict[str, list[float]]] = {}
     claimed: set[int] = set()
+    next_broadcast = next_broadcast_starts(scenario.journeys, origin)
 
     for journey in scenario.journeys:
-        triggers = find_triggers(journey, index)
+        triggers = find_triggers(journey, index, origin, inputs.epoch.time_scale)
         exits = exit_times(journey, index, triggers.match_field)
         exits_by_journey[journey.name] = exits
-        attributed = attribute(triggers, pushes, journey)
+        attributed = attribute(
+            triggers, pushes, journey, next_broadcast.get(journey.name, math.inf)
+        )
         for attempts in attributed.values():
             claimed.update(push.row.seq for push in attempts)
 
@@ -114,8 +125,29 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     return result
 
 
-def journey_events(journeys: list[Journey]) -> set[str]:
-    """Return the catalogue names of every journey's trigger, exit and absence events."""
+def next_broadcast_starts(journeys: list[Journey], origin: float) -> dict[str, float]:
+    """Return, per broadcast, when the next broadcast with the same deep link starts."""
+    broadcasts = sorted(
+        (broadcast_start(journey, origin), journey.name, journey.link)
+        for journey in journeys
+        if journey.kind == "broadcast"
+    )
+    ends = {}
+    for position, (_, name, link) in enumerate(broadcasts):
+        later = [start for start, _, other in broadcasts[position + 1 :] if other == link]
+        if later:
+            ends[name] = later[0]
+    return ends
+
+
+def journey_events(journeys: list[Journey]) -> set[str] | None:
+    """Return the catalogue names of every journey's trigger, exit and absence events.
+
+    Returns None, so every track call is kept, when a journey is a broadcast: its segment is
+    everyone who sent any call before it.
+    """
+    if any(journey.kind == "broadcast" for journey in journeys):
+        return None
     names = set()
     for journey in journeys:
         for event in (journey.trigger.event, journey.exit.event, journey.absence.event):
@@ -124,14 +156,21 @@ def journey_events(journeys: list[Journey]) -> set[str]:
     return names
 
 
-def attribute(triggers: TriggerSet, pushes: list[Push], journey: Journey) -> dict[str, list[Push]]:
+def attribute(
+    triggers: TriggerSet, pushes: list[Push], journey: Journey, until: float = math.inf
+) -> dict[str, list[Push]]:
     """Assign each push whose deep link carries a trigger's match value to that trigger.
+
+    A broadcast's pushes are attributed up to ``until``, the start of the next broadcast with
+    the same deep link.
 
     When several triggers share the value (a sku, say), the push goes to the latest one before
     it on the device that owns the token, else the latest one before it of any person.
     """
     # NOTE: two journeys with the same link template both claim a push. Telling them apart
     # would need a journey marker in the payload, and no backend is required to send one.
+    if journey.kind == "broadcast":
+        return _attribute_broadcast(triggers, pushes, journey, until)
     by_value: dict[str | None, list[Trigger]] = defaultdict(list)
     for trigger in triggers.triggers:
         by_value[trigger.value].append(trigger)
@@ -150,6 +189,29 @@ def attribute(triggers: TriggerSet, pushes: list[Push], journey: Journey) -> dic
             same_device = [t for t in before if t.device == push.owner_device]
             chosen = (same_device or before)[-1]
         attributed[chosen.trigger_id].append(push)
+    return attributed
+
+
+def _attribute_broadcast(
+    triggers: TriggerSet, pushes: list[Push], journey: Journey, until: float
+) -> dict[str, list[Push]]:
+    """Assign each push with the broadcast's deep link, from its start on, to the token's owner.
+
+    A broadcast push names no trigger, so it goes to the person whose phone owned the token,
+    and a push shown to another user of a shared phone cannot count as wrong person here.
+    """
+    attributed: dict[str, list[Push]] = defaultdict(list)
+    by_person = {trigger.person: trigger for trigger in triggers.triggers}
+    if not by_person:
+        return attributed
+    start = min(trigger.at for trigger in triggers.triggers)
+    pattern = link_pattern(journey.link)
+    for push in pushes:
+        if not start <= push.at < until or push.owner_person not in by_person:
+            continue
+        if not push.link or not pattern.match(push.link):
+            continue
+        attributed[by_person[push.owner_person].trigger_id].append(push)
     return attributed
 
 

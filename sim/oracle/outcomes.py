@@ -79,7 +79,7 @@ class JudgeContext:
 
 def excluded(trigger: Trigger, context: JudgeContext) -> bool:
     """Tell whether the trigger is too close to the run's end (its due time plus drain)."""
-    return trigger.due + context.drain > context.horizon
+    return trigger.due + trigger.window + context.drain > context.horizon
 
 
 def quiet_end(trigger: Trigger, context: JudgeContext) -> float | None:
@@ -108,7 +108,7 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
     index = context.index
     held_until = quiet_end(trigger, context)
     due = held_until if held_until is not None else trigger.due
-    deadline = due + late_tolerance(journey)
+    deadline = due + trigger.window + late_tolerance(journey)
     row = TriggerRow(
         journey=trigger.journey,
         trigger_id=trigger.trigger_id,

@@ -5,9 +5,15 @@
 - ``repeated_event``: the moment a person's ``count``-th trigger event with the same ``same``
   property falls within ``window``. Later events with that value start no new trigger.
 
+- ``broadcast``: one trigger per person in the segment at the broadcast's start, by truth.
+  ``all`` is everyone who had sent an SDK call by then, so the backend holds a profile of
+  theirs; ``known`` who had sent an identify; ``purchasers`` who had tracked an order. Each
+  push is due at the start, and is on time until the end of the send window: the segment's
+  size over ``send_rate`` wall seconds, on the simulated clock.
+
 A trigger event counts only when its SDK call was sent (or planned, in a virtual run). Dropped
 calls are the load generator's fault, so they are counted apart and never judged.
-``inactivity`` and ``broadcast`` journeys are not judged yet.
+``inactivity`` journeys are not judged yet.
 """
 
 from __future__ import annotations
@@ -19,14 +25,19 @@ from sim.catalogue import canonical_name
 from sim.oracle.ledger import DELIVERED_STATUSES, DROPPED, TruthIndex
 from sim.scenario.schema import Journey
 
-JUDGED_KINDS = ("event", "delay_range", "repeated_event")
+JUDGED_KINDS = ("event", "delay_range", "repeated_event", "broadcast")
+ORDER_EVENT = "order_completed"
 TRACK_METHODS = frozenset({"track", "anonymous_track"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
 @dataclass
 class Trigger:
-    """One journey trigger: who, which match value, when, and when its push is due."""
+    """One journey trigger: who, which match value, when, and when its push is due.
+
+    ``window`` is how many simulated seconds after ``due`` the push may come and still be on
+    time, besides the usual tolerance: a broadcast's send window.
+    """
 
     journey: str
     trigger_id: str
@@ -36,6 +47,7 @@ class Trigger:
     at: float
     due: float
     call: dict = field(repr=False)
+    window: float = 0.0
 
 
 @dataclass
@@ -69,9 +81,17 @@ def due_after(journey: Journey) -> float:
     return journey.delay
 
 
-def find_triggers(journey: Journey, index: TruthIndex) -> TriggerSet:
-    """Return the journey's triggers in time order, with its dropped trigger calls counted."""
+def find_triggers(
+    journey: Journey, index: TruthIndex, origin: float = 0.0, time_scale: float = 1.0
+) -> TriggerSet:
+    """Return the journey's triggers in time order, with its dropped trigger calls counted.
+
+    ``origin`` is the Unix time of simulated second 0 and ``time_scale`` the run's simulated
+    seconds per wall second; only broadcasts need them.
+    """
     field_name = match_field(journey)
+    if journey.kind == "broadcast":
+        return _broadcast_triggers(journey, index, origin, time_scale)
     if journey.kind not in JUDGED_KINDS:
         note = f"journeys of kind {journey.kind!r} are not judged yet"
         return TriggerSet(journey, field_name, [], 0, judged=False, note=note)
@@ -120,6 +140,54 @@ def find_triggers(journey: Journey, index: TruthIndex) -> TriggerSet:
             )
         )
     return TriggerSet(journey, field_name, triggers, dropped)
+
+
+def broadcast_start(journey: Journey, origin: float) -> float:
+    """Return the simulated second at which a broadcast starts."""
+    return journey.at.timestamp() - origin if journey.at is not None else 0.0
+
+
+def _broadcast_triggers(
+    journey: Journey, index: TruthIndex, origin: float, time_scale: float
+) -> TriggerSet:
+    start = broadcast_start(journey, origin)
+    latest: dict[str, dict] = {}
+    known: set[str] = set()
+    purchasers: set[str] = set()
+    for call in index.calls:
+        if call["at"] > start:
+            break  # calls are in time order
+        if call.get("status", "planned") not in DELIVERED_STATUSES:
+            continue
+        person = call["person"]
+        latest[person] = call
+        if call["method"] == "identify":
+            known.add(person)
+        is_track = call["method"] in TRACK_METHODS
+        if is_track and canonical_name(call.get("event") or "") == ORDER_EVENT:
+            purchasers.add(person)
+
+    members = {"all": set(latest), "known": known, "purchasers": purchasers}[journey.segment]
+    window = len(members) / journey.send_rate * time_scale
+    triggers = []
+    for person in sorted(members):
+        # The profile the backend knows the person by comes from their last call before the
+        # start. Its send time is not the due time, so the judge converts the due time instead.
+        call = {key: value for key, value in latest[person].items() if key != "sent_wall"}
+        triggers.append(
+            Trigger(
+                journey=journey.name,
+                trigger_id=f"{journey.name}:{person}",
+                person=person,
+                device=call["device"],
+                value=None,
+                at=start,
+                due=start,
+                call=call,
+                window=window,
+            )
+        )
+    return TriggerSet(journey, "", triggers, 0)
 
 
 def _value(call: dict, field_name: str) -> str | None:

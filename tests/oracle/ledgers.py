@@ -70,18 +70,19 @@ class Story:
                     anonymous_id=anonymous_id, user_id=user_id, **base)  # fmt: skip
 
     def shopper(self, at: float = 0.0, *, device="d1-0", person="p1-0", token=1,
-                permission="granted", user_id="p1-0", register=True) -> str:  # fmt: skip
+                permission="granted", user_id="p1-0", register=True,
+                anonymous_id="anon-1") -> str:  # fmt: skip
         """Install, issue a token, set permission, identify and register the token."""
         self.record("device_user", at, device=device, person=person)
-        self.record("install", at, device=device, platform="ios", anonymous_id="anon-1")
+        self.record("install", at, device=device, platform="ios", anonymous_id=anonymous_id)
         self.record("token_issued", at, device=device, token=apns_token(token), platform="ios",
                     reason="install")  # fmt: skip
         self.record("permission", at, device=device, state=permission, prompted=True)
         if user_id:
-            self.call("identify", at, device, person, user_id=user_id)
+            self.call("identify", at, device, person, user_id=user_id, anonymous_id=anonymous_id)
         if register:
             self.call("register_token", at, device, person, user_id=user_id,
-                      token=apns_token(token))  # fmt: skip
+                      anonymous_id=anonymous_id, token=apns_token(token))  # fmt: skip
         return apns_token(token)
 
     def add_to_cart(self, at: float, cart: str = "c1-1", *, device="d1-0", person="p1-0",

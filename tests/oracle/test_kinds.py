@@ -1,10 +1,12 @@
-"""Triggers of repeated_event and delay_range journeys, and kinds the oracle does not judge."""
+"""Triggers of repeated_event, delay_range and broadcast journeys, and the kind not judged."""
 
 from __future__ import annotations
 
 import json
 
 from sim.oracle.judge import judge_run
+from sim.oracle.outcomes import late_tolerance
+from sim.scenario import load_scenario
 from tests.oracle.ledgers import SCENARIO, Story
 
 BROWSE = """
@@ -93,8 +95,84 @@ def test_exit_after_early_push_is_push_conversion(tmp_path):
     assert result.problems["push_after_conversion"].count == 0
 
 
-def test_broadcast_not_judged(tmp_path):
-    text = SCENARIO.replace("kind: event", "kind: broadcast\n    at: 2026-11-26T10:00:00Z")
+BROADCAST = SCENARIO.replace(
+    "kind: event",
+    "kind: broadcast\n    at: 2026-11-26T10:00:00Z\n    send_rate: 1\n    segment: SEGMENT",
+).replace("link: shop://cart/{cart_id}", "link: shop://deals")
+START = 36000.0  # 10:00 on the clock's day, in simulated seconds
+
+
+def first_journey(text: str):
+    return load_scenario(text=text.replace("SEGMENT", "all")).scenario.journeys[0]
+
+
+def broadcast_push(story: Story, at: float, token: str) -> str | None:
+    delivery_id = story.push(at, token)
+    payload = {"aps": {"alert": "Deals"}, "CIO": {"push": {"link": "shop://deals"}}}
+    story.rows[-1]["payload"] = json.dumps(payload).encode()
+    return delivery_id
+
+
+def broadcast_story() -> tuple[Story, str]:
+    story = Story()
+    token = story.shopper()
+    story.shopper(device="d2-0", person="p2-0", token=2, user_id="p2-0", permission="denied",
+                  anonymous_id="anon-2")  # fmt: skip
+    story.shopper(device="d3-0", person="p3-0", token=3, user_id=None, anonymous_id="anon-3")
+    story.shopper(START + 60.0, device="d4-0", person="p4-0", token=4, user_id="p4-0",
+                  anonymous_id="anon-4")  # fmt: skip
+    return story, token
+
+
+def test_broadcast_judges_segment_at_start(tmp_path):
+    story, token = broadcast_story()
+    delivery = broadcast_push(story, START + 100.0, token)
+    story.react(START + 100.0, delivery, "displayed")
+    result = judge_run(story.write(tmp_path, BROADCAST.replace("SEGMENT", "all")))
+
+    rows = {row.person: row for row in result.rows}
+    # p4 installed after the start, so the broadcast is not about them.
+    assert sorted(rows) == ["p1-0", "p2-0", "p3-0"]
+    assert rows["p1-0"].outcome == "displayed"
+    assert rows["p2-0"].outcome == "no_permission"
+    assert rows["p3-0"].outcome == "not_sent"
+    # Three recipients at one push per wall second, at 1440 simulated seconds per wall second.
+    assert rows["p1-0"].due_at == START
+    tolerance = late_tolerance(first_journey(BROADCAST))
+    assert rows["p1-0"].deadline_at == START + 3 * 1440.0 + tolerance
+    assert result.journeys[0].judged
+
+
+def test_broadcast_known_segment_skips_anonymous(tmp_path):
+    story, _ = broadcast_story()
+    result = judge_run(story.write(tmp_path, BROADCAST.replace("SEGMENT", "known")))
+    assert sorted(row.person for row in result.rows) == ["p1-0", "p2-0"]
+
+
+def test_broadcast_purchasers_segment(tmp_path):
+    story, _ = broadcast_story()
+    story.order(1000.0)
+    result = judge_run(story.write(tmp_path, BROADCAST.replace("SEGMENT", "purchasers")))
+    assert [row.person for row in result.rows] == ["p1-0"]
+
+
+def test_broadcasts_with_one_link_split_pushes(tmp_path):
+    story, token = broadcast_story()
+    first = broadcast_push(story, START + 100.0, token)
+    second = broadcast_push(story, START + 7200.0 + 100.0, token)
+    journeys = BROADCAST.replace("SEGMENT", "all")
+    repeat = journeys[journeys.index("  - name: cart_recovery") : journeys.index("gates:")]
+    repeat = repeat.replace("cart_recovery", "reminder").replace("10:00:00Z", "12:00:00Z")
+    text = journeys.replace("gates:", repeat + "gates:")
+    result = judge_run(story.write(tmp_path, text))
+
+    ids = {(row.journey, row.person): row.delivery_ids for row in result.rows}
+    assert ids[("cart_recovery", "p1-0")] == [first]
+    assert ids[("reminder", "p1-0")] == [second]
+
+
+def test_inactivity_not_judged(tmp_path):
+    text = SCENARIO.replace("kind: event", "kind: inactivity\n    inactivity: 7d")
     story = Story()
     story.shopper()
     story.add_to_cart(1000.0)

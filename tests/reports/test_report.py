@@ -183,7 +183,7 @@ def test_report_for_unjudged_journey(tmp_path):
     token = story.shopper()
     story.add_to_cart(1000.0)
     story.push(2800.0, token)
-    text = SCENARIO.replace("kind: event", "kind: broadcast\n    at: 2026-11-26T10:00:00Z")
+    text = SCENARIO.replace("kind: event", "kind: inactivity\n    inactivity: 7d")
     inputs, run_dir = write_run_dir(story, tmp_path, text)
     shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
     html = build_report(run_dir).read_text(encoding="utf-8")
