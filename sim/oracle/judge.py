@@ -29,6 +29,8 @@ from sim.oracle.stats import summarise
 from sim.oracle.triggers import (
     Trigger,
     TriggerSet,
+    activity_event,
+    activity_times,
     broadcast_start,
     exit_times,
     find_triggers,
@@ -57,8 +59,11 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     next_broadcast = next_broadcast_starts(scenario.journeys, origin)
 
     for journey in scenario.journeys:
-        triggers = find_triggers(journey, index, origin, inputs.epoch.time_scale)
-        exits = exit_times(journey, index, triggers.match_field)
+        triggers = find_triggers(journey, index, origin, inputs.epoch.time_scale, clock.duration)
+        if journey.kind == "inactivity":
+            exits = activity_times(journey, index)
+        else:
+            exits = exit_times(journey, index, triggers.match_field)
         exits_by_journey[journey.name] = exits
         attributed = attribute(
             triggers, pushes, journey, next_broadcast.get(journey.name, math.inf)
@@ -141,7 +146,9 @@ def next_broadcast_starts(journeys: list[Journey], origin: float) -> dict[str, f
 
 
 def journey_events(journeys: list[Journey]) -> set[str] | None:
-    """Return the catalogue names of every journey's trigger, exit and absence events.
+    """Return the catalogue names of the events the journeys need to be judged.
+
+    These are every trigger, exit and absence event, and each inactivity journey's activity.
 
     Returns None, so every track call is kept, when a journey is a broadcast: its segment is
     everyone who sent any call before it.
@@ -150,6 +157,8 @@ def journey_events(journeys: list[Journey]) -> set[str] | None:
         return None
     names = set()
     for journey in journeys:
+        if journey.kind == "inactivity":
+            names.add(activity_event(journey))
         for event in (journey.trigger.event, journey.exit.event, journey.absence.event):
             if event:
                 names.add(canonical_name(event))
@@ -169,8 +178,8 @@ def attribute(
     """
     # NOTE: two journeys with the same link template both claim a push. Telling them apart
     # would need a journey marker in the payload, and no backend is required to send one.
-    if journey.kind == "broadcast":
-        return _attribute_broadcast(triggers, pushes, journey, until)
+    if journey.kind in ("broadcast", "inactivity"):
+        return _attribute_by_owner(triggers, pushes, journey, until)
     by_value: dict[str | None, list[Trigger]] = defaultdict(list)
     for trigger in triggers.triggers:
         by_value[trigger.value].append(trigger)
@@ -192,26 +201,28 @@ def attribute(
     return attributed
 
 
-def _attribute_broadcast(
+def _attribute_by_owner(
     triggers: TriggerSet, pushes: list[Push], journey: Journey, until: float
 ) -> dict[str, list[Push]]:
-    """Assign each push with the broadcast's deep link, from its start on, to the token's owner.
+    """Assign each push with the journey's deep link to the latest trigger of the token's owner.
 
-    A broadcast push names no trigger, so it goes to the person whose phone owned the token,
-    and a push shown to another user of a shared phone cannot count as wrong person here.
+    Broadcast and winback pushes name no trigger, so a push goes to the person whose phone
+    owned the token, from their trigger on and before ``until``. A push shown to the other
+    user of a shared phone therefore cannot count as wrong person for these journeys.
     """
     attributed: dict[str, list[Push]] = defaultdict(list)
-    by_person = {trigger.person: trigger for trigger in triggers.triggers}
-    if not by_person:
-        return attributed
-    start = min(trigger.at for trigger in triggers.triggers)
+    by_person: dict[str, list[Trigger]] = defaultdict(list)
+    for trigger in triggers.triggers:
+        by_person[trigger.person].append(trigger)
     pattern = link_pattern(journey.link)
     for push in pushes:
-        if not start <= push.at < until or push.owner_person not in by_person:
+        if push.at >= until or push.owner_person not in by_person:
             continue
         if not push.link or not pattern.match(push.link):
             continue
-        attributed[by_person[push.owner_person].trigger_id].append(push)
+        started = [t for t in by_person[push.owner_person] if t.at <= push.at]
+        if started:
+            attributed[started[-1].trigger_id].append(push)
     return attributed
 
 

@@ -140,7 +140,9 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
         row.delivery_ids = [p.row.delivery_id for p in good if p.row.delivery_id]
 
     # An exit after the first good push belongs to that push, so the exit window ends there.
-    exit_until = min(due, good[0].at) if good else due
+    # A winback's window runs on past its due time: a shopper back before the push needs none.
+    exit_end = due + trigger.window
+    exit_until = min(exit_end, good[0].at) if good else exit_end
     row.outcome, row.detail = _legitimate(
         trigger, pushes, devices, due, exit_until, held_until, context
     )

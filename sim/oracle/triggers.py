@@ -11,13 +11,19 @@
   push is due at the start, and is on time until the end of the send window: the segment's
   size over ``send_rate`` wall seconds, on the simulated clock.
 
+- ``inactivity``: the moment a person's last activity event (``trigger.event``, else
+  ``Application Opened``) becomes ``inactivity`` old with no newer one, once per quiet spell.
+  The push is due then, as the reference backend sends it, and stays on time for a tenth of
+  the inactivity period. Any activity before the push ends the journey, like an exit. The match
+  value is the person.
+
 A trigger event counts only when its SDK call was sent (or planned, in a virtual run). Dropped
 calls are the load generator's fault, so they are counted apart and never judged.
-``inactivity`` journeys are not judged yet.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -25,8 +31,11 @@ from sim.catalogue import canonical_name
 from sim.oracle.ledger import DELIVERED_STATUSES, DROPPED, TruthIndex
 from sim.scenario.schema import Journey
 
-JUDGED_KINDS = ("event", "delay_range", "repeated_event", "broadcast")
+JUDGED_KINDS = ("event", "delay_range", "repeated_event", "broadcast", "inactivity")
 ORDER_EVENT = "order_completed"
+APP_OPENED = "Application Opened"
+# Share of the inactivity period a winback push may come after the spell reached it.
+INACTIVITY_WINDOW_SHARE = 0.10
 TRACK_METHODS = frozenset({"track", "anonymous_track"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -82,16 +91,23 @@ def due_after(journey: Journey) -> float:
 
 
 def find_triggers(
-    journey: Journey, index: TruthIndex, origin: float = 0.0, time_scale: float = 1.0
+    journey: Journey,
+    index: TruthIndex,
+    origin: float = 0.0,
+    time_scale: float = 1.0,
+    horizon: float = math.inf,
 ) -> TriggerSet:
     """Return the journey's triggers in time order, with its dropped trigger calls counted.
 
-    ``origin`` is the Unix time of simulated second 0 and ``time_scale`` the run's simulated
-    seconds per wall second; only broadcasts need them.
+    ``origin`` is the Unix time of simulated second 0, ``time_scale`` the run's simulated
+    seconds per wall second and ``horizon`` the run's duration in simulated seconds; broadcast
+    and inactivity journeys need them.
     """
     field_name = match_field(journey)
     if journey.kind == "broadcast":
         return _broadcast_triggers(journey, index, origin, time_scale)
+    if journey.kind == "inactivity":
+        return _inactivity_triggers(journey, index, horizon)
     if journey.kind not in JUDGED_KINDS:
         note = f"journeys of kind {journey.kind!r} are not judged yet"
         return TriggerSet(journey, field_name, [], 0, judged=False, note=note)
@@ -187,6 +203,61 @@ def _broadcast_triggers(
                 window=window,
             )
         )
+    return TriggerSet(journey, "", triggers, 0)
+
+
+def activity_event(journey: Journey) -> str:
+    """Return the catalogue name of the event that counts as activity for an inactivity journey."""
+    name = journey.trigger.event or APP_OPENED
+    return canonical_name(name) or name
+
+
+def activity_calls(journey: Journey, index: TruthIndex) -> dict[str, list[dict]]:
+    """Return, per person, their sent activity calls of an inactivity journey, in time order."""
+    wanted = activity_event(journey)
+    calls: dict[str, list[dict]] = {}
+    for call in index.calls:
+        if call["method"] not in TRACK_METHODS:
+            continue
+        if call.get("status", "planned") not in DELIVERED_STATUSES:
+            continue
+        if canonical_name(call.get("event") or "") == wanted:
+            calls.setdefault(call["person"], []).append(call)
+    return calls
+
+
+def activity_times(journey: Journey, index: TruthIndex) -> dict[str, list[float]]:
+    """Return, per person, when they were active, as exits of an inactivity journey."""
+    return {
+        person: [call["at"] for call in calls]
+        for person, calls in activity_calls(journey, index).items()
+    }
+
+
+def _inactivity_triggers(journey: Journey, index: TruthIndex, horizon: float) -> TriggerSet:
+    triggers = []
+    for person, calls in sorted(activity_calls(journey, index).items()):
+        # Each gap longer than the inactivity period, and the quiet spell after the last
+        # activity, starts one trigger once the period has passed within the run.
+        following = [call["at"] for call in calls[1:]] + [math.inf]
+        for call, next_at in zip(calls, following, strict=True):
+            inactive_at = call["at"] + journey.inactivity
+            if next_at <= inactive_at or inactive_at > horizon:
+                continue
+            triggers.append(
+                Trigger(
+                    journey=journey.name,
+                    trigger_id=f"{journey.name}:{person}:{call['at']:.0f}",
+                    person=person,
+                    device=call["device"],
+                    value=person,
+                    at=inactive_at,
+                    due=inactive_at,
+                    call={key: value for key, value in call.items() if key != "sent_wall"},
+                    window=INACTIVITY_WINDOW_SHARE * journey.inactivity,
+                )
+            )
+    triggers.sort(key=lambda trigger: trigger.at)
     return TriggerSet(journey, "", triggers, 0)
 
 

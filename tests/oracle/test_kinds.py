@@ -1,4 +1,4 @@
-"""Triggers of repeated_event, delay_range and broadcast journeys, and the kind not judged."""
+"""Triggers of repeated_event, delay_range, broadcast and inactivity journeys."""
 
 from __future__ import annotations
 
@@ -171,13 +171,72 @@ def test_broadcasts_with_one_link_split_pushes(tmp_path):
     assert ids[("reminder", "p1-0")] == [second]
 
 
-def test_inactivity_not_judged(tmp_path):
-    text = SCENARIO.replace("kind: event", "kind: inactivity\n    inactivity: 7d")
+WINBACK = (
+    SCENARIO.replace("kind: event", "kind: inactivity\n    inactivity: 6h")
+    .replace("    trigger: {event: added_to_cart}\n", "")
+    .replace("    exit: {event: order_completed, match: cart_id}\n", "")
+    .replace("link: shop://cart/{cart_id}", "link: shop://home")
+)
+QUIET = 6 * 3600.0
+
+
+def app_open(story: Story, at: float, number: int) -> None:
+    story.call("track", at, f"d{number}-0", f"p{number}-0", user_id=f"p{number}-0",
+               anonymous_id=f"anon-{number}", event="Application Opened",
+               properties={})  # fmt: skip
+
+
+def winback_push(story: Story, at: float, token: str) -> str | None:
+    delivery_id = story.push(at, token)
+    payload = {"aps": {"alert": "We miss you"}, "CIO": {"push": {"link": "shop://home"}}}
+    story.rows[-1]["payload"] = json.dumps(payload).encode()
+    return delivery_id
+
+
+def winback_story() -> tuple[Story, list[str]]:
     story = Story()
-    story.shopper()
-    story.add_to_cart(1000.0)
-    result = judge_run(story.write(tmp_path, text))
-    journey = result.journeys[0]
-    assert not journey.judged
-    assert "not judged" in journey.note
-    assert result.rows == []
+    tokens = [
+        story.shopper(
+            device=f"d{n}-0", person=f"p{n}-0", token=n, user_id=f"p{n}-0", anonymous_id=f"anon-{n}"
+        )  # fmt: skip
+        for n in (1, 2, 3)
+    ]
+    return story, tokens
+
+
+def test_inactivity_quiet_spell_triggers_winback(tmp_path):
+    story, tokens = winback_story()
+    app_open(story, 1000.0, 1)
+    app_open(story, 2000.0, 1)
+    delivery = winback_push(story, 2000.0 + QUIET + 300.0, tokens[0])
+    story.react(2000.0 + QUIET + 300.0, delivery, "displayed")
+    app_open(story, 1000.0, 3)
+    result = judge_run(story.write(tmp_path, WINBACK))
+
+    rows = {row.person: row for row in result.rows}
+    assert sorted(rows) == ["p1-0", "p3-0"]
+    # The spell starts at the last activity, so 1000 s on p1's phone started none.
+    assert rows["p1-0"].trigger_at == 2000.0 + QUIET
+    assert rows["p1-0"].outcome == "displayed"
+    assert rows["p3-0"].outcome == "not_sent"
+    assert rows["p3-0"].deadline_at == 1000.0 + QUIET + 0.1 * QUIET + 180.0
+
+
+def test_inactivity_return_before_push_exits(tmp_path):
+    story, _ = winback_story()
+    app_open(story, 1000.0, 2)
+    app_open(story, 1000.0 + QUIET + 600.0, 2)
+    result = judge_run(story.write(tmp_path, WINBACK))
+    first = result.rows[0]
+    assert first.trigger_at == 1000.0 + QUIET
+    assert first.outcome == "converted_before_delay"
+
+
+def test_inactivity_near_run_end(tmp_path):
+    story, _ = winback_story()
+    app_open(story, 70000.0, 1)
+    app_open(story, 60000.0, 3)
+    result = judge_run(story.write(tmp_path, WINBACK))
+    # 70000 s + 6 h is past the 1 d clock, so p1's spell never reached the period in the run.
+    # p3's did at 81600 s, but its window and the 1 h drain run past the end.
+    assert [(row.person, row.outcome) for row in result.rows] == [("p3-0", "excluded_near_end")]

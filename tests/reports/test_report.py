@@ -178,14 +178,12 @@ def test_compare_command_gate_newly_failed(tmp_path, good_run, flawed_run, capsy
     assert main(["compare", str(copies[1]), str(copies[0])]) == 0
 
 
-def test_report_for_unjudged_journey(tmp_path):
+def test_report_counts_unattributed_pushes(tmp_path):
     story = Story()
     token = story.shopper()
     story.add_to_cart(1000.0)
-    story.push(2800.0, token)
-    text = SCENARIO.replace("kind: event", "kind: inactivity\n    inactivity: 7d")
-    inputs, run_dir = write_run_dir(story, tmp_path, text)
+    story.push(2800.0, token, cart="c9-9")
+    inputs, run_dir = write_run_dir(story, tmp_path, SCENARIO)
     shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
     html = build_report(run_dir).read_text(encoding="utf-8")
-    assert "not judged" in html
     assert "pushes tied to no trigger" in html
