@@ -20,6 +20,7 @@ from sim import catalogue
 from sim.driver.cdp_batch import FLUSH_INTERVAL, CdpBatchAdapter
 from sim.driver.clock import ScaledEnvironment
 from sim.driver.control import ControlClient, ControlError
+from sim.driver.http import LaneClient
 from sim.driver.lanes import Action, DeviceLanes
 from sim.driver.timing import TRIGGER_TO_GATEWAY, TimingTable
 from sim.driver.track_v1 import TrackV1Adapter
@@ -194,7 +195,7 @@ class LiveRun:
         )
 
     def _send(
-        self, client: Any, requests: list[HttpRequest], calls: list[SdkCall], due: float
+        self, client: LaneClient, requests: list[HttpRequest], calls: list[SdkCall], due: float
     ) -> None:
         status = None
         sent_at = time.time()
@@ -204,17 +205,10 @@ class LiveRun:
             status = self._send_one(client, request)
         self._write_truth(calls, "sent", status, lag=max(0.0, sent_at - due), sent_at=sent_at)
 
-    def _send_one(self, client: Any, request: HttpRequest) -> int | None:
+    def _send_one(self, client: LaneClient, request: HttpRequest) -> int | None:
         status = None
         for wait in (*RETRY_WAITS, None):
-            response = client.request(
-                request.method,
-                request.path,
-                json=request.json,
-                headers=request.headers,
-                name=request.name,
-            )
-            status = response.status_code
+            status = client.send(request)
             if status not in RETRY_STATUSES or wait is None or self._stopping:
                 return status
             self.counters["sdk_retries"] += 1
