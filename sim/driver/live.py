@@ -118,8 +118,10 @@ class LiveRun:
         self.timing = timing
         self.gateways = gateways
         self.run_start = scenario.clock.start.timestamp()
-        self.env = ScaledEnvironment(plan.epoch, run_start=self.run_start)
         self.lanes = DeviceLanes(scenario.clock.lag_budget, timing)
+        self.env = ScaledEnvironment(
+            plan.epoch, run_start=self.run_start, backlogged=self.lanes.backlogged
+        )
         self.truth = TruthWriter(run_dir / f"truth-{plan.shard_index}.jsonl")
         self.triggers = TriggerClock(scenario)
         self.counters: Counter[str] = Counter()
