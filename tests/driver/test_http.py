@@ -8,6 +8,7 @@ import socket
 import gevent
 import pytest
 from gevent.pywsgi import WSGIServer
+from gevent.server import StreamServer
 
 from sim.driver.http import NO_RESPONSE, LaneClient
 from sim.driver.wire import HttpRequest
@@ -27,11 +28,15 @@ def backend():
                 "content_type": environ.get("CONTENT_TYPE"),
                 "authorization": environ.get("HTTP_AUTHORIZATION"),
                 "body": body,
+                "client_port": environ["REMOTE_PORT"],
             }
         )
         status = environ["PATH_INFO"].rsplit("/", 1)[-1]
         code = int(status) if status.isdigit() else 200
-        start_response(f"{code} X", [("Content-Type", "application/json")])
+        headers = [("Content-Type", "application/json")]
+        if status == "close":
+            headers.append(("Connection", "close"))
+        start_response(f"{code} X", headers)
         return [b"{}"]
 
     server = WSGIServer(("127.0.0.1", 0), app, log=None)
@@ -88,7 +93,18 @@ def test_connection_is_kept_alive(backend):
     for _ in range(3):
         assert client.send(HttpRequest("DELETE", "/a/b", "device:delete")) == 200
     assert [entry["body"] for entry in seen] == [b"", b"", b""]
-    assert client._client._connection_pool._socket_queue.qsize() == 1
+    assert len({entry["client_port"] for entry in seen}) == 1
+    assert [event["exception"] for event in fired] == [None, None, None]
+
+
+def test_closed_connection_is_reopened(backend):
+    url, seen = backend
+    hook, fired = recording_event()
+    client = make_client(url, hook)
+    assert client.send(HttpRequest("GET", "/close", "close")) == 200
+    assert client.send(HttpRequest("GET", "/after", "after")) == 200
+    assert seen[0]["client_port"] != seen[1]["client_port"]
+    assert [event["exception"] for event in fired] == [None, None]
 
 
 def test_error_status_is_a_failure(backend):
@@ -135,3 +151,27 @@ def test_requests_from_many_greenlets(backend):
     gevent.joinall(jobs, timeout=5)
     assert sorted(job.value for job in jobs) == [200] * 8
     assert len(fired) == 8
+
+
+def test_idle_close_by_server_reconnects():
+    connections = []
+
+    def handle(sock, address):
+        # Respond once as if the connection stayed open, then close it while idle.
+        connections.append(address)
+        sock.recv(4096)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        sock.close()
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    try:
+        hook, fired = recording_event()
+        client = make_client(f"http://127.0.0.1:{server.server_port}", hook)
+        assert client.send(HttpRequest("POST", "/one", "one", {})) == 200
+        gevent.sleep(0.05)
+        assert client.send(HttpRequest("POST", "/two", "two", {})) == 200
+    finally:
+        server.stop()
+    assert len(connections) == 2
+    assert [event["exception"] for event in fired] == [None, None]
