@@ -20,6 +20,7 @@ from sim import catalogue
 from sim.driver.cdp_batch import FLUSH_INTERVAL, CdpBatchAdapter
 from sim.driver.clock import ScaledEnvironment
 from sim.driver.control import ControlClient, ControlError
+from sim.driver.heap import freeze_survivors, release_frozen
 from sim.driver.http import LaneClient
 from sim.driver.lanes import Action, DeviceLanes
 from sim.driver.timing import TRIGGER_TO_GATEWAY, TimingTable
@@ -39,6 +40,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_WAITS = (0.25, 1.0)
 INVALIDATION_FLUSH = 0.5  # wall seconds between batches of token invalidations
 TRUTH_FLUSH = 1.0  # wall seconds between flushes of the truth ledger
+HEAP_FREEZE = 2.0  # wall seconds between freezes of the objects that survived young collections
 INBOX_WAIT = 1.0  # wall seconds a long poll of the inbox may wait
 
 
@@ -326,6 +328,7 @@ class LiveRun:
         """Start the model, the invalidation sender, the inbox poller and the truth flusher."""
         self._greenlets.append(gevent.spawn(self._run_model))
         self._greenlets.append(gevent.spawn(self._every, TRUTH_FLUSH, self.truth.flush))
+        self._greenlets.append(gevent.spawn(self._every, HEAP_FREEZE, freeze_survivors))
         if self.gateways is not None:
             self._greenlets.append(
                 gevent.spawn(self._every, INVALIDATION_FLUSH, self._flush_invalidations)
@@ -340,6 +343,7 @@ class LiveRun:
         self.env.stop()
         self._flush_invalidations()
         gevent.killall(self._greenlets, timeout=5)
+        release_frozen()
         self.truth.close()
 
     def live_counters(self) -> dict[str, int]:
