@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 
 import gevent
+import gevent.ssl
 import pytest
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
@@ -174,4 +176,32 @@ def test_idle_close_by_server_reconnects():
     finally:
         server.stop()
     assert len(connections) == 2
+    assert [event["exception"] for event in fired] == [None, None]
+
+
+def test_https_backend(tmp_path):
+    key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(certificate), "-days", "1", "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    def handle(sock, address):
+        # Two requests on one TLS connection, so the second reuses it.
+        for _ in range(2):
+            sock.recv(4096)
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    context = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(certificate), str(key))
+    server = StreamServer(("127.0.0.1", 0), handle, ssl_context=context)
+    server.start()
+    try:
+        hook, fired = recording_event()
+        client = make_client(f"https://127.0.0.1:{server.server_port}", hook)
+        assert client.send(HttpRequest("POST", "/one", "one", {})) == 200
+        assert client.send(HttpRequest("POST", "/two", "two", {})) == 200
+    finally:
+        server.stop()
     assert [event["exception"] for event in fired] == [None, None]
