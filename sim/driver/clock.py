@@ -25,6 +25,8 @@ DEFAULT_BURST = 0.004
 YIELD_SLEEP = 0.0001
 # The maximum single sleep while ahead of schedule, so a stop request is seen promptly.
 MAX_SLEEP = 0.05
+# The pause while the consumers of the model's output are backlogged, in wall seconds.
+HOLD_SLEEP = 0.001
 
 
 class ScaledEnvironment(simpy.Environment):
@@ -32,6 +34,8 @@ class ScaledEnvironment(simpy.Environment):
 
     ``run_scaled`` processes each event no earlier than the wall moment the epoch gives for it.
     ``lag`` is how far behind the wall clock the last processed event was, in wall seconds.
+    While ``backlogged()`` is true, due events wait, so that the model never runs further ahead
+    of what its output's consumers can take.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class ScaledEnvironment(simpy.Environment):
         burst: float = DEFAULT_BURST,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = gevent.sleep,
+        backlogged: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(initial_time=0.0)
         self.epoch = epoch
@@ -52,6 +57,7 @@ class ScaledEnvironment(simpy.Environment):
         self.steps = 0
         self._wall_clock = wall_clock
         self._sleep = sleep
+        self._backlogged = backlogged
         self._stopped = False
 
     def wall_at(self, sim_offset: float) -> float:
@@ -76,6 +82,13 @@ class ScaledEnvironment(simpy.Environment):
             wait = self.wall_at(due) - self._wall_clock()
             if wait > 0:
                 self._sleep(min(wait, MAX_SLEEP))
+                continue
+
+            if self._backlogged is not None and self._backlogged():
+                # The lanes cannot send what is already due, and stepping on would only queue
+                # more calls and take CPU from the lanes. Each call's lag is measured from its
+                # due time, so holding the model back hides no lateness.
+                self._sleep(HOLD_SLEEP)
                 continue
 
             self._step_burst(until)

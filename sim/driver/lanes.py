@@ -23,6 +23,10 @@ from sim.driver.timing import SCHEDULE_LAG, TimingTable
 
 log = logging.getLogger(__name__)
 
+# Devices waiting for a free lane above which the lanes count as backlogged. At 5,000 requests/s
+# this is about 0.1 s of work, enough that a lane which frees up finds a device waiting.
+BACKLOG_DEVICES = 500
+
 
 @dataclass(slots=True)
 class Action:
@@ -67,6 +71,10 @@ class DeviceLanes:
         self.pending += 1
         if len(queue) == 1 and action.device not in self._busy:
             self._ready.put(action.device)
+
+    def backlogged(self) -> bool:
+        """Tell whether more devices wait for a lane than ``BACKLOG_DEVICES``."""
+        return self._ready.qsize() > BACKLOG_DEVICES
 
     def serve(self, client: Any, stop: Callable[[], bool]) -> None:
         """Run one lane with ``client`` until ``stop()`` is true; call from a greenlet."""

@@ -20,6 +20,8 @@ from sim import catalogue
 from sim.driver.cdp_batch import FLUSH_INTERVAL, CdpBatchAdapter
 from sim.driver.clock import ScaledEnvironment
 from sim.driver.control import ControlClient, ControlError
+from sim.driver.heap import freeze_survivors, release_frozen
+from sim.driver.http import LaneClient
 from sim.driver.lanes import Action, DeviceLanes
 from sim.driver.timing import TRIGGER_TO_GATEWAY, TimingTable
 from sim.driver.track_v1 import TrackV1Adapter
@@ -38,6 +40,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_WAITS = (0.25, 1.0)
 INVALIDATION_FLUSH = 0.5  # wall seconds between batches of token invalidations
 TRUTH_FLUSH = 1.0  # wall seconds between flushes of the truth ledger
+HEAP_FREEZE = 2.0  # wall seconds between freezes of the objects that survived young collections
 INBOX_WAIT = 1.0  # wall seconds a long poll of the inbox may wait
 
 
@@ -117,8 +120,10 @@ class LiveRun:
         self.timing = timing
         self.gateways = gateways
         self.run_start = scenario.clock.start.timestamp()
-        self.env = ScaledEnvironment(plan.epoch, run_start=self.run_start)
         self.lanes = DeviceLanes(scenario.clock.lag_budget, timing)
+        self.env = ScaledEnvironment(
+            plan.epoch, run_start=self.run_start, backlogged=self.lanes.backlogged
+        )
         self.truth = TruthWriter(run_dir / f"truth-{plan.shard_index}.jsonl")
         self.triggers = TriggerClock(scenario)
         self.counters: Counter[str] = Counter()
@@ -194,7 +199,7 @@ class LiveRun:
         )
 
     def _send(
-        self, client: Any, requests: list[HttpRequest], calls: list[SdkCall], due: float
+        self, client: LaneClient, requests: list[HttpRequest], calls: list[SdkCall], due: float
     ) -> None:
         status = None
         sent_at = time.time()
@@ -204,17 +209,10 @@ class LiveRun:
             status = self._send_one(client, request)
         self._write_truth(calls, "sent", status, lag=max(0.0, sent_at - due), sent_at=sent_at)
 
-    def _send_one(self, client: Any, request: HttpRequest) -> int | None:
+    def _send_one(self, client: LaneClient, request: HttpRequest) -> int | None:
         status = None
         for wait in (*RETRY_WAITS, None):
-            response = client.request(
-                request.method,
-                request.path,
-                json=request.json,
-                headers=request.headers,
-                name=request.name,
-            )
-            status = response.status_code
+            status = client.send(request)
             if status not in RETRY_STATUSES or wait is None or self._stopping:
                 return status
             self.counters["sdk_retries"] += 1
@@ -330,6 +328,7 @@ class LiveRun:
         """Start the model, the invalidation sender, the inbox poller and the truth flusher."""
         self._greenlets.append(gevent.spawn(self._run_model))
         self._greenlets.append(gevent.spawn(self._every, TRUTH_FLUSH, self.truth.flush))
+        self._greenlets.append(gevent.spawn(self._every, HEAP_FREEZE, freeze_survivors))
         if self.gateways is not None:
             self._greenlets.append(
                 gevent.spawn(self._every, INVALIDATION_FLUSH, self._flush_invalidations)
@@ -344,6 +343,7 @@ class LiveRun:
         self.env.stop()
         self._flush_invalidations()
         gevent.killall(self._greenlets, timeout=5)
+        release_frozen()
         self.truth.close()
 
     def live_counters(self) -> dict[str, int]:

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 import gevent
-from locust import FastHttpUser, events, task
+from locust import User, events, task
+from locust.exception import LocustError
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from sim.driver.control import ControlClient, ControlError
+from sim.driver.http import LaneClient
 from sim.driver.live import LiveRun, RunPlan
 from sim.driver.timing import TimingTable
 from sim.driver.webui import install_web_ui, print_summary, write_timing_csv
@@ -370,13 +372,26 @@ def on_quitting(environment, **kwargs) -> None:
         environment.process_exit_code = 1
 
 
-class ShopperLanes(FastHttpUser):
+class ShopperLanes(User):
     """One device lane: sends the next due SDK call of whichever device's turn it is."""
 
     abstract = False
-    # Lanes are held open for the whole run; the backend's host comes from --host.
+    # Timeouts in seconds. A lane keeps its connection to --host for the whole run.
     network_timeout = 30.0
     connection_timeout = 10.0
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        if not self.host:
+            raise LocustError(
+                "missing backend URL: pass --host http://HOST:PORT (the backend under test)"
+            )
+        self.client = LaneClient(
+            self.host,
+            environment.events.request,
+            connection_timeout=self.connection_timeout,
+            network_timeout=self.network_timeout,
+        )
 
     @task
     def serve(self) -> None:
@@ -387,3 +402,6 @@ class ShopperLanes(FastHttpUser):
         run = state.run
         run.lanes.serve(self.client, stop=lambda: run.finished and not run.lanes.pending)
         gevent.sleep(0.5)
+
+    def on_stop(self) -> None:
+        self.client.close()

@@ -6,7 +6,7 @@ import time
 
 import gevent
 
-from sim.driver.lanes import Action, DeviceLanes
+from sim.driver.lanes import BACKLOG_DEVICES, Action, DeviceLanes
 from sim.driver.timing import SCHEDULE_LAG, TimingTable
 
 
@@ -85,3 +85,18 @@ def test_failing_send_keeps_lane_alive():
     lanes.submit(Action("d", now, lambda c: sent.append(1), lambda lag: None))
     run_lanes(lanes, count=1, seconds=0.2)
     assert sent == [1]
+
+
+def test_backlog_counts_waiting_devices():
+    lanes = DeviceLanes(lag_budget=5.0, timing=TimingTable())
+    now = time.time()
+    for i in range(BACKLOG_DEVICES):
+        lanes.submit(Action(f"d{i}", now, lambda c: None, lambda lag: None))
+    # A second call of a device already waiting adds no waiting device.
+    lanes.submit(Action("d0", now, lambda c: None, lambda lag: None))
+    assert not lanes.backlogged()
+    lanes.submit(Action("one more", now, lambda c: None, lambda lag: None))
+    assert lanes.backlogged()
+    run_lanes(lanes, count=4, seconds=0.3)
+    assert not lanes.backlogged()
+    assert lanes.sent == BACKLOG_DEVICES + 2

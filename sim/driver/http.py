@@ -1,0 +1,202 @@
+"""A lane's HTTP/1.1 connection to the backend, reporting each request to Locust's statistics.
+
+Locust's ``FastHttpSession`` sits on geventhttpclient's ``UserAgent``, which builds a
+urllib-style request, parses the URL, keeps a cookie jar and wraps the response for every
+call. Below it, ``HTTPClient`` validates and merges every header and checks the pooled socket
+with a gevent ``select``. A lane needs none of that, because it sends API calls with headers
+its adapter built over one keep-alive connection to one host. So this client writes the request
+head itself and reads the response with geventhttpclient's parser (``HTTPSocketResponse``),
+which handles chunked bodies, 1xx responses and ``Connection: close``.
+
+Requests keep their Locust names, and a response is a failure in the statistics exactly when
+``FastHttpSession`` would count it as one: a connection error, or a status outside the 2xx and
+redirect codes of ``LocustUserAgent.valid_response_codes``. Differences from
+``FastHttpSession``: redirects are not followed (an SDK API call never expects one), cookies
+are ignored, and no ``Accept-Encoding`` is sent, so the response length in the statistics is
+the length on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from ssl import SSLError
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent.socket
+import gevent.ssl
+from gevent.monkey import get_original
+from gevent.timeout import Timeout
+from geventhttpclient._parser import HTTPParseError
+from geventhttpclient.response import HTTPConnectionClosed, HTTPSocketResponse
+from geventhttpclient.useragent import ConnectionError as ClientConnectionError
+
+from sim.driver.wire import HttpRequest
+
+# Locust is not imported here: importing it monkey-patches the whole process, which a test
+# of this module must not do. The status set and the exceptions are those of Locust 2.47's
+# ``locust.contrib.fasthttp`` (``LocustUserAgent.valid_response_codes``, ``FAILURE_EXCEPTIONS``).
+VALID_STATUSES = frozenset(
+    [200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 301, 302, 303, 304, 307, 308]
+)
+FAILURES = (
+    ClientConnectionError,
+    ConnectionError,
+    socket.error,
+    SSLError,
+    Timeout,
+    HTTPConnectionClosed,
+    HTTPParseError,
+)
+# The status of a request that got no response at all, as Locust's ErrorResponse reports it.
+NO_RESPONSE = 0
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+USER_AGENT = "pushsim"
+# Methods that carry a body, so they send ``Content-Length: 0`` when it is empty (RFC 9110 8.6).
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_SELECT = get_original("select", "select")
+
+
+class BadStatus(Exception):
+    """A response whose status Locust counts as a failure, such as ``BadStatus(503)``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _unverified_ssl_context() -> gevent.ssl.SSLContext:
+    # Locust's FastHttpUser does not verify certificates either (its ``insecure`` default).
+    # It is gevent's own context, so the handshake yields to the hub even without patching.
+    context = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = gevent.ssl.CERT_NONE
+    return context
+
+
+# One encoder for every body: json.dumps with non-default options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+class LaneClient:
+    """One keep-alive connection to the backend at ``base_url``, opened on first use.
+
+    ``base_url`` is Locust's ``--host``, and its path, if any, prefixes every request path.
+    Every request fires ``request_event``, Locust's ``events.request``, with the request's
+    Locust name. Timeouts are in seconds.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        request_event: Any,
+        *,
+        connection_timeout: float,
+        network_timeout: float,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"invalid backend URL {base_url!r}: expected http://HOST[:PORT] or https://..."
+            )
+        self.base_url = base_url.rstrip("/")
+        self._prefix = parts.path.rstrip("/")
+        self._host = parts.hostname
+        self._address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        self._ssl_context = _unverified_ssl_context() if parts.scheme == "https" else None
+        self._connection_timeout = connection_timeout
+        self._network_timeout = network_timeout
+        host_header = parts.netloc.rpartition("@")[2]
+        self._fixed_head = f"Host: {host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
+        self._sock: gevent.socket.socket | None = None
+        self._fire = request_event.fire
+
+    def send(self, request: HttpRequest) -> int:
+        """Send ``request`` and return its HTTP status, or ``NO_RESPONSE`` on a connection error."""
+        body = b""
+        headers = request.headers
+        if request.json is not None:
+            body = _ENCODER.encode(request.json).encode()
+            headers = {**JSON_HEADERS, **request.headers}
+        message = self._head(request.method, request.path, headers, len(body)) + body
+
+        start_time = time.time()
+        started = time.perf_counter()
+        exception: Exception | None = None
+        status = NO_RESPONSE
+        length = 0
+        try:
+            length, status = self._exchange(request.method, message)
+        except FAILURES as error:
+            exception = error
+            self._drop_connection()
+        if exception is None and status not in VALID_STATUSES:
+            exception = BadStatus(status)
+
+        self._fire(
+            request_type=request.method,
+            name=request.name,
+            response_time=(time.perf_counter() - started) * 1000.0,
+            response_length=length,
+            exception=exception,
+            context={},
+            response=None,
+            url=self.base_url + request.path,
+            start_time=start_time,
+        )
+        return status
+
+    def _head(self, method: str, path: str, headers: dict[str, str], body_length: int) -> bytes:
+        lines = [f"{method} {self._prefix}{path} HTTP/1.1\r\n", self._fixed_head]
+        for field, value in headers.items():
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"invalid value for header field {field!r}: {value!r}")
+            lines.append(f"{field}: {value}\r\n")
+        if body_length or method in BODY_METHODS:
+            lines.append(f"Content-Length: {body_length}\r\n")
+        lines.append("\r\n")
+        # The request head is latin-1, as in http.client and geventhttpclient.
+        return "".join(lines).encode("latin-1")
+
+    def _exchange(self, method: str, message: bytes) -> tuple[int, int]:
+        """Write one request and read its response. Return the body length and the status."""
+        sock = self._connection()
+        sock.sendall(message)
+        response = HTTPSocketResponse(sock, method=method)
+        length = len(response.read())
+        if response.should_close():
+            # The response closed the socket when its message ended.
+            self._sock = None
+        return length, response.status_code
+
+    def _connection(self) -> gevent.socket.socket:
+        sock = self._sock
+        if sock is not None and _readable_now(sock):
+            # An idle keep-alive socket has nothing to read unless the server closed it.
+            self._drop_connection()
+            sock = None
+        if sock is None:
+            sock = gevent.socket.create_connection(self._address, self._connection_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl_context is not None:
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=self._host)
+            sock.settimeout(self._network_timeout)
+            self._sock = sock
+        return sock
+
+    def _drop_connection(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        self._drop_connection()
+
+
+def _readable_now(sock: gevent.socket.socket) -> bool:
+    # The unpatched select returns at once, while gevent's starts I/O watchers and goes through
+    # the hub on every call.
+    readable, _, _ = _SELECT([sock], [], [], 0.0)
+    return bool(readable)
