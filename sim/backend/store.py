@@ -294,6 +294,13 @@ class Store:
         ``op`` may run twice: when another op of its batch raises, the writer rolls the batch
         back and runs it again with each op in its own savepoint. So ``op`` must change nothing
         but the database.
+
+        An ``op`` with an ``apply_group`` attribute is grouped: the writer passes every grouped
+        op of a batch that has the same ``apply_group`` to one call,
+        ``apply_group(connection, ops)``, which returns their results in order. Grouped ops run
+        after the other ops of their batch. Every op of a batch was in flight at once, and none
+        is acknowledged before the batch commits, so callers cannot tell that order from any
+        other.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
@@ -347,26 +354,29 @@ class Store:
             self._commit(batch)
 
     def _collect_batch(self, first: _PendingWrite) -> tuple[list[_PendingWrite], bool]:
-        """Gather up to ``batch_max`` writes, lingering briefly once the queue runs empty."""
+        """Gather up to ``batch_max`` writes, lingering once if the queue runs empty.
+
+        The writer sleeps through the linger instead of waiting on the queue, because a waiting
+        writer wakes up and takes the GIL from the event loop for every write put in the queue.
+        """
         batch = [first]
-        deadline = None
+        stopping = self._take_queued(batch)
+        if not stopping and len(batch) < self.batch_max and self.linger_seconds > 0:
+            time.sleep(self.linger_seconds)
+            stopping = self._take_queued(batch)
+        return batch, stopping
+
+    def _take_queued(self, batch: list[_PendingWrite]) -> bool:
+        """Move queued writes into ``batch`` up to ``batch_max``; True if the stop marker came."""
         while len(batch) < self.batch_max:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                if deadline is None:
-                    deadline = time.monotonic() + self.linger_seconds
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
+                return False
             if isinstance(item, _Stop):
-                return batch, True
+                return True
             batch.append(item)
-        return batch, False
+        return False
 
     def _commit(self, batch: list[_PendingWrite]) -> None:
         connection = self._writer_connection
@@ -415,13 +425,27 @@ class Store:
         A savepoint costs two more statements per op, and each statement releases and retakes
         the GIL that the event loop needs.
         """
-        outcomes = []
-        for pending in batch:
+        outcomes: list[Any] = [None] * len(batch)
+        groups: dict[Callable, list[int]] = {}
+        for index, pending in enumerate(batch):
+            apply_group = getattr(pending.op, "apply_group", None)
+            if apply_group is not None:
+                groups.setdefault(apply_group, []).append(index)
+                continue
             try:
                 result = pending.op(connection)
             except Exception:  # the batch is run again and this op's error reported then
                 return None
-            outcomes.append((pending, result, None))
+            outcomes[index] = (pending, result, None)
+
+        for apply_group, indexes in groups.items():
+            try:
+                results = apply_group(connection, [batch[index].op for index in indexes])
+            except Exception:  # the batch is run again with each op alone
+                log.exception("grouped writes failed; running their batch one write at a time")
+                return None
+            for index, result in zip(indexes, results, strict=True):
+                outcomes[index] = (batch[index], result, None)
         return outcomes
 
     @staticmethod

@@ -29,6 +29,7 @@ from sim.backend.limits import (
     utf8_size,
 )
 from sim.backend.services import SERVICES, Services
+from sim.backend.track_events import EventWrite
 
 log = logging.getLogger(__name__)
 
@@ -394,15 +395,7 @@ async def track_event(request: web.Request, services: Services) -> web.Response:
     _raise_if(errors)
     assert name is not None
 
-    await _store_event(
-        services,
-        lambda connection, now: identity.ensure_person(connection, identifier, now)[0],
-        None,
-        name,
-        data,
-        timestamp,
-        event_id,
-    )
+    await _store_event(services, identifier, None, name, data, timestamp, event_id)
     return _ok()
 
 
@@ -418,49 +411,36 @@ async def track_anonymous_event(request: web.Request, services: Services) -> web
     _raise_if(errors)
     assert name is not None
 
-    def find_profile(connection: sqlite3.Connection, now: float) -> int | None:
-        if not anonymous_id:
-            return None
-        return identity.ensure_anonymous(connection, anonymous_id, now)
-
-    await _store_event(services, find_profile, anonymous_id, name, data, timestamp, event_id)
+    await _store_event(services, None, anonymous_id, name, data, timestamp, event_id)
     return _ok()
 
 
 async def _store_event(
     services: Services,
-    find_profile,
+    reference: str | None,
     anonymous_id: str | None,
     name: str,
     data: str,
     timestamp: float | None,
     event_id: str | None,
 ) -> None:
-    """Store one Track API event on the profile ``find_profile(connection, now)`` returns."""
+    """Store one Track API event of the person ``reference``, else of ``anonymous_id``."""
     now = services.clock.wall_now()
-
-    def op(connection: sqlite3.Connection) -> int | None:
-        # A repeated event id changes nothing, not even by creating its person.
-        if event_id is not None and events.is_duplicate_event(connection, events.TRACK, event_id):
-            return None
-        return events.insert_event(
-            connection,
-            profile_id=find_profile(connection, now),
-            anonymous_id=anonymous_id,
-            name=name,
-            data=data,
-            timestamp=timestamp if timestamp is not None else now,
-            source=events.TRACK,
-            dedupe_id=event_id,
-            now=now,
-        )
-
-    stored = await services.store.write(op)
+    write = EventWrite(
+        reference=reference,
+        anonymous_id=anonymous_id,
+        name=name,
+        data=data,
+        timestamp=timestamp if timestamp is not None else now,
+        dedupe_id=event_id,
+        now=now,
+    )
+    stored = await services.store.write(write)
     _count_event(services, stored)
 
 
-def _count_event(services: Services, stored: int | None) -> None:
-    if stored is None:
+def _count_event(services: Services, stored: bool) -> None:
+    if not stored:
         services.metrics.count_duplicate(events.TRACK)
     else:
         services.metrics.count_event(events.TRACK)
