@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sim.backend.checkpoints import Checkpointer
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -262,6 +264,7 @@ class Store:
         self._lock = threading.Lock()
         self._writer_connection: sqlite3.Connection | None = None
         self._writer_thread: threading.Thread | None = None
+        self._checkpointer = Checkpointer(self.path, connect)
         self._reader_connections: list[sqlite3.Connection] = []
         self._reader_local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
@@ -280,6 +283,9 @@ class Store:
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+        # The checkpointer thread copies the WAL into the database, so no commit does.
+        connection.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpointer.start()
         self._writer_connection = connection
         self._writer_thread = threading.Thread(
             target=self._run_writer, name="store-writer", daemon=True
@@ -324,6 +330,7 @@ class Store:
             self._queue.put(_STOP)
         if self._writer_thread is not None:
             await asyncio.to_thread(self._writer_thread.join)
+            await asyncio.to_thread(self._checkpointer.stop)
         self._readers.shutdown(wait=True)
         for connection in self._reader_connections:
             connection.close()
