@@ -41,13 +41,18 @@ def _error_for_path(path: str, status: int, message: str, headers=None) -> web.R
 async def protocol_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Convert routing errors and unexpected failures into the protocol's own error body."""
+    """Convert routing errors and unexpected failures into the protocol's own error body.
+
+    It also counts every response by route, method and status for ``/metrics``. One
+    middleware does both, because each middleware adds a coroutine call to every request.
+    """
+    metrics = request.app[SERVICES].metrics
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPMethodNotAllowed as error:
         allowed = ", ".join(sorted(error.allowed_methods))
         log.info("%s %s rejected with 405: allowed %s", request.method, request.path, allowed)
-        return _error_for_path(
+        response = _error_for_path(
             request.path,
             405,
             f"method {request.method} not allowed on {request.path}: use {allowed}",
@@ -55,28 +60,16 @@ async def protocol_errors(
         )
     except web.HTTPNotFound:
         log.info("%s %s rejected with 404: no route", request.method, request.path)
-        return _error_for_path(request.path, 404, f"no route for {request.path}")
+        response = _error_for_path(request.path, 404, f"no route for {request.path}")
     except StoreClosedError as error:
         log.warning("%s %s rejected during shutdown: %s", request.method, request.path, error)
-        return _error_for_path(request.path, 503, "the backend is shutting down: retry later")
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return _error_for_path(request.path, 500, "internal error: see the backend log")
-
-
-@web.middleware
-async def count_requests(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Count every response by route, method and status for ``/metrics``."""
-    metrics = request.app[SERVICES].metrics
-    try:
-        response = await handler(request)
+        response = _error_for_path(request.path, 503, "the backend is shutting down: retry later")
     except web.HTTPException as error:
         metrics.count_request(_route_name(request), request.method, error.status)
         raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        response = _error_for_path(request.path, 500, "internal error: see the backend log")
     metrics.count_request(_route_name(request), request.method, response.status)
     return response
 
@@ -106,7 +99,7 @@ def create_app(
         clock=RunClock(),
     )
 
-    app = web.Application(middlewares=[count_requests, protocol_errors])
+    app = web.Application(middlewares=[protocol_errors])
     app[SERVICES] = services
     track_api.add_routes(app)
     cdp.add_routes(app)

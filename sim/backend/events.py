@@ -14,19 +14,30 @@ CDP = "cdp"
 DELIVERY_METRICS = ("delivered", "opened", "converted")
 
 
+def encode_data(data: dict) -> str:
+    """Encode event data as the ``events.data`` column stores it: compact JSON, sorted keys.
+
+    Its UTF-8 size is also the size that the intake limits measure.
+    """
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def insert_event(
     connection: sqlite3.Connection,
     *,
     profile_id: int | None,
     anonymous_id: str | None,
     name: str,
-    data: dict,
+    data: dict | str,
     timestamp: float,
     source: str,
     dedupe_id: str | None,
     now: float,
 ) -> int | None:
-    """Store an event and return its id, or None when ``dedupe_id`` was already stored."""
+    """Store an event and return its id, or None when ``dedupe_id`` was already stored.
+
+    ``data`` is the event's data, or its text from ``encode_data``.
+    """
     cursor = connection.execute(
         "INSERT OR IGNORE INTO events (profile_id, anonymous_id, name, data, timestamp, "
         "received_at, source, dedupe_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -34,7 +45,7 @@ def insert_event(
             profile_id,
             anonymous_id,
             name,
-            json.dumps(data, sort_keys=True),
+            data if isinstance(data, str) else encode_data(data),
             timestamp,
             now,
             source,

@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ async def read_limited_body(request: web.Request, limit: int) -> bytes | None:
     An oversized body is still read to its end and discarded, so the connection stays usable
     and memory stays bounded by ``limit``.
     """
+    length = request.content_length
+    if length is not None and length <= limit and hdrs.CONTENT_ENCODING not in request.headers:
+        # The HTTP parser ends an uncompressed body at its Content-Length, so one read is
+        # bounded, and it skips the per-chunk async iteration below.
+        return await request.content.read()
+
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):

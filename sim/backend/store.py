@@ -1,9 +1,9 @@
 """The backend's SQLite store: its schema and the group-commit writer.
 
 Every write is a function of a ``sqlite3.Connection`` that runs on one writer thread. The writer
-takes the writes queued since its last commit, runs each inside its own savepoint and commits
-them in one transaction. ``Store.write`` returns only after that commit, so a write that a
-request acknowledged survives a restart of the process.
+takes the writes queued since its last commit, runs them and commits them in one transaction.
+``Store.write`` returns only after that commit, so a write that a request acknowledged survives
+a restart of the process.
 
 Reads run on a separate connection in WAL mode. A read started after a write returned sees it.
 """
@@ -20,6 +20,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+
+from sim.backend.checkpoints import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +232,11 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
         future.set_result(result)
 
 
+def _settle_all(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        _settle(future, result, error)
+
+
 class Store:
     """The backend's SQLite database with one group-commit writer and a pool of readers.
 
@@ -250,19 +257,22 @@ class Store:
         self.linger_seconds = linger_seconds
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[_PendingWrite | _Stop] = queue.SimpleQueue()
-        self._queued = 0
+        # Writes the writer took off the queue and has not settled yet. Only the writer changes
+        # it, so the writer never takes ``_lock``, which the event loop takes for every write.
+        self._in_batch = 0
         self._closing = False
         self._lock = threading.Lock()
         self._writer_connection: sqlite3.Connection | None = None
         self._writer_thread: threading.Thread | None = None
+        self._checkpointer = Checkpointer(self.path, connect)
         self._reader_connections: list[sqlite3.Connection] = []
         self._reader_local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
 
     @property
     def queue_depth(self) -> int:
-        """Number of writes waiting for the writer or inside its current batch."""
-        return self._queued
+        """Number of writes waiting for the writer or inside its current batch (approximate)."""
+        return self._queue.qsize() + self._in_batch
 
     def open(self) -> None:
         """Create the schema if needed and start the writer thread."""
@@ -273,6 +283,9 @@ class Store:
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+        # The checkpointer thread copies the WAL into the database, so no commit does.
+        connection.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpointer.start()
         self._writer_connection = connection
         self._writer_thread = threading.Thread(
             target=self._run_writer, name="store-writer", daemon=True
@@ -284,13 +297,22 @@ class Store:
         """Run ``op`` on the writer thread and return its result once its batch has committed.
 
         An exception raised by ``op`` rolls back only that op's changes and is raised here.
+        ``op`` may run twice: when another op of its batch raises, the writer rolls the batch
+        back and runs it again with each op in its own savepoint. So ``op`` must change nothing
+        but the database.
+
+        An ``op`` with an ``apply_group`` attribute is grouped: the writer passes every grouped
+        op of a batch that has the same ``apply_group`` to one call,
+        ``apply_group(connection, ops)``, which returns their results in order. Grouped ops run
+        after the other ops of their batch. Every op of a batch was in flight at once, and none
+        is acknowledged before the batch commits, so callers cannot tell that order from any
+        other.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         with self._lock:
             if self._closing:
                 raise StoreClosedError(f"store {self.path} is closing: the write was not applied")
-            self._queued += 1
             self._queue.put(_PendingWrite(op, future, loop))
         return await future
 
@@ -308,6 +330,7 @@ class Store:
             self._queue.put(_STOP)
         if self._writer_thread is not None:
             await asyncio.to_thread(self._writer_thread.join)
+            await asyncio.to_thread(self._checkpointer.stop)
         self._readers.shutdown(wait=True)
         for connection in self._reader_connections:
             connection.close()
@@ -338,35 +361,43 @@ class Store:
             self._commit(batch)
 
     def _collect_batch(self, first: _PendingWrite) -> tuple[list[_PendingWrite], bool]:
-        """Gather up to ``batch_max`` writes, lingering briefly once the queue runs empty."""
+        """Gather up to ``batch_max`` writes, lingering once if the queue runs empty.
+
+        The writer sleeps through the linger instead of waiting on the queue, because a waiting
+        writer wakes up and takes the GIL from the event loop for every write put in the queue.
+        """
         batch = [first]
-        deadline = None
+        stopping = self._take_queued(batch)
+        if not stopping and len(batch) < self.batch_max and self.linger_seconds > 0:
+            time.sleep(self.linger_seconds)
+            stopping = self._take_queued(batch)
+        return batch, stopping
+
+    def _take_queued(self, batch: list[_PendingWrite]) -> bool:
+        """Move queued writes into ``batch`` up to ``batch_max``; True if the stop marker came."""
         while len(batch) < self.batch_max:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                if deadline is None:
-                    deadline = time.monotonic() + self.linger_seconds
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
+                return False
             if isinstance(item, _Stop):
-                return batch, True
+                return True
             batch.append(item)
-        return batch, False
+        return False
 
     def _commit(self, batch: list[_PendingWrite]) -> None:
         connection = self._writer_connection
         assert connection is not None
-        outcomes: list[tuple[_PendingWrite, Any, BaseException | None]] = []
+        self._in_batch = len(batch)
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for pending in batch:
-                outcomes.append(self._apply(connection, pending))
+            outcomes = self._apply_together(connection, batch)
+            if outcomes is None:
+                # An op raised and its partial changes are in the transaction, so run the batch
+                # again and isolate each op in a savepoint.
+                connection.execute("ROLLBACK")
+                connection.execute("BEGIN IMMEDIATE")
+                outcomes = [self._apply_alone(connection, pending) for pending in batch]
             connection.execute("COMMIT")
         except sqlite3.Error as error:
             log.error("commit of a batch of %d writes failed: %s", len(batch), error)
@@ -374,19 +405,58 @@ class Store:
                 connection.execute("ROLLBACK")
             outcomes = [(pending, None, error) for pending in batch]
 
-        with self._lock:
-            self._queued -= len(batch)
         if self._on_batch is not None:
             self._on_batch(len(batch))
-        for pending, result, error in outcomes:
-            try:
-                pending.loop.call_soon_threadsafe(_settle, pending.future, result, error)
-            except RuntimeError:
-                # The caller's event loop closed first, so no caller waits for this result.
-                log.warning("write committed after its event loop closed")
+        self._settle_batch(outcomes)
+        self._in_batch = 0
 
     @staticmethod
-    def _apply(
+    def _settle_batch(outcomes: list[tuple[_PendingWrite, Any, BaseException | None]]) -> None:
+        """Hand each outcome to its event loop, with one wake-up per loop and batch."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for pending, result, error in outcomes:
+            by_loop.setdefault(pending.loop, []).append((pending.future, result, error))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:
+                # The caller's event loop closed first, so no caller waits for these results.
+                log.warning("%d writes committed after their event loop closed", len(settled))
+
+    @staticmethod
+    def _apply_together(
+        connection: sqlite3.Connection, batch: list[_PendingWrite]
+    ) -> list[tuple[_PendingWrite, Any, BaseException | None]] | None:
+        """Run every op of ``batch`` without savepoints; None as soon as one op raises.
+
+        A savepoint costs two more statements per op, and each statement releases and retakes
+        the GIL that the event loop needs.
+        """
+        outcomes: list[Any] = [None] * len(batch)
+        groups: dict[Callable, list[int]] = {}
+        for index, pending in enumerate(batch):
+            apply_group = getattr(pending.op, "apply_group", None)
+            if apply_group is not None:
+                groups.setdefault(apply_group, []).append(index)
+                continue
+            try:
+                result = pending.op(connection)
+            except Exception:  # the batch is run again and this op's error reported then
+                return None
+            outcomes[index] = (pending, result, None)
+
+        for apply_group, indexes in groups.items():
+            try:
+                results = apply_group(connection, [batch[index].op for index in indexes])
+            except Exception:  # the batch is run again with each op alone
+                log.exception("grouped writes failed; running their batch one write at a time")
+                return None
+            for index, result in zip(indexes, results, strict=True):
+                outcomes[index] = (batch[index], result, None)
+        return outcomes
+
+    @staticmethod
+    def _apply_alone(
         connection: sqlite3.Connection, pending: _PendingWrite
     ) -> tuple[_PendingWrite, Any, BaseException | None]:
         connection.execute("SAVEPOINT write_op")

@@ -29,6 +29,7 @@ from sim.backend.limits import (
     utf8_size,
 )
 from sim.backend.services import SERVICES, Services
+from sim.backend.track_events import EventWrite
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ PREFIX = "/api/v1"
 
 # Device tokens are not ids: an FCM token is about 160 characters, above the 150-byte id limit.
 DEVICE_TOKEN_MAX_BYTES = ATTRIBUTE_VALUE_MAX_BYTES
+
+# The body of every successful response.
+OK_BODY = b"{}"
 
 # Device attributes that get their own column; the rest stay in the attributes JSON.
 APP_VERSION_KEYS = ("app_version",)
@@ -189,8 +193,8 @@ def _check_attributes(attributes: dict, errors: list[str], where: str = "attribu
 
 def _event_fields(
     body: dict, errors: list[str]
-) -> tuple[str | None, dict, float | None, str | None]:
-    """Validate an event body and return its name, data, timestamp and dedupe id."""
+) -> tuple[str | None, str, float | None, str | None]:
+    """Validate an event body and return its name, encoded data, timestamp and dedupe id."""
     name = _string_field(body, "name", errors, required=True, max_bytes=EVENT_NAME_MAX_BYTES)
     data = body.get("data", {})
     if data is None:
@@ -198,13 +202,14 @@ def _event_fields(
     if not isinstance(data, dict):
         errors.append(f"invalid 'data': expected a JSON object, got {type(data).__name__}")
         data = {}
-    elif json_size(data) > EVENT_DATA_MAX_BYTES:
-        errors.append(
-            f"'data' too large: {json_size(data)} bytes, the limit is {EVENT_DATA_MAX_BYTES}"
-        )
+    # One encoding serves both the size limit and the stored column.
+    data_text = events.encode_data(data)
+    data_size = utf8_size(data_text)
+    if data_size > EVENT_DATA_MAX_BYTES:
+        errors.append(f"'data' too large: {data_size} bytes, the limit is {EVENT_DATA_MAX_BYTES}")
     timestamp = _timestamp_field(body, "timestamp", errors)
     event_id = _string_field(body, "id", errors, required=False, max_bytes=ID_MAX_BYTES)
-    return name, data, timestamp, event_id
+    return name, data_text, timestamp, event_id
 
 
 def _raise_if(errors: list[str]) -> None:
@@ -221,7 +226,8 @@ def _path_identifier(request: web.Request) -> str:
 
 
 def _ok() -> web.Response:
-    return web.json_response({})
+    # The same body and Content-Type as web.json_response({}), without encoding it each time.
+    return web.Response(body=OK_BODY, content_type="application/json", charset="utf-8")
 
 
 @_endpoint
@@ -389,15 +395,7 @@ async def track_event(request: web.Request, services: Services) -> web.Response:
     _raise_if(errors)
     assert name is not None
 
-    await _store_event(
-        services,
-        lambda connection, now: identity.ensure_person(connection, identifier, now)[0],
-        None,
-        name,
-        data,
-        timestamp,
-        event_id,
-    )
+    await _store_event(services, identifier, None, name, data, timestamp, event_id)
     return _ok()
 
 
@@ -413,49 +411,36 @@ async def track_anonymous_event(request: web.Request, services: Services) -> web
     _raise_if(errors)
     assert name is not None
 
-    def find_profile(connection: sqlite3.Connection, now: float) -> int | None:
-        if not anonymous_id:
-            return None
-        return identity.ensure_anonymous(connection, anonymous_id, now)
-
-    await _store_event(services, find_profile, anonymous_id, name, data, timestamp, event_id)
+    await _store_event(services, None, anonymous_id, name, data, timestamp, event_id)
     return _ok()
 
 
 async def _store_event(
     services: Services,
-    find_profile,
+    reference: str | None,
     anonymous_id: str | None,
     name: str,
-    data: dict,
+    data: str,
     timestamp: float | None,
     event_id: str | None,
 ) -> None:
-    """Store one Track API event on the profile ``find_profile(connection, now)`` returns."""
+    """Store one Track API event of the person ``reference``, else of ``anonymous_id``."""
     now = services.clock.wall_now()
-
-    def op(connection: sqlite3.Connection) -> int | None:
-        # A repeated event id changes nothing, not even by creating its person.
-        if event_id is not None and events.is_duplicate_event(connection, events.TRACK, event_id):
-            return None
-        return events.insert_event(
-            connection,
-            profile_id=find_profile(connection, now),
-            anonymous_id=anonymous_id,
-            name=name,
-            data=data,
-            timestamp=timestamp if timestamp is not None else now,
-            source=events.TRACK,
-            dedupe_id=event_id,
-            now=now,
-        )
-
-    stored = await services.store.write(op)
+    write = EventWrite(
+        reference=reference,
+        anonymous_id=anonymous_id,
+        name=name,
+        data=data,
+        timestamp=timestamp if timestamp is not None else now,
+        dedupe_id=event_id,
+        now=now,
+    )
+    stored = await services.store.write(write)
     _count_event(services, stored)
 
 
-def _count_event(services: Services, stored: int | None) -> None:
-    if stored is None:
+def _count_event(services: Services, stored: bool) -> None:
+    if not stored:
         services.metrics.count_duplicate(events.TRACK)
     else:
         services.metrics.count_event(events.TRACK)

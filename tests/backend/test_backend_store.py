@@ -223,3 +223,25 @@ def test_queries_for_journey_engine(backend, track):
     assert [device["token"] for device in devices] == ["tok-1"]
     assert [event["data"] for event in carts] == [{"n": 1}]
     assert [event["name"] for event in tail] == ["added_to_cart", "order_completed"]
+
+
+def test_checkpoints_run_off_writer(tmp_path):
+    async def scenario():
+        store = Store(tmp_path / "s.db")
+        store.open()
+        try:
+            for n in range(50):
+                await store.write(
+                    lambda connection, n=n: connection.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?)", (f"k{n}", "v" * 2000)
+                    )
+                )
+            # About 60 pages stay far below SQLite's automatic checkpoint at 1000, so only the
+            # checkpoint thread copies them from the WAL into the database file.
+            await asyncio.sleep(0.5)
+            return (tmp_path / "s.db").stat().st_size
+        finally:
+            await store.close()
+
+    size = asyncio.run(scenario())
+    assert size > 50 * 2000
