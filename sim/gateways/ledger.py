@@ -151,6 +151,7 @@ class DeliveryLedger:
         # Counts from the writer's last report, read from any thread for /metrics.
         self.committed = 0  # rows committed since open
         self.write_errors = 0  # batches lost to SQLite errors or to a writer that died
+        self._send_errors = 0  # batches the sender could not hand to the writer
         self.last_flush_wall: float | None = None
         self._handled = 0  # records the writer committed or lost
         self._sent = 0  # records sent to the writer
@@ -355,6 +356,7 @@ class DeliveryLedger:
                     self._records.send(("stop",))
                     return
             except OSError as error:
+                self._send_errors += 1
                 self.write_errors += 1
                 self._repeats.log(
                     logging.ERROR,
@@ -389,7 +391,7 @@ class DeliveryLedger:
 
     def _absorb(self, stats: dict) -> None:
         self.committed = stats["committed"]
-        self.write_errors = max(self.write_errors, stats["write_errors"])
+        self.write_errors = self._send_errors + stats["write_errors"]
         self._handled = stats["handled"]
         self._windows = stats["windows"]
         if stats["last_flush_wall"] is not None:

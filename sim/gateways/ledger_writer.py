@@ -12,9 +12,9 @@ ledger opened on the same file waits for that lock first, so it never reads the 
 older writer still writes.
 
 The gateway sends ``("batch", records, metas)`` messages and finally ``("stop",)``. Each record
-is a tuple laid out as ``RECORD_FIELDS``. The writer answers each commit with ``("committed",
+is a tuple laid out as ``RECORD_FIELDS``. After each commit the writer sends ``("committed",
 entries, stats)``, where ``entries`` are the inbox tuples of accepted pushes to issued tokens,
-and its idle heartbeats with ``("stats", stats)``. Its last message is ``("closed", stats)``.
+and after each idle heartbeat ``("stats", stats)``. Its last message is ``("closed", stats)``.
 """
 
 from __future__ import annotations

@@ -99,9 +99,9 @@ def find_triggers(
 ) -> TriggerSet:
     """Return the journey's triggers in time order, with its dropped trigger calls counted.
 
-    ``origin`` is the Unix time of simulated second 0, ``time_scale`` the run's simulated
-    seconds per wall second and ``horizon`` the run's duration in simulated seconds; broadcast
-    and inactivity journeys need them.
+    Only broadcast and inactivity journeys use the clock arguments. ``origin`` is the Unix time
+    of simulated second 0, ``time_scale`` the run's simulated seconds per wall second, and
+    ``horizon`` the run's duration in simulated seconds.
     """
     field_name = match_field(journey)
     if journey.kind == "broadcast":
@@ -187,8 +187,8 @@ def _broadcast_triggers(
     window = len(members) / journey.send_rate * time_scale
     triggers = []
     for person in sorted(members):
-        # The profile the backend knows the person by comes from their last call before the
-        # start. Its send time is not the due time, so the judge converts the due time instead.
+        # The person's last call before the start shows which profile the backend files them
+        # under. Its send time is not the due time, so the judge converts the due time instead.
         call = {key: value for key, value in latest[person].items() if key != "sent_wall"}
         triggers.append(
             Trigger(

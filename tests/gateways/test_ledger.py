@@ -264,7 +264,7 @@ FEEDER = textwrap.dedent(
 
 
 def process_gone(pid: int) -> bool:
-    """Tell whether ``pid`` has exited; a zombie nobody reaped counts as exited."""
+    """Tell whether ``pid`` has exited; an unreaped zombie counts as exited."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
