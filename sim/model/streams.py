@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.random.bit_generator import ISeedSequence
+
+from sim.model.seeding import SeedBlocks
 
 ORGANIC, REACTIONS, FAULTS = 0, 1, 2
 
@@ -24,7 +27,7 @@ class Stream:
 
     __slots__ = ("_generator", "_uniforms", "_normals")
 
-    def __init__(self, seed_sequence: np.random.SeedSequence):
+    def __init__(self, seed_sequence: ISeedSequence):
         self._generator = np.random.Generator(np.random.PCG64(seed_sequence))
         self._uniforms: list[float] = []
         self._normals: list[float] = []
@@ -88,6 +91,9 @@ class Stream:
         return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+_SEED_BLOCKS = SeedBlocks()
+
+
 class GroupStreams:
     """The substreams of one shopper group; reactions and faults are made on first use."""
 
@@ -100,10 +106,10 @@ class GroupStreams:
         self._reactions: Stream | None = None
         self._faults: Stream | None = None
 
-    def _child(self, index: int) -> np.random.SeedSequence:
+    def _child(self, index: int) -> ISeedSequence:
         # The same child that SeedSequence([seed, group_id]).spawn(3)[index] returns, made
-        # without spawning its siblings.
-        return np.random.SeedSequence([self._seed, self._group_id], spawn_key=(index,))
+        # without spawning its siblings, from words computed for a block of groups at once.
+        return _SEED_BLOCKS.seed_for(self._seed, self._group_id, index)
 
     @property
     def reactions(self) -> Stream:
