@@ -118,25 +118,22 @@ class PresetSeed(ISeedSequence):
 
 
 class SeedBlocks:
-    """Recent blocks of PCG64 seed words by (seed, substream index, first group id of block)."""
+    """Recent blocks of PCG64 seed words by (seed, substream index, first group id of block).
+
+    Only for substreams made in the order of group ids, as organic streams are when groups
+    arrive: a lookup behind the recent blocks computes its whole block again.
+    """
 
     def __init__(self) -> None:
         self._blocks: dict[tuple[int, int, int], np.ndarray] = {}
-        # The highest block start computed per (seed, index): blocks are made only forwards.
-        self._front: dict[tuple[int, int], int] = {}
 
     def seed_for(self, seed: int, group_id: int, index: int) -> ISeedSequence:
         """Return the seed sequence of one group's substream ``index``."""
         start = group_id - group_id % BLOCK
         block = self._blocks.get((seed, index, start))
         if block is None:
-            # A group that arrives long after its block was dropped (a reactions stream made at
-            # a late push) costs one SeedSequence rather than a block it would use once.
-            if not 0 <= group_id <= _MASK or start < self._front.get((seed, index), -1):
-                return np.random.SeedSequence([seed, group_id], spawn_key=(index,))
             block = pcg64_words(seed, np.arange(start, start + BLOCK), index)
             self._blocks[(seed, index, start)] = block
-            self._front[(seed, index)] = start
             if len(self._blocks) > _KEPT:
                 del self._blocks[next(iter(self._blocks))]
         return PresetSeed(seed, group_id, index, block[group_id - start])

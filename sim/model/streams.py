@@ -108,11 +108,15 @@ class GroupStreams:
 
     def _child(self, index: int) -> ISeedSequence:
         # The same child that SeedSequence([seed, group_id]).spawn(3)[index] returns, made
-        # without spawning its siblings, from words computed for a block of groups at once.
+        # without spawning its siblings. Organic and fault streams are made in the order groups
+        # arrive, so their words come from a block computed for many groups at once.
+        if index == REACTIONS:
+            return np.random.SeedSequence([self._seed, self._group_id], spawn_key=(index,))
         return _SEED_BLOCKS.seed_for(self._seed, self._group_id, index)
 
     @property
     def reactions(self) -> Stream:
+        # Made at a group's first push, in no particular order of groups.
         if self._reactions is None:
             self._reactions = Stream(self._child(REACTIONS))
         return self._reactions
