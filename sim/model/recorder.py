@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from sim.formats.truth import encode
-from sim.model.ports import SdkCall, TokenInvalidation, TruthSink
+from sim.model.ports import SdkCall, SharedProperties, TokenInvalidation, TruthSink
 
 try:
     from _json import encode_basestring as _quote
@@ -35,6 +35,12 @@ def encode_call(call: SdkCall) -> str:
     """
     user_id, token, event = call.user_id, call.token, call.event
     properties, attributes, fault = call.properties, call.attributes, call.fault
+    if properties is None:
+        properties_text = "null"
+    elif type(properties) is SharedProperties:
+        properties_text = properties.json
+    else:
+        properties_text = encode(properties)
     return (
         f'{{"at":{call.at!r},"group":{call.group_id},"seq":{call.seq},'
         f'"method":{_quote(call.method)},"device":{_quote(call.device)},'
@@ -42,7 +48,7 @@ def encode_call(call: SdkCall) -> str:
         f'"user_id":{"null" if user_id is None else _quote(user_id)},'
         f'"token":{"null" if token is None else _quote(token)},'
         f'"event":{"null" if event is None else _quote(event)},'
-        f'"properties":{"null" if properties is None else encode(properties)},'
+        f'"properties":{properties_text},'
         f'"attributes":{"null" if attributes is None else encode(attributes)},'
         f'"fault":{"null" if fault is None else _quote(fault)}}}'
     )

@@ -87,9 +87,7 @@ def _emit(
     if name == "product_viewed":
         product = product_hint or world.catalogue[stream.below(len(world.catalogue))]
         device.last_product = product
-        device.track(
-            at, name, {"sku": product.sku, "category": product.category, "price": product.price}
-        )
+        device.track(at, name, product.view_properties)
     elif name == "added_to_cart":
         product = device.last_product or world.catalogue[stream.below(len(world.catalogue))]
         if cart is None:
