@@ -39,6 +39,7 @@ import bisect
 import gzip
 import io
 import json
+import json.encoder
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,11 +70,23 @@ def canonical_key(record: dict) -> tuple[float, int, int]:
 
 # One encoder for every line: json.dumps with non-default options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# JSONEncoder.encode builds its C encoder again on every call, which is half the cost of a
+# small record (0.7 of 1.4 us), so the C encoder is built once. Without a markers dict it
+# skips the check for circular references that records never have.
+_encode_chunks = (
+    json.encoder.c_make_encoder(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    if json.encoder.c_make_encoder is not None
+    else None
+)
 
 
 def encode(record: dict) -> str:
     """Return the record as one compact JSON line without the newline."""
-    return _ENCODER.encode(record)
+    if _encode_chunks is None:
+        return _ENCODER.encode(record)
+    return "".join(_encode_chunks(record, 0))
 
 
 class TruthWriter:

@@ -130,18 +130,23 @@ class Device:
 
     def track(self, at: float, name: str, properties: dict[str, Any] | None = None) -> None:
         """Track event ``name`` the way this app's SDK sends it, faults included."""
-        world = self.group.world
+        group = self.group
+        world = group.world
         world.stats.events[name] += 1
-        world.observe(self, at, name, properties)
+        # What World.observe does, inline: most events have no audience watching them.
+        watchers = world.watchers.get(name)
+        if watchers is not None:
+            for audience in watchers:
+                audience.observe(self, at, name, properties)
 
         faults: list[str] = []
         if name in PRODUCT_EVENTS:
             dice = world.faults
             if name == "added_to_cart" and self.platform == "ios":
-                if dice.roll("event_name_drift", self.group.streams):
+                if dice.roll("event_name_drift", group.streams):
                     name = "add_to_cart"
                     faults.append("event_name_drift")
-            if dice.roll("sku_as_object", self.group.streams):
+            if dice.roll("sku_as_object", group.streams):
                 properties = dict(properties or {})
                 properties["sku"] = {"id": properties.get("sku")}
                 faults.append("sku_as_object")

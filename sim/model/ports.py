@@ -7,7 +7,9 @@ the live driver binds the same model to HTTP and to the gateways' inbox.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
+
+from sim.formats.truth import encode
 
 # SDK methods, in the order the SDK port declares them.
 SDK_METHODS = (
@@ -19,6 +21,29 @@ SDK_METHODS = (
     "clear_identity",
     "push_metric",
 )
+
+
+class SharedProperties(dict):
+    """Event properties that many calls share, such as a product's: read-only, with their JSON.
+
+    ``json`` is the compact JSON text of the properties, made once, so that a recorder need not
+    encode the same properties again for every call.
+    """
+
+    __slots__ = ("json",)
+
+    def __init__(self, properties: dict[str, Any]):
+        super().__init__(properties)
+        self.json = encode(self)
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("shared event properties are read-only: copy them with dict() to change")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+        return SharedProperties, (dict(self),)
 
 
 @dataclass(slots=True)

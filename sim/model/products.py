@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim.model.ports import SharedProperties
 from sim.scenario.schema import Products
 
 # Spawn key of the catalogue's stream, apart from every group's streams.
@@ -19,6 +20,13 @@ class Product:
     sku: str
     category: str
     price: float
+    # The properties of product_viewed, the most frequent event of the default funnel, made once
+    # per product.
+    view_properties: SharedProperties = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        properties = {"sku": self.sku, "category": self.category, "price": self.price}
+        object.__setattr__(self, "view_properties", SharedProperties(properties))
 
 
 def build_catalogue(products: Products, seed: int) -> list[Product]:

@@ -87,9 +87,7 @@ def _emit(
     if name == "product_viewed":
         product = product_hint or world.catalogue[stream.below(len(world.catalogue))]
         device.last_product = product
-        device.track(
-            at, name, {"sku": product.sku, "category": product.category, "price": product.price}
-        )
+        device.track(at, name, product.view_properties)
     elif name == "added_to_cart":
         product = device.last_product or world.catalogue[stream.below(len(world.catalogue))]
         if cart is None:
@@ -132,7 +130,7 @@ def session(
     env = world.env
     stream = group.streams.organic
     gap = world.scenario.sessions.event_gap
-    chain = world.chain
+    rows = world.chain.rows
     world.stats.sessions += 1
 
     now = at
@@ -151,12 +149,21 @@ def session(
         # carts of organic sessions, whose abandonment follows the funnel chain from its start.
         device.session_origin = "reorder_visit"
 
-    # The funnel walk: each step draws the next event, and what a row leaves over ends it.
+    # The funnel walk: each step draws the next event, and what a row leaves over ends it. The
+    # row is read here rather than through FunnelChain.next_event, and the gap drawn as
+    # Stream.lognormal draws it, because this loop runs once per event of every session.
+    median, sigma = gap.median, gap.sigma
+    uniform, normal = stream.uniform, stream.normal
     while True:
-        name = chain.next_event(state, stream.uniform())
+        u = uniform()
+        name = None
+        for bound, event in rows[state]:
+            if u < bound:
+                name = event
+                break
         if name is None or (name in NEEDS_CART and cart is None):
             break
-        now += stream.lognormal(gap.median, gap.sigma)
+        now += median * math.exp(sigma * normal())
         yield env.timeout(max(0.0, now - env.now))
         cart = _emit(device, now, name, cart, None)
         state = name

@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.random.bit_generator import ISeedSequence
+
+from sim.model.seeding import SeedBlocks
 
 ORGANIC, REACTIONS, FAULTS = 0, 1, 2
 
@@ -24,7 +27,7 @@ class Stream:
 
     __slots__ = ("_generator", "_uniforms", "_normals")
 
-    def __init__(self, seed_sequence: np.random.SeedSequence):
+    def __init__(self, seed_sequence: ISeedSequence):
         self._generator = np.random.Generator(np.random.PCG64(seed_sequence))
         self._uniforms: list[float] = []
         self._normals: list[float] = []
@@ -77,11 +80,18 @@ class Stream:
 
     def hex_id(self) -> str:
         """Return a random UUID-shaped id (version 4 layout), drawn from this stream."""
-        raw = bytearray(self._generator.bytes(16))
+        # The same 16 bytes as Generator.bytes(16), which reads two 64-bit outputs as four
+        # little-endian 32-bit words, in a quarter of its time (1.2 us against 5 us). Reading
+        # the raw outputs skips the bit generator's spare 32-bit word; no draw of a Stream
+        # leaves one, since every other draw here takes whole 64-bit outputs.
+        raw = bytearray(self._generator.bit_generator.random_raw(2).astype("<u8").tobytes())
         raw[6] = (raw[6] & 0x0F) | 0x40
         raw[8] = (raw[8] & 0x3F) | 0x80
         text = raw.hex()
         return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_SEED_BLOCKS = SeedBlocks()
 
 
 class GroupStreams:
@@ -96,13 +106,17 @@ class GroupStreams:
         self._reactions: Stream | None = None
         self._faults: Stream | None = None
 
-    def _child(self, index: int) -> np.random.SeedSequence:
+    def _child(self, index: int) -> ISeedSequence:
         # The same child that SeedSequence([seed, group_id]).spawn(3)[index] returns, made
-        # without spawning its siblings.
-        return np.random.SeedSequence([self._seed, self._group_id], spawn_key=(index,))
+        # without spawning its siblings. Organic and fault streams are made in the order groups
+        # arrive, so their words come from a block computed for many groups at once.
+        if index == REACTIONS:
+            return np.random.SeedSequence([self._seed, self._group_id], spawn_key=(index,))
+        return _SEED_BLOCKS.seed_for(self._seed, self._group_id, index)
 
     @property
     def reactions(self) -> Stream:
+        # Made at a group's first push, in no particular order of groups.
         if self._reactions is None:
             self._reactions = Stream(self._child(REACTIONS))
         return self._reactions
