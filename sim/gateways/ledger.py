@@ -317,6 +317,17 @@ class DeliveryLedger:
                 return
             self._records.close()
             self._commits.close()
+            if self._process.returncode != 0:
+                # Pushes sent after the writer died are lost. Leaving the shutdown unclean makes
+                # the next open report the window that may be missing.
+                log.error(
+                    "delivery ledger %s: writer process exited with status %d, so the ledger "
+                    "stays marked as not closed cleanly",
+                    self.path,
+                    self._process.returncode,
+                )
+                self._connection.close()
+                return
         elif self._pending:
             self._write_here()
         create_token_index(self._connection)

@@ -317,6 +317,26 @@ def committed_rows(path: Path) -> int:
 
 
 @pytest.mark.timeout(60)
+def test_dead_writer_leaves_shutdown_unclean(tmp_path, caplog):
+    path = tmp_path / "ledger.sqlite"
+    ledger = open_ledger(path)
+    ledger.record(push(apns_token(1), received_at=WALL_T0), accepted("one"))
+    wait_for(lambda: ledger.committed == 1)
+
+    os.kill(ledger.writer_pid, signal.SIGKILL)
+    wait_for(lambda: process_gone(ledger.writer_pid))
+    ledger.record(push(apns_token(2), received_at=WALL_T0 + 1), accepted("two"))
+    wait_for(lambda: ledger.write_errors >= 1)
+    ledger.close()
+    reopened = open_ledger(path)
+    reopened.close()
+
+    assert "writer process exited with status -9" in caplog.text
+    assert [row.delivery_id for row in read_rows(str(path))] == ["one"]
+    assert reopened.possible_gap is not None
+
+
+@pytest.mark.timeout(60)
 def test_kill_mid_burst_loses_one_interval(tmp_path, caplog):
     path = tmp_path / "ledger.sqlite"
     script = tmp_path / "feeder.py"
