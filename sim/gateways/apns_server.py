@@ -42,6 +42,7 @@ from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hpack import Encoder, NeverIndexedHeaderTuple
 
+from sim.gateways import huffman_memo
 from sim.gateways.apns_auth import ClientCertificate, Clock, ConnectionAuth
 from sim.gateways.apns_reasons import reject
 from sim.gateways.apns_rules import MAX_VOIP_PAYLOAD, ApnsRequest, ApnsResponse, ApnsRules
@@ -688,6 +689,7 @@ class ApnsGateway:
 
     async def start(self) -> int:
         """Start listening and return the bound port (useful with ``port=0``)."""
+        huffman_memo.install()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._make_connection, self.host, self.port, ssl=self.ssl_context
