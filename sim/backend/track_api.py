@@ -41,7 +41,7 @@ DEVICE_TOKEN_MAX_BYTES = ATTRIBUTE_VALUE_MAX_BYTES
 # The body of every successful response.
 OK_BODY = b"{}"
 
-# Most Authorization headers remembered as accepted. Each credential has a few spellings at
+# Maximum number of accepted Authorization headers kept. Each credential has a few spellings at
 # most (the scheme's case, base64 padding), so this only bounds a misbehaving client.
 ACCEPTED_HEADERS_MAX = 64
 
