@@ -27,8 +27,9 @@ class BackendConfig:
     ``rate_limit_per_second`` is the sustained request rate allowed per credential (a Track API
     site id or a CDP write key), and ``rate_limit_burst`` the bucket size in requests. None turns
     rate limiting off. ``write_batch_max`` caps the writes committed in one SQLite transaction,
-    and ``write_linger_seconds`` is how long the writer waits for more writes after the queue
-    runs empty, so a batch can grow under load.
+    and ``write_linger_seconds`` is the longest the writer waits for more writes after the queue
+    runs empty, so a batch can grow under load. It stops waiting sooner when no new write
+    arrives for ``sim.backend.store.QUIET_SECONDS``.
     """
 
     db_path: Path

@@ -14,12 +14,16 @@ CDP = "cdp"
 DELIVERY_METRICS = ("delivered", "opened", "converted")
 
 
+# json.dumps with these options would build a new encoder for every call.
+_DATA_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_data(data: dict) -> str:
     """Encode event data as the ``events.data`` column stores it: compact JSON, sorted keys.
 
     Its UTF-8 size is also the size that the intake limits measure.
     """
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _DATA_ENCODER.encode(data)
 
 
 def insert_event(

@@ -29,7 +29,8 @@ REJECTION_LOG_INTERVAL_SECONDS = 10.0
 
 def utf8_size(text: str) -> int:
     """Return the length of ``text`` in UTF-8 bytes."""
-    return len(text.encode("utf-8"))
+    # An ASCII string has one byte per character, and isascii() does not copy the string.
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def json_size(value: object) -> int:
@@ -48,8 +49,12 @@ async def read_limited_body(request: web.Request, limit: int) -> bytes | None:
     length = request.content_length
     if length is not None and length <= limit and hdrs.CONTENT_ENCODING not in request.headers:
         # The HTTP parser ends an uncompressed body at its Content-Length, so one read is
-        # bounded, and it skips the per-chunk async iteration below.
-        return await request.content.read()
+        # bounded, and it skips the per-chunk async iteration below. A small body has usually
+        # arrived whole with the headers, and then it is taken without awaiting.
+        content = request.content
+        if content.is_eof():
+            return content.read_nowait()
+        return await content.read()
 
     chunks: list[bytes] = []
     size = 0

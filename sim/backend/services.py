@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -45,6 +45,9 @@ class Services:
     metrics: Metrics
     limiter: RateLimiter
     clock: RunClock
+    # Track API Authorization headers already checked against the credentials, with the site
+    # id each authenticates.
+    accepted_track_headers: dict[str, str] = field(default_factory=dict)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -41,6 +41,10 @@ DEVICE_TOKEN_MAX_BYTES = ATTRIBUTE_VALUE_MAX_BYTES
 # The body of every successful response.
 OK_BODY = b"{}"
 
+# Maximum number of accepted Authorization headers kept. Each credential has a few spellings at
+# most (the scheme's case, base64 padding), so this only bounds a misbehaving client.
+ACCEPTED_HEADERS_MAX = 64
+
 # Device attributes that get their own column; the rest stay in the attributes JSON.
 APP_VERSION_KEYS = ("app_version",)
 OS_VERSION_KEYS = ("os_version", "device_os")
@@ -105,6 +109,19 @@ def _authenticate(request: web.Request, services: Services) -> str:
         raise TrackApiError(
             401, "missing credentials: send HTTP Basic auth with your site id and API key"
         )
+    site_id = services.accepted_track_headers.get(header)
+    if site_id is not None:
+        return site_id
+    site_id = _check_credential(header, services)
+    # Only accepted headers are remembered, and a client sends the same header with every
+    # request, so a repeated request skips the base64 decoding and the constant-time compares.
+    if len(services.accepted_track_headers) < ACCEPTED_HEADERS_MAX:
+        services.accepted_track_headers[header] = site_id
+    return site_id
+
+
+def _check_credential(header: str, services: Services) -> str:
+    """Return the site id that the Basic ``header`` authenticates, or raise a 401 error."""
     try:
         credential = BasicAuth.decode(header)
     except ValueError:
@@ -540,10 +557,12 @@ async def push_metric(request: web.Request, services: Services) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the Track API routes on ``app``."""
+    # aiohttp tries the routes under /customers in the order they were added, so the busiest,
+    # a person's events, comes first. No two of these paths can match the same URL.
+    app.router.add_post(PREFIX + "/customers/{identifier}/events", track_event)
     app.router.add_put(PREFIX + "/customers/{identifier}", identify)
     app.router.add_put(PREFIX + "/customers/{identifier}/devices", register_device)
     app.router.add_delete(PREFIX + "/customers/{identifier}/devices/{token}", delete_device)
-    app.router.add_post(PREFIX + "/customers/{identifier}/events", track_event)
     app.router.add_post(PREFIX + "/events", track_anonymous_event)
     app.router.add_post(PREFIX + "/merge_customers", merge_customers)
     app.router.add_post(PREFIX + "/push/events", push_metric)

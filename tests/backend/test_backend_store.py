@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import httpx
 import pytest
@@ -127,6 +128,26 @@ def test_failed_write_rolls_back_alone(tmp_path):
     assert results[2] is None
     assert {"a", "b"} <= keys
     assert "doomed" not in keys
+
+
+def test_lone_write_ends_the_linger_early(tmp_path):
+    # With a 2 s linger, a write that waited out the whole linger would take 2 s. The writer
+    # commits once a look at its queue finds nothing new.
+    async def scenario():
+        store = Store(tmp_path / "s.db", linger_seconds=2.0)
+        store.open()
+        try:
+            started = time.monotonic()
+            await store.write(
+                lambda connection: connection.execute(
+                    "INSERT INTO meta (key, value) VALUES ('k', 'v')"
+                )
+            )
+            return time.monotonic() - started
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) < 1.0
 
 
 def test_read_sees_acknowledged_write(tmp_path):

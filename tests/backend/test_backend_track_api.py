@@ -54,6 +54,16 @@ def test_wrong_credentials_get_401(backend, auth):
     assert backend.profile_of("id", "u1") is None
 
 
+def test_wrong_key_after_an_accepted_one_gets_401(backend):
+    # The backend remembers accepted Authorization headers; a different key is checked anew.
+    with backend.track() as client:
+        assert client.put(IDENTIFY.format("u1"), json={}).status_code == 200
+    with backend.client((SITE_ID, API_KEY + "x")) as client:
+        response = client.put(IDENTIFY.format("u2"), json={})
+    assert response.status_code == 401
+    assert backend.profile_of("id", "u2") is None
+
+
 def test_bearer_auth_is_rejected(backend):
     with backend.client(headers={"Authorization": "Bearer abc"}) as client:
         response = client.put(IDENTIFY.format("u1"), json={})
