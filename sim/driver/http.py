@@ -58,7 +58,7 @@ JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"
 USER_AGENT = "pushsim"
 # Methods that carry a body, so they send ``Content-Length: 0`` when it is empty (RFC 9110 8.6).
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-# Sets of request headers whose rendered lines a client keeps; an adapter uses one or two.
+# Sets of request headers whose rendered lines a client keeps. An adapter uses one or two.
 RENDERED_HEADER_SETS = 16
 _POLL = get_original("select", "poll")
 READ = 1  # the event mask of a read watcher in gevent's loop.io
@@ -83,9 +83,9 @@ def _unverified_ssl_context() -> gevent.ssl.SSLContext:
 
 # One encoder for every body: json.dumps with non-default options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
-# JSONEncoder.encode also makes a new C encoder for every call; this one, made once with
-# _ENCODER's settings, saves about 1 µs per body. It keeps no set of containers in progress,
-# because a request body has no reference cycle.
+# JSONEncoder.encode also makes a new C encoder for every call, so this one is made once with
+# _ENCODER's settings. It keeps no set of containers in progress, because a request body has
+# no reference cycle.
 _C_ENCODE = (
     c_make_encoder(
         None, _ENCODER.default, encode_basestring_ascii, None, ":", ",", False, False, True
@@ -246,9 +246,9 @@ class LaneClient:
             if self._ssl_context is not None:
                 sock = self._ssl_context.wrap_socket(sock, server_hostname=self._host)
             sock.settimeout(self._network_timeout)
-            # The unpatched poll returns at once; gevent's would start I/O watchers and go
-            # through the hub on every check. One poll object per connection also saves
-            # building select's lists, about 0.6 µs of the 1 µs a select took.
+            # The unpatched poll returns at once, while gevent's would start I/O watchers and go
+            # through the hub on every check. A check took 0.4 µs in a loop, against 1.05 µs for
+            # a select, which builds its lists on every call.
             self._idle_events = _POLL()
             self._idle_events.register(sock.fileno(), select.POLLIN)
             if self._ssl_context is None:
