@@ -23,6 +23,7 @@ from sim.driver.control import ControlClient, ControlError
 from sim.driver.heap import freeze_survivors, release_frozen
 from sim.driver.http import LaneClient
 from sim.driver.lanes import Action, DeviceLanes
+from sim.driver.sdk_records import sdk_call_line
 from sim.driver.timing import TRIGGER_TO_GATEWAY, TimingTable
 from sim.driver.track_v1 import TrackV1Adapter
 from sim.driver.wire import HttpRequest
@@ -228,16 +229,11 @@ class LiveRun:
         lag: float | None = None,
         sent_at: float | None = None,
     ) -> None:
+        lag_ms = None if lag is None else round(lag * 1000.0, 1)
+        sent_wall = None if sent_at is None else round(sent_at, 4)
         for call in calls:
-            record = {"v": 1, "kind": "sdk_call", "status": status, **call.to_record()}
-            if http_status is not None:
-                record["http_status"] = http_status
-            if lag is not None:
-                record["lag_ms"] = round(lag * 1000.0, 1)
-            if sent_at is not None:
-                record["sent_wall"] = round(sent_at, 4)
-            self.truth.write(record)
-            self.counters[f"truth:{status}"] += 1
+            self.truth.write_line(sdk_call_line(call, status, http_status, lag_ms, sent_wall))
+        self.counters[f"truth:{status}"] += len(calls)
 
     # The device-cloud port.
 

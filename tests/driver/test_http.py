@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import subprocess
 
 import gevent
@@ -205,3 +206,44 @@ def test_https_backend(tmp_path):
     finally:
         server.stop()
     assert [event["exception"] for event in fired] == [None, None]
+
+
+def silent_server(behaviour: str):
+    """A server that reads one request, then stalls, closes, or resets the connection."""
+
+    def handle(sock, address):
+        sock.recv(4096)
+        if behaviour == "stall":
+            gevent.sleep(2.0)
+        elif behaviour == "reset":
+            # SO_LINGER with a zero timeout makes close send RST instead of FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    return server
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        ("stall", "TimeoutError('timed out')"),
+        ("close", "HTTPConnectionClosed('connection closed.')"),
+        ("reset", "HTTPConnectionClosed('connection closed.')"),
+    ],
+)
+def test_no_response_is_a_failure(behaviour, expected):
+    server = silent_server(behaviour)
+    try:
+        hook, fired = recording_event()
+        client = LaneClient(
+            f"http://127.0.0.1:{server.server_port}", hook, connection_timeout=2.0,
+            network_timeout=0.2,
+        )  # fmt: skip
+        status = client.send(HttpRequest("POST", "/one", "one", {}))
+    finally:
+        server.stop()
+    assert status == NO_RESPONSE
+    assert repr(fired[0]["exception"]) == expected
+    assert fired[0]["response_length"] == 0
