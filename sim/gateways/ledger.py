@@ -34,6 +34,8 @@ from sim.formats.delivery import (
     META_LAST_FLUSH,
     META_POSSIBLE_GAPS,
     create_schema,
+    create_token_index,
+    drop_token_index,
 )
 from sim.gateways.hooks import Outcome, PushRequest, Service
 from sim.gateways.ledger_writer import (
@@ -172,6 +174,7 @@ class DeliveryLedger:
         self._connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
         self._connection.execute("PRAGMA journal_mode=WAL")
         create_schema(self._connection)
+        drop_token_index(self._connection)
         self.possible_gap = self._detect_gap()
         self.next_seq = self._max_seq() + 1
         self._set_meta(META_CLEAN_SHUTDOWN, "0")
@@ -299,7 +302,7 @@ class DeliveryLedger:
         self._pending.append((None, key, value))
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write everything pending, mark the shutdown clean and close the file."""
+        """Write everything pending, build the token index, mark the shutdown clean and close."""
         if self._process is not None:
             self._stopping.set()
             for thread in (self._sender, self._receiver):
@@ -327,6 +330,7 @@ class DeliveryLedger:
                 return
         elif self._pending:
             self._write_here()
+        create_token_index(self._connection)
         self._set_meta(META_CLEAN_SHUTDOWN, "1")
         self._connection.commit()
         self._connection.close()

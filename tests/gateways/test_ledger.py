@@ -187,6 +187,37 @@ def test_clean_close_reports_no_gap(tmp_path):
     assert [row.seq for row in read_rows(str(path))] == [1, 2]
 
 
+def ledger_indexes(path: Path) -> set[str]:
+    connection = sqlite3.connect(path)
+    try:
+        rows = connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'"
+        ).fetchall()
+    finally:
+        connection.close()
+    return {name for (name,) in rows}
+
+
+def test_token_index_built_on_close(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    ledger = open_ledger(path)
+    ledger.record(push(apns_token(1), received_at=WALL_T0), accepted("one"))
+    wait_for(lambda: ledger.committed == 1)
+
+    while_open = ledger_indexes(path)
+    ledger.close()
+    after_close = ledger_indexes(path)
+    reopened = open_ledger(path)
+    while_reopened = ledger_indexes(path)
+    reopened.close()
+
+    assert "deliveries_shard" in while_open
+    assert "deliveries_token" not in while_open
+    assert "deliveries_token" in after_close
+    assert "deliveries_token" not in while_reopened
+    assert "deliveries_token" in ledger_indexes(path)
+
+
 def test_record_does_not_wait_for_disk(tmp_path):
     ledger = open_ledger(tmp_path / "ledger.sqlite")
     request = push(apns_token(1), received_at=WALL_T0)
