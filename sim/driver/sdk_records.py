@@ -11,7 +11,7 @@ tests/driver/test_sdk_records.py checks against the model's own calls.
 from __future__ import annotations
 
 from sim.formats.truth import SCHEMA_VERSION, fragment
-from sim.model.ports import SdkCall
+from sim.model.ports import SdkCall, SharedProperties
 
 _HEAD = f'{{"v":{SCHEMA_VERSION},"kind":"sdk_call","status":'
 
@@ -28,13 +28,18 @@ def sdk_call_line(
     ``status`` is sent, dropped or local. Each of the last three fields is left out of the line
     when it is None. ``lag_ms`` and ``sent_wall`` are written as given, so round them first.
     """
+    properties = call.properties
+    # A product's shared properties carry their JSON, made once with the same encoder.
+    properties_text = (
+        properties.json if type(properties) is SharedProperties else fragment(properties)
+    )
     line = (
         f'{_HEAD}{fragment(status)},"at":{fragment(call.at)},"group":{fragment(call.group_id)},'
         f'"seq":{fragment(call.seq)},"method":{fragment(call.method)},'
         f'"device":{fragment(call.device)},"person":{fragment(call.person)},'
         f'"anonymous_id":{fragment(call.anonymous_id)},"user_id":{fragment(call.user_id)},'
         f'"token":{fragment(call.token)},"event":{fragment(call.event)},'
-        f'"properties":{fragment(call.properties)},"attributes":{fragment(call.attributes)},'
+        f'"properties":{properties_text},"attributes":{fragment(call.attributes)},'
         f'"fault":{fragment(call.fault)}'
     )
     if http_status is not None:
