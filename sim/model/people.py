@@ -3,7 +3,7 @@
 Names come from Faker's word lists for the group's locale, drawn the way Faker's
 ``random_element`` draws them (``random.choices`` over a weighted list, ``random.choice``
 over a plain one) from Faker's own generator, seeded per person. Drawing directly keeps the names
-Faker would give and skips its per-call work: Faker sums the weights of a weighted list on every
+Faker would give and skips its per-call work. Faker sums the weights of a weighted list on every
 draw, which took 30 us for the 690 US first names and 44 us for the 1,000 US last names.
 tests/model/test_people.py checks the names against Faker's own.
 """
