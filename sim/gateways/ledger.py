@@ -336,10 +336,11 @@ class DeliveryLedger:
         self._connection.close()
         log.info("delivery ledger %s closed after %d rows", self.path, self.committed)
 
-    def _take(self) -> tuple[list[tuple], list[tuple[str, str]]]:
+    def _take(self, limit: int | None = None) -> tuple[list[tuple], list[tuple[str, str]]]:
+        """Pop up to ``limit`` pending records, with the meta writes queued among them."""
         records, metas = [], []
         pending = self._pending
-        while pending:
+        while pending and (limit is None or len(records) < limit):
             item = pending.popleft()
             if item[0] is None:
                 metas.append((item[1], item[2]))
@@ -360,14 +361,20 @@ class DeliveryLedger:
             self.on_commit([InboxEntry(*entry) for entry in entries])
 
     def _send_loop(self) -> None:
+        # A message contains at most max_batch records. When the writer falls behind, a backlog
+        # builds up in the deque. Sent at once, it would need every row tuple and one pickle of
+        # megabytes in both processes, and that would set their peak memory.
+        limit = self._options.max_batch
+        backlog = False
         while True:
-            stopping = self._stopping.wait(self.group_interval)
-            records, metas = self._take()
+            stopping = self._stopping.wait(0 if backlog else self.group_interval)
+            records, metas = self._take(limit)
+            backlog = len(records) == limit
             try:
                 if records or metas:
                     self._records.send(("batch", records, metas))
                     self._sent += len(records)
-                if stopping:
+                if stopping and not backlog:
                     self._records.send(("stop",))
                     return
             except OSError as error:

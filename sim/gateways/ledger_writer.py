@@ -344,8 +344,12 @@ def command(options: WriterOptions, records_fd: int, commits_fd: int, lock_fd: i
 
 def serve(options: WriterOptions, records: Connection, commits: Connection) -> None:
     """Write every batch received, commit a heartbeat while idle, then report the counts."""
-    # The gateway handles Ctrl-C and closes the ledger, which stops this process in order.
+    # The gateway handles Ctrl-C and SIGTERM and closes the ledger, which stops this process in
+    # order. Both signals also reach this process whenever they go to the gateway's whole process
+    # group, as from a terminal or from pushsim run, and dying then would lose the last batches.
+    # A gateway that dies without closing still ends this process: its pipe reads EOF.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     writer = LedgerWriter(options)
     try:
         stopping = False

@@ -15,7 +15,9 @@ what the world keeps, not a queue the test let grow.
 What grows between the two sizes is the ledger's retry and duplicate windows, in the writer
 process: they keep every apns-id and every FCM token+payload hash of the last minutes until each
 reaches its cap (100,000 keys, about 12 MiB), and stay flat after that. The ledger file grows on
-disk by about 520 bytes per push. The inbox keeps nothing once a shard is acknowledged.
+disk by about 520 bytes per push. The inbox keeps nothing once a shard is acknowledged, and the
+ledger sends a writer that fell behind its backlog in messages of at most ``max_batch`` records,
+so no peak depends on how far behind it fell.
 """
 
 from __future__ import annotations

@@ -234,6 +234,32 @@ def test_record_does_not_wait_for_disk(tmp_path):
     assert elapsed < 1.0
 
 
+@pytest.mark.timeout(60)
+def test_backlog_reaches_writer_in_bounded_batches(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    batches = []
+    ledger = open_ledger(path, max_batch=50, on_commit=lambda entries: batches.append(len(entries)))
+
+    # A stopped writer lets a backlog of 1,000 records build up in the gateway.
+    os.kill(ledger.writer_pid, signal.SIGSTOP)
+    try:
+        for number in range(1000):
+            request = push(apns_token(number), received_at=WALL_T0 + number)
+            ledger.record(request, accepted(f"delivery-{number}"))
+        time.sleep(0.2)
+    finally:
+        os.kill(ledger.writer_pid, signal.SIGCONT)
+    wait_for(lambda: ledger.committed == 1000)
+    ledger.close()
+
+    assert sum(batches) == 1000
+    # Messages hold at most 50 records, and the writer merges them up to 50 rows, so no batch
+    # reaches 100. One batch of the whole backlog would set both processes' peak memory.
+    assert max(batches) < 100
+    rows = read_rows(str(path))
+    assert [row.delivery_id for row in rows] == [f"delivery-{number}" for number in range(1000)]
+
+
 def test_version_one_file_gains_columns(tmp_path):
     path = tmp_path / "old.sqlite"
     connection = sqlite3.connect(path)
@@ -336,6 +362,66 @@ def test_dead_writer_leaves_shutdown_unclean(tmp_path, caplog):
     assert reopened.possible_gap is not None
 
 
+STOPPER = textwrap.dedent(
+    """
+    import signal, sys, time
+    from tests.gateways.worldkit import accepted, apns_token, push
+    from sim.gateways.ledger import DeliveryLedger
+
+    ledger = DeliveryLedger(sys.argv[1]).start()
+
+    def stop(signum, frame):
+        ledger.close()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    for number in range(200):
+        request = push(apns_token(number), received_at=1_700_000_000.0 + number)
+        ledger.record(request, accepted(f"delivery-{number}"))
+        # The first commit shows the writer has started and set its signal handling.
+        while number == 99 and ledger.committed < 100:
+            time.sleep(0.01)
+    print(f"writer {ledger.writer_pid}", flush=True)
+    while True:
+        time.sleep(0.1)
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_group_sigterm_closes_cleanly(tmp_path):
+    # pushsim run stops each component by signalling its process group, so the writer process
+    # gets the SIGTERM too. It must leave the stop to the gateway's close.
+    path = tmp_path / "ledger.sqlite"
+    script = tmp_path / "stopper.py"
+    script.write_text(STOPPER)
+    stopper = subprocess.Popen(
+        [sys.executable, str(script), str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=True,
+    )
+    try:
+        stopper.stdout.readline()
+        os.killpg(stopper.pid, signal.SIGTERM)
+        status = stopper.wait(30)
+    finally:
+        if stopper.poll() is None:
+            stopper.kill()
+            stopper.wait(10)
+        stopper.stdout.close()
+
+    reopened = DeliveryLedger(path)
+    gap = reopened.possible_gap
+    reopened.close()
+
+    assert status == 0
+    assert gap is None
+    assert len(list(read_rows(str(path)))) == 200
+
+
 @pytest.mark.timeout(60)
 def test_kill_mid_burst_loses_one_interval(tmp_path, caplog):
     path = tmp_path / "ledger.sqlite"
@@ -346,6 +432,7 @@ def test_kill_mid_burst_loses_one_interval(tmp_path, caplog):
     count, rate, flush_interval = 10_000, 5000.0, 0.1
     # Scheduling slack on a busy CI machine, in wall seconds.
     slack = 0.3
+    started = time.time()
     feeder = subprocess.Popen(
         [sys.executable, str(script), str(path), str(count), str(rate), str(progress)],
         stdout=subprocess.PIPE,
@@ -369,7 +456,9 @@ def test_kill_mid_burst_loses_one_interval(tmp_path, caplog):
     wait_for(lambda: process_gone(writer_pid), timeout=10.0)
     with caplog.at_level("WARNING", logger="sim.gateways.ledger"):
         world = GatewayWorld(path).start()
-    world.configure_run(run_config(time_scale=60.0, shard_count=4))
+    # The run is posted again after the restart. Its epoch began at the feeder's start, which is
+    # after ``started``, so the inbox keeps every delivery of it.
+    world.configure_run(run_config(wall_t0=started, time_scale=60.0, shard_count=4))
     gap = world.ledger.possible_gap
     metrics = world.render_metrics()
     inbox = {shard: world.inbox.read(shard, after=0, limit=10_000) for shard in range(4)}
