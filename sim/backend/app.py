@@ -14,7 +14,7 @@ from sim.backend.limits import RateLimiter
 from sim.backend.metrics import Metrics
 from sim.backend.push import SenderFactory, UnconfiguredSender
 from sim.backend.services import SERVICES, RunClock, Services
-from sim.backend.store import Store, StoreClosedError
+from sim.backend.store import Store, StoreClosedError, StoreWriterGoneError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,14 @@ async def protocol_errors(
     except web.HTTPNotFound:
         log.info("%s %s rejected with 404: no route", request.method, request.path)
         response = _error_for_path(request.path, 404, f"no route for {request.path}")
+    except StoreWriterGoneError as error:
+        log.error("%s %s failed: %s", request.method, request.path, error)
+        response = _error_for_path(
+            request.path,
+            500,
+            "internal error: the store's writer process exited, so nothing is stored until the "
+            "backend restarts; see the backend log",
+        )
     except StoreClosedError as error:
         log.warning("%s %s rejected during shutdown: %s", request.method, request.path, error)
         response = _error_for_path(request.path, 503, "the backend is shutting down: retry later")

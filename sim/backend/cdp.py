@@ -12,14 +12,18 @@ import functools
 import hmac
 import json
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiohttp import BasicAuth, hdrs, web
 
-from sim.backend import devices, events, identity
+from sim.backend import devices, events
+from sim.backend.cdp_apply import (
+    DEVICE_DELETED,
+    ApplyOptions,
+    Message,
+    apply_messages,
+)
 from sim.backend.devices import DeviceRegistration
 from sim.backend.limits import (
     ATTRIBUTE_NAME_MAX_BYTES,
@@ -39,7 +43,6 @@ log = logging.getLogger(__name__)
 STRICT_HEADER = "X-Strict-Mode"
 
 DEVICE_UPDATED = "Device Created or Updated"
-DEVICE_DELETED = "Device Deleted"
 DELIVERY_EVENT = "Report Delivery Event"
 
 # Message types that are acknowledged but not stored: they carry nothing that journeys need.
@@ -71,33 +74,6 @@ def error_response(
 
 def _success() -> web.Response:
     return web.json_response({"success": True})
-
-
-@dataclass
-class Message:
-    """One validated CDP message, ready to apply."""
-
-    type: str
-    message_id: str | None
-    user_id: str | None
-    anonymous_id: str | None
-    timestamp: float
-    event: str | None = None
-    properties: dict = field(default_factory=dict)
-    traits: dict = field(default_factory=dict)
-    device: DeviceRegistration | None = None
-    device_token: str | None = None
-    delivery_id: str | None = None
-    metric: str | None = None
-    previous_id: str | None = None
-
-
-@dataclass
-class Applied:
-    """Counts from applying a request's messages."""
-
-    events: int = 0
-    duplicates: int = 0
 
 
 def _strict(request: web.Request, services: Services) -> bool:
@@ -360,110 +336,18 @@ def parse_message(message: object, message_type: str | None, now: float) -> Mess
     return parsed
 
 
-def _profile_of(connection: sqlite3.Connection, message: Message, now: float) -> int:
-    if message.user_id is not None:
-        return identity.ensure_person(connection, message.user_id, now)[0]
-    assert message.anonymous_id is not None
-    return identity.ensure_anonymous(connection, message.anonymous_id, now)
-
-
-def _apply_alias(
-    connection: sqlite3.Connection, profile_id: int, message: Message, now: float
-) -> None:
-    """Merge the profile known by ``previousId`` (a user id or an anonymous id) into the user.
-
-    An alias is an explicit merge, so the no_anonymous_merge switch does not apply to it. An
-    unknown ``previousId`` changes nothing.
-    """
-    assert message.previous_id is not None
-    previous = identity.lookup(connection, identity.ID, message.previous_id)
-    if previous is None:
-        previous = identity.lookup(connection, identity.ANONYMOUS_ID, message.previous_id)
-    if previous is None:
-        log.info(
-            "alias from unknown id %s to user %s ignored", message.previous_id, message.user_id
-        )
-        return
-    identity.merge(connection, profile_id, previous, reason="alias", now=now)
-
-
-def apply_message(
-    connection: sqlite3.Connection,
-    message: Message,
-    services: Services,
-    applied: Applied,
-    now: float,
-) -> None:
-    """Apply one validated message to the store, unless its messageId was processed before."""
-    if message.message_id is not None and not events.claim_message(
-        connection, message.message_id, message.type, now
-    ):
-        applied.duplicates += 1
-        return
-    config = services.config
-    profile_id = _profile_of(connection, message, now)
-
-    if message.type == "identify":
-        identity.update_attributes(connection, profile_id, message.traits, now)
-        both_ids = message.user_id is not None and message.anonymous_id is not None
-        if both_ids and not config.no_anonymous_merge:
-            identity.stitch_anonymous(connection, profile_id, message.anonymous_id, now)
-        return
-
-    if message.type == "alias":
-        _apply_alias(connection, profile_id, message, now)
-        return
-
-    if message.device is not None:
-        devices.register_device(
-            connection,
-            profile_id,
-            message.device,
-            single_device=config.single_device_per_person,
-            now=now,
-        )
-    elif message.event == DEVICE_DELETED:
-        assert message.device_token is not None
-        devices.delete_device(connection, profile_id, message.device_token, now)
-    elif message.delivery_id is not None:
-        assert message.metric is not None
-        events.insert_delivery_metric(
-            connection,
-            delivery_id=message.delivery_id,
-            metric=message.metric,
-            device_token=message.device_token,
-            timestamp=message.timestamp,
-            source=events.CDP,
-            now=now,
-        )
-    else:
-        assert message.event is not None
-        stored = events.insert_event(
-            connection,
-            profile_id=profile_id,
-            anonymous_id=message.anonymous_id,
-            name=message.event,
-            data=message.properties,
-            timestamp=message.timestamp,
-            source=events.CDP,
-            dedupe_id=message.message_id,
-            now=now,
-        )
-        if stored is not None:
-            applied.events += 1
-
-
 async def _apply(services: Services, messages: list[Message]) -> None:
     if not messages:
         return
     now = services.clock.wall_now()
 
-    def op(connection: sqlite3.Connection) -> Applied:
-        applied = Applied()
-        for message in messages:
-            apply_message(connection, message, services, applied, now)
-        return applied
-
+    config = services.config
+    op = functools.partial(
+        apply_messages,
+        messages=messages,
+        options=ApplyOptions(config.no_anonymous_merge, config.single_device_per_person),
+        now=now,
+    )
     applied = await services.store.write(op)
     for _ in range(applied.events):
         services.metrics.count_event(events.CDP)

@@ -26,10 +26,12 @@ class BackendConfig:
 
     ``rate_limit_per_second`` is the sustained request rate allowed per credential (a Track API
     site id or a CDP write key), and ``rate_limit_burst`` the bucket size in requests. None turns
-    rate limiting off. ``write_batch_max`` caps the writes committed in one SQLite transaction,
-    and ``write_linger_seconds`` is the longest the writer waits for more writes after the queue
-    runs empty, so a batch can grow under load. It stops waiting sooner when no new write
-    arrives for ``sim.backend.store.QUIET_SECONDS``.
+    rate limiting off. ``write_batch_max`` caps the writes committed in one SQLite transaction.
+    ``write_linger_seconds`` is the longest the writer waits for more writes after its pipe runs
+    empty, so a batch can grow. It stops waiting sooner when no new write arrives for
+    ``sim.backend.store.QUIET_SECONDS``. The default, 0, commits what has arrived at once: the
+    writer is a process of its own, so it commits one batch while the event loop parses the
+    requests of the next.
     """
 
     db_path: Path
@@ -43,7 +45,7 @@ class BackendConfig:
     # does. True returns 400 for every such call, as if each sent the header.
     cdp_strict: bool = False
     write_batch_max: int = 500
-    write_linger_seconds: float = 0.002
+    write_linger_seconds: float = 0.0
     # Seconds a shutdown waits for requests in flight before it cancels them.
     shutdown_timeout_seconds: float = 10.0
     # Request bodies larger than this are read and discarded, never buffered (bytes).

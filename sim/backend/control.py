@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -9,6 +10,7 @@ import sqlite3
 
 from aiohttp import hdrs, web
 
+from sim.backend import epochs
 from sim.backend.limits import read_limited_body
 from sim.backend.metrics import CONTENT_TYPE
 from sim.backend.services import SERVICES, RunClock, Services
@@ -84,22 +86,21 @@ async def post_epoch(request: web.Request) -> web.Response:
     except ValueError as error:
         return _error(400, str(error))
 
+    await install_clock(services, clock)
+    return web.json_response(_clock_json(clock))
+
+
+async def install_clock(services: Services, clock: RunClock) -> None:
+    """Store ``clock`` so a restart restores it, then make later conversions use it."""
     posted_at = clock.wall_now()
 
-    def op(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            "INSERT INTO epochs (wall_t0, sim_t0, time_scale, run_key, shard_count, posted_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                clock.epoch.wall_t0,
-                clock.epoch.sim_t0,
-                clock.epoch.time_scale,
-                clock.run_key,
-                clock.shard_count,
-                posted_at,
-            ),
-        )
-
+    op = functools.partial(
+        epochs.save_epoch,
+        epoch=clock.epoch,
+        run_key=clock.run_key,
+        shard_count=clock.shard_count,
+        posted_at=posted_at,
+    )
     await services.store.write(op)
     services.clock = clock
     log.info(
@@ -109,7 +110,6 @@ async def post_epoch(request: web.Request) -> web.Response:
         clock.epoch.time_scale,
         clock.shard_count,
     )
-    return web.json_response(_clock_json(clock))
 
 
 async def get_epoch(request: web.Request) -> web.Response:

@@ -12,6 +12,8 @@ import logging
 import sqlite3
 from dataclasses import dataclass, field
 
+from sim.backend import identity
+
 log = logging.getLogger(__name__)
 
 ACTIVE = "active"
@@ -198,6 +200,29 @@ def delete_device(connection: sqlite3.Connection, profile_id: int, token: str, n
     if row is None or row["profile_id"] != profile_id or row["status"] != ACTIVE:
         return False
     return set_status(connection, token, DELETED, "deleted by the app", now)
+
+
+def register_device_of(
+    connection: sqlite3.Connection,
+    *,
+    reference: str,
+    device: DeviceRegistration,
+    single_device: bool,
+    now: float,
+) -> RegisterResult:
+    """Register ``device`` to the person of the path identifier ``reference``, created if new."""
+    profile_id, _ = identity.ensure_person(connection, reference, now)
+    return register_device(connection, profile_id, device, single_device=single_device, now=now)
+
+
+def delete_device_of(
+    connection: sqlite3.Connection, *, reference: str, token: str, now: float
+) -> bool:
+    """Delete ``token`` from the person of the path identifier ``reference``, if they own it."""
+    profile_id = identity.lookup_reference(connection, reference)
+    if profile_id is None:
+        return False
+    return delete_device(connection, profile_id, token, now)
 
 
 def prune_device(connection: sqlite3.Connection, token: str, reason: str, now: float) -> bool:

@@ -23,6 +23,14 @@ ANONYMOUS_ID = "anonymous_id"
 CIO_ID_PREFIX = "cio_"
 
 
+class UnknownPartyError(LookupError):
+    """Raised by ``merge_parties`` when a party of the merge names no profile."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__(*messages)
+        self.messages = list(messages)
+
+
 @dataclass(frozen=True)
 class IdentifyResult:
     """Outcome of an identify: the person's profile and the anonymous profile merged into it."""
@@ -239,3 +247,34 @@ def merge(
         "VALUES (?, ?, ?, ?)",
         (primary, secondary, reason, now),
     )
+
+
+def lookup_party(connection: sqlite3.Connection, kind: str, value: str) -> int | None:
+    """Return the profile of a merge party given by ``id``, ``email`` or ``cio_id``, or None."""
+    if kind == "cio_id":
+        return lookup_reference(connection, CIO_ID_PREFIX + value)
+    return lookup(connection, kind, value)
+
+
+def merge_parties(
+    connection: sqlite3.Connection,
+    *,
+    primary: tuple[str, str],
+    secondary: tuple[str, str],
+    now: float,
+) -> None:
+    """Merge the ``secondary`` party into the ``primary``, each a ``(kind, value)`` pair.
+
+    Raises UnknownPartyError, with one message per party not found, and changes nothing then.
+    """
+    primary_id = lookup_party(connection, *primary)
+    secondary_id = lookup_party(connection, *secondary)
+    missing = [
+        f"no customer found with {kind} {value!r}"
+        for (kind, value), found in ((primary, primary_id), (secondary, secondary_id))
+        if found is None
+    ]
+    if missing:
+        raise UnknownPartyError(*missing)
+    assert primary_id is not None and secondary_id is not None
+    merge(connection, primary_id, secondary_id, reason="merge_customers", now=now)

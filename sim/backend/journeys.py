@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
 import time
@@ -189,8 +190,13 @@ class JourneyEngine:
                     return
                 epoch = self._epoch()
                 started = await store.write(
-                    lambda connection: journey_store.start_runs_for_events(
-                        connection, journeys, events, epoch, CURSOR_KEY, time.time()
+                    functools.partial(
+                        journey_store.start_runs_for_events,
+                        journeys=journeys,
+                        events=events,
+                        epoch=epoch,
+                        cursor_key=CURSOR_KEY,
+                        now=time.time(),
                     )
                 )
                 cursor = events[-1]["id"]
@@ -209,8 +215,8 @@ class JourneyEngine:
         async def step() -> None:
             epoch = self._epoch()
             started = await self._services.store.write(
-                lambda connection: journey_store.sweep_inactive(
-                    connection, journey, epoch, time.time()
+                functools.partial(
+                    journey_store.sweep_inactive, journey=journey, epoch=epoch, now=time.time()
                 )
             )
             if started:
@@ -253,7 +259,9 @@ class JourneyEngine:
             async def step(due=due, now=now) -> None:
                 nonlocal started
                 created = await self._services.store.write(
-                    lambda connection: journey_store.start_broadcast(connection, journey, due, now)
+                    functools.partial(
+                        journey_store.start_broadcast, journey=journey, due_at=due, now=now
+                    )
                 )
                 started = True
                 if created:
@@ -308,7 +316,9 @@ class JourneyEngine:
             )
         )
         jobs = await store.write(
-            lambda connection: apply_decisions(connection, journey, decisions, time.time())
+            functools.partial(
+                apply_decisions, journey=journey, decisions=decisions, now=time.time()
+            )
         )
         self._count_decisions(journey, decisions)
         await self._submit_all(jobs, pacer)
@@ -377,8 +387,8 @@ class JourneyEngine:
         outcomes = list(self._outcomes)
         if outcomes:
             finished = await store.write(
-                lambda connection: journey_outcomes.record_outcomes(
-                    connection, outcomes, time.time()
+                functools.partial(
+                    journey_outcomes.record_outcomes, outcomes=outcomes, now=time.time()
                 )
             )
             for _ in outcomes:
@@ -393,9 +403,7 @@ class JourneyEngine:
         while self._prunes:
             request = self._prunes[0]
             pruned = await store.write(
-                lambda connection, request=request: journey_outcomes.apply_prune(
-                    connection, request, time.time()
-                )
+                functools.partial(journey_outcomes.apply_prune, request=request, now=time.time())
             )
             self._prunes.popleft()
             if pruned:

@@ -1,254 +1,82 @@
-"""The backend's SQLite store: its schema and the group-commit writer.
+"""The backend's SQLite store: group-commit writes in a writer process, reads on threads.
 
-Every write is a function of a ``sqlite3.Connection`` that runs on one writer thread. The writer
-takes the writes queued since its last commit, runs them and commits them in one transaction.
-``Store.write`` returns only after that commit, so a write that a request acknowledged survives
-a restart of the process.
+Every write is a picklable callable ``op(connection) -> result``, usually a module-level function
+bound to plain data with ``functools.partial``. ``Store.write`` sends it to the writer process
+(``sim/backend/store_writer.py``), which takes the writes sent since its last commit, runs them
+and commits them in one transaction. ``Store.write`` returns only after that commit, so a write
+that a request acknowledged survives a restart of the backend.
 
-Reads run on a separate connection in WAL mode. A read started after a write returned sees it.
+Reads run on threads of this process, each with its own connection in WAL mode. A read started
+after a write returned sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
+import os
+import pickle
 import sqlite3
+import subprocess
 import threading
-import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sim.backend.checkpoints import Checkpointer
+from sim.backend.store_schema import SCHEMA, SCHEMA_VERSION, connect, create_schema
+from sim.backend.store_writer import (
+    READ_SIZE,
+    FrameReader,
+    StoreWriteError,
+    WriterOptions,
+    command,
+    environment,
+    frame,
+)
+
+__all__ = [
+    "QUIET_SECONDS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "Store",
+    "StoreClosedError",
+    "StoreWriteError",
+    "StoreWriterGoneError",
+    "connect",
+]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], T]
 
-SCHEMA_VERSION = 1
-
-# While it lingers, the writer looks at its queue this often (seconds). The event loop parses a
-# Track API request in well under this interval, about 0.08 ms in tests/bench/bench_backend.py,
-# so a look that finds no new write most likely means the loop has no request left to parse.
-# The writer then commits at once instead of sleeping out the rest of the linger.
+# While it lingers (linger_seconds > 0), the writer waits this long (seconds) for the next frame
+# of writes. The event loop parses a Track API request in well under this interval, about
+# 0.07 ms in tests/bench/bench_backend.py, so a wait that brings no new write most likely means
+# the loop has no request left to parse. The writer then commits at once.
 QUIET_SECONDS = 0.0003
 
-# Times are wall Unix seconds (REAL) throughout. JSON columns hold objects encoded as text.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
+# Seconds that close() waits for the writer process to commit what is queued and exit.
+CLOSE_TIMEOUT_SECONDS = 60.0
 
--- A profile is a person (customer_id set) or an anonymous visitor (customer_id NULL).
--- A merged profile keeps its row, and merged_into names the profile that absorbed it.
-CREATE TABLE IF NOT EXISTS profiles (
-    id INTEGER PRIMARY KEY,
-    customer_id TEXT UNIQUE,
-    email TEXT,
-    attributes TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    merged_into INTEGER REFERENCES profiles(id)
-);
--- A merge repoints the profiles merged into its secondary. Without this index that UPDATE scans
--- every profile inside the writer's batch. Most profiles are never merged, hence the WHERE.
-CREATE INDEX IF NOT EXISTS profiles_by_merged_into
-    ON profiles (merged_into) WHERE merged_into IS NOT NULL;
-
--- Every identifier the backend has seen, pointing at the live profile that owns it.
-CREATE TABLE IF NOT EXISTS identities (
-    kind TEXT NOT NULL CHECK (kind IN ('id', 'email', 'anonymous_id')),
-    value TEXT NOT NULL,
-    profile_id INTEGER NOT NULL REFERENCES profiles(id),
-    created_at REAL NOT NULL,
-    PRIMARY KEY (kind, value)
-);
-CREATE INDEX IF NOT EXISTS identities_by_profile ON identities (profile_id);
-
-CREATE TABLE IF NOT EXISTS merges (
-    id INTEGER PRIMARY KEY,
-    primary_profile INTEGER NOT NULL REFERENCES profiles(id),
-    secondary_profile INTEGER NOT NULL REFERENCES profiles(id),
-    reason TEXT NOT NULL,
-    merged_at REAL NOT NULL
-);
-
--- One row per device token. A token belongs to one profile at a time.
-CREATE TABLE IF NOT EXISTS devices (
-    token TEXT PRIMARY KEY,
-    profile_id INTEGER NOT NULL REFERENCES profiles(id),
-    platform TEXT NOT NULL,
-    last_used REAL,
-    first_registered_at REAL NOT NULL,
-    registered_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    push_enabled INTEGER,
-    push_enabled_at REAL,
-    app_version TEXT,
-    os_version TEXT,
-    attributes TEXT NOT NULL DEFAULT '{}',
-    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deleted', 'pruned')),
-    status_reason TEXT,
-    status_at REAL
-);
-CREATE INDEX IF NOT EXISTS devices_by_profile ON devices (profile_id, status);
-
--- Every change of a token's owner or status, so ownership at any past time can be answered.
-CREATE TABLE IF NOT EXISTS device_history (
-    id INTEGER PRIMARY KEY,
-    token TEXT NOT NULL,
-    profile_id INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    reason TEXT,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS device_history_by_token ON device_history (token, at);
-
--- id grows with every insert, so a journey engine can follow new events with id > last seen.
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    profile_id INTEGER REFERENCES profiles(id),
-    anonymous_id TEXT,
-    name TEXT NOT NULL,
-    data TEXT NOT NULL DEFAULT '{}',
-    timestamp REAL NOT NULL,
-    received_at REAL NOT NULL,
-    source TEXT NOT NULL CHECK (source IN ('track', 'cdp')),
-    dedupe_id TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_dedupe_id
-    ON events (source, dedupe_id) WHERE dedupe_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_by_profile ON events (profile_id, name, timestamp);
-
-CREATE TABLE IF NOT EXISTS delivery_metrics (
-    id INTEGER PRIMARY KEY,
-    delivery_id TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    device_token TEXT,
-    timestamp REAL NOT NULL,
-    received_at REAL NOT NULL,
-    source TEXT NOT NULL CHECK (source IN ('track', 'cdp')),
-    UNIQUE (delivery_id, metric)
-);
-
--- CDP messageIds already processed, so a retried message is acknowledged and not applied twice.
-CREATE TABLE IF NOT EXISTS cdp_messages (
-    message_id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    received_at REAL NOT NULL
-);
-
--- One row per journey entry. The journey engine owns state and outcome. match_value is the
--- trigger's value of the journey's match property (cart_id, sku), so one cart starts one run;
--- detail holds the run's trigger properties, deep link and flags as JSON.
-CREATE TABLE IF NOT EXISTS journey_runs (
-    id INTEGER PRIMARY KEY,
-    journey TEXT NOT NULL,
-    profile_id INTEGER NOT NULL REFERENCES profiles(id),
-    trigger_event_id INTEGER REFERENCES events(id),
-    match_value TEXT,
-    state TEXT NOT NULL,
-    due_at REAL,
-    sent_at REAL,
-    outcome TEXT,
-    detail TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    UNIQUE (journey, trigger_event_id)
-);
-CREATE INDEX IF NOT EXISTS journey_runs_by_due ON journey_runs (journey, state, due_at);
-CREATE INDEX IF NOT EXISTS journey_runs_by_profile
-    ON journey_runs (profile_id, journey, match_value);
-
--- One row per push a journey run handed to the sender: one per device of the person.
--- outcome stays NULL until the sender reports it, so a restart submits the push again.
-CREATE TABLE IF NOT EXISTS journey_sends (
-    delivery_id TEXT PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES journey_runs(id),
-    token TEXT NOT NULL,
-    service TEXT NOT NULL CHECK (service IN ('apns', 'fcm')),
-    link TEXT NOT NULL,
-    submitted_at REAL NOT NULL,
-    outcome TEXT,
-    status_code INTEGER,
-    reason TEXT,
-    attempts INTEGER,
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS journey_sends_by_run ON journey_sends (run_id);
-CREATE INDEX IF NOT EXISTS journey_sends_pending ON journey_sends (outcome) WHERE outcome IS NULL;
-
--- Every epoch posted to the control endpoint. The latest row is the run's epoch.
-CREATE TABLE IF NOT EXISTS epochs (
-    id INTEGER PRIMARY KEY,
-    wall_t0 REAL NOT NULL,
-    sim_t0 REAL NOT NULL,
-    time_scale REAL NOT NULL,
-    run_key TEXT,
-    shard_count INTEGER,
-    posted_at REAL NOT NULL
-);
-"""
+_STOP = frame(pickle.dumps(None), 0)
 
 
 class StoreClosedError(RuntimeError):
     """Raised by a write that arrives after the store began to close."""
 
 
-class _Stop:
-    """Queue marker after which the writer commits its current batch and exits."""
-
-
-_STOP = _Stop()
-
-
-class _PendingWrite:
-    __slots__ = ("op", "future", "loop")
-
-    def __init__(self, op: WriteOp, future: asyncio.Future, loop: asyncio.AbstractEventLoop):
-        self.op = op
-        self.future = future
-        self.loop = loop
-
-
-def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """Open a connection in autocommit mode with WAL, so transactions are explicit."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    connection.row_factory = sqlite3.Row
-    # A reader waits this long (ms) for the writer's checkpoint instead of failing at once.
-    connection.execute("PRAGMA busy_timeout = 5000")
-    connection.execute("PRAGMA foreign_keys = ON")
-    if not read_only:
-        connection.execute("PRAGMA journal_mode = WAL")
-        # NORMAL writes the WAL at every commit but syncs it only at checkpoints, so a commit
-        # survives a crash or kill of the process, and only a power loss or an OS crash can
-        # undo the last ones. FULL's fsync per commit bounded the intake's rate.
-        connection.execute("PRAGMA synchronous = NORMAL")
-    return connection
-
-
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-def _settle_all(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
-    for future, result, error in outcomes:
-        _settle(future, result, error)
+class StoreWriterGoneError(StoreClosedError):
+    """Raised by every write once the writer process has exited before the store closed."""
 
 
 class Store:
-    """The backend's SQLite database with one group-commit writer and a pool of readers.
+    """The backend's SQLite database with one group-commit writer process and reader threads.
 
-    ``on_batch`` is called on the writer thread with the size of every committed batch.
+    ``on_batch`` is called on the event loop with the size of every committed batch. Writes
+    must all come from one event loop, the one of the first write.
     """
 
     def __init__(
@@ -256,7 +84,7 @@ class Store:
         path: Path,
         *,
         batch_max: int = 500,
-        linger_seconds: float = 0.002,
+        linger_seconds: float = 0.0,
         quiet_seconds: float = QUIET_SECONDS,
         on_batch: Callable[[int], None] | None = None,
         readers: int = 2,
@@ -266,50 +94,79 @@ class Store:
         self.linger_seconds = linger_seconds
         self.quiet_seconds = quiet_seconds
         self._on_batch = on_batch
-        self._queue: queue.SimpleQueue[_PendingWrite | _Stop] = queue.SimpleQueue()
-        # Writes the writer took off the queue and has not settled yet. Only the writer changes
-        # it, so the writer never takes ``_lock``, which the event loop takes for every write.
-        self._in_batch = 0
+        self._process: subprocess.Popen | None = None
+        self._ops_fd = -1
+        self._results_fd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+        # Ops not yet sent with their futures, and the futures of ops sent to the writer in the
+        # order sent, because the writer returns their results in that order.
+        self._outbox_ops: list[WriteOp] = []
+        self._outbox_futures: list[asyncio.Future] = []
+        self._flush_scheduled = False
+        self._sent: deque[asyncio.Future] = deque()
+        self._unsent = bytearray()  # bytes of frames the ops pipe did not take yet
+        self._frames = FrameReader()
+
         self._closing = False
+        self._writer_exited: asyncio.Future | None = None
+        self._failure: StoreWriterGoneError | None = None
+
         self._lock = threading.Lock()
-        self._writer_connection: sqlite3.Connection | None = None
-        self._writer_thread: threading.Thread | None = None
-        self._checkpointer = Checkpointer(self.path, connect)
         self._reader_connections: list[sqlite3.Connection] = []
         self._reader_local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
 
     @property
     def queue_depth(self) -> int:
-        """Number of writes waiting for the writer or inside its current batch (approximate)."""
-        return self._queue.qsize() + self._in_batch
+        """Number of writes waiting for the writer or inside its current batch."""
+        return len(self._outbox_ops) + len(self._sent)
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid once open, for its CPU time in benchmarks."""
+        return self._process.pid if self._process is not None else None
 
     def open(self) -> None:
-        """Create the schema if needed and start the writer thread."""
+        """Create the schema if needed and start the writer process."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = connect(self.path)
-        connection.executescript(SCHEMA)
-        connection.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
+        try:
+            create_schema(connection)
+        finally:
+            connection.close()
+
+        options = WriterOptions(
+            path=str(self.path),
+            batch_max=self.batch_max,
+            linger_seconds=self.linger_seconds,
+            quiet_seconds=self.quiet_seconds,
         )
-        # The checkpointer thread copies the WAL into the database, so no commit does.
-        connection.execute("PRAGMA wal_autocheckpoint = 0")
-        self._checkpointer.start()
-        self._writer_connection = connection
-        self._writer_thread = threading.Thread(
-            target=self._run_writer, name="store-writer", daemon=True
-        )
-        self._writer_thread.start()
-        log.info("store opened at %s", self.path)
+        # A command line rather than multiprocessing: a spawned child imports the parent's main
+        # module again, and the backend may be started from any script, guarded or not.
+        ops_read, ops_write = os.pipe()
+        results_read, results_write = os.pipe()
+        child_ends = (ops_read, results_write)
+        try:
+            self._process = subprocess.Popen(
+                command(options, *child_ends), pass_fds=child_ends, env=environment()
+            )
+        finally:
+            # Only the writer keeps these ends open, so each side reads EOF once the other exits.
+            for fd in child_ends:
+                os.close(fd)
+        os.set_blocking(ops_write, False)
+        os.set_blocking(results_read, False)
+        self._ops_fd, self._results_fd = ops_write, results_read
+        log.info("store opened at %s, writer pid %d", self.path, self._process.pid)
 
     async def write(self, op: WriteOp[T]) -> T:
-        """Run ``op`` on the writer thread and return its result once its batch has committed.
+        """Run ``op`` in the writer process and return its result once its batch has committed.
 
-        An exception raised by ``op`` rolls back only that op's changes and is raised here.
-        ``op`` may run twice: when another op of its batch raises, the writer rolls the batch
-        back and runs it again with each op in its own savepoint. So ``op`` must change nothing
-        but the database.
+        ``op`` must pickle, and so must its result. An exception raised by ``op`` rolls back
+        only that op's changes and is raised here. ``op`` may run twice: when another op of its
+        batch raises, the writer rolls the batch back and runs it again with each op in its own
+        savepoint. So ``op`` must change nothing but the database.
 
         An ``op`` with an ``apply_group`` attribute is grouped: the writer passes every grouped
         op of a batch that has the same ``apply_group`` to one call,
@@ -318,12 +175,22 @@ class Store:
         is acknowledged before the batch commits, so callers cannot tell that order from any
         other.
         """
+        if self._failure is not None:
+            raise self._failure
+        if self._closing or self._process is None:
+            state = "closing" if self._closing else "not open"
+            raise StoreClosedError(f"store {self.path} is {state}: the write was not applied")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        with self._lock:
-            if self._closing:
-                raise StoreClosedError(f"store {self.path} is closing: the write was not applied")
-            self._queue.put(_PendingWrite(op, future, loop))
+        if self._loop is not loop:
+            self._attach(loop)
+
+        future = loop.create_future()
+        self._outbox_ops.append(op)
+        self._outbox_futures.append(future)
+        if not self._flush_scheduled:
+            # Every write made in this iteration of the loop goes out in one frame.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return await future
 
     async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
@@ -333,20 +200,200 @@ class Store:
 
     async def close(self) -> None:
         """Commit every write queued so far, stop the writer and close all connections."""
-        with self._lock:
-            if self._closing:
-                return
-            self._closing = True
-            self._queue.put(_STOP)
-        if self._writer_thread is not None:
-            await asyncio.to_thread(self._writer_thread.join)
-            await asyncio.to_thread(self._checkpointer.stop)
+        if self._closing:
+            return
+        self._closing = True
+        if self._process is not None:
+            if self._loop is None:
+                self._attach(asyncio.get_running_loop())
+            await self._stop_writer()
         self._readers.shutdown(wait=True)
         for connection in self._reader_connections:
             connection.close()
-        if self._writer_connection is not None:
-            self._writer_connection.close()
         log.info("store closed at %s", self.path)
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind the store's pipes to ``loop``, the one loop that may write from now on."""
+        if self._loop is not None:
+            raise RuntimeError(
+                f"store {self.path} takes writes from one event loop only, the loop of its "
+                "first write"
+            )
+        self._loop = loop
+        self._writer_exited = loop.create_future()
+        loop.add_reader(self._results_fd, self._receive)
+
+    async def _stop_writer(self) -> None:
+        assert self._process is not None and self._writer_exited is not None
+        self._flush()
+        self._send(_STOP)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer_exited), CLOSE_TIMEOUT_SECONDS)
+            await asyncio.to_thread(self._process.wait, CLOSE_TIMEOUT_SECONDS)
+        except (TimeoutError, subprocess.TimeoutExpired):
+            log.error(
+                "store %s: writer process %d did not finish in %.0f s; killing it",
+                self.path,
+                self._process.pid,
+                CLOSE_TIMEOUT_SECONDS,
+            )
+            self._process.kill()
+            self._process.wait()
+            self._writer_gone()
+        if self._process.returncode != 0:
+            log.error(
+                "store %s: writer process exited with status %d",
+                self.path,
+                self._process.returncode,
+            )
+        self._release_pipes()
+
+    def _flush(self) -> None:
+        """Send the ops written since the last flush to the writer in one frame."""
+        self._flush_scheduled = False
+        ops, futures = self._outbox_ops, self._outbox_futures
+        if not ops:
+            return
+        self._outbox_ops, self._outbox_futures = [], []
+        try:
+            payload = pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # one op does not pickle; fail that one and send the others
+            ops, futures = self._reject_unpicklable(ops, futures)
+            if not ops:
+                return
+            payload = pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL)
+        self._sent.extend(futures)
+        self._send(frame(payload, len(ops)))
+
+    @staticmethod
+    def _reject_unpicklable(
+        ops: list[WriteOp], futures: list[asyncio.Future]
+    ) -> tuple[list[WriteOp], list[asyncio.Future]]:
+        kept_ops, kept_futures = [], []
+        for op, future in zip(ops, futures, strict=True):
+            try:
+                pickle.dumps(op, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as error:  # raised to this write's caller
+                if not future.done():
+                    future.set_exception(
+                        TypeError(
+                            f"store write {op!r:.80} cannot be pickled for the writer process "
+                            f"({error}): use a module-level function with functools.partial"
+                        )
+                    )
+                continue
+            kept_ops.append(op)
+            kept_futures.append(future)
+        return kept_ops, kept_futures
+
+    def _send(self, data: bytes) -> None:
+        """Write ``data`` to the ops pipe without blocking; the loop sends the rest later."""
+        if self._failure is not None:
+            return
+        if self._unsent:
+            self._unsent += data
+            return
+        try:
+            written = os.write(self._ops_fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the writer closed its end, so it exited
+            self._writer_gone()
+            return
+        if written < len(data):
+            self._unsent += data[written:]
+            assert self._loop is not None
+            self._loop.add_writer(self._ops_fd, self._send_unsent)
+
+    def _send_unsent(self) -> None:
+        try:
+            written = os.write(self._ops_fd, self._unsent)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._writer_gone()
+            return
+        del self._unsent[:written]
+        if not self._unsent:
+            assert self._loop is not None
+            self._loop.remove_writer(self._ops_fd)
+
+    def _receive(self) -> None:
+        """Settle the writes of every batch outcome that arrived from the writer."""
+        try:
+            data = os.read(self._results_fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        if not data:
+            self._writer_gone()
+            return
+
+        sent = self._sent
+        for payload, count in self._frames.feed(data):
+            try:
+                results, errors = pickle.loads(payload)
+            except Exception as error:  # the batch committed, but its results are unreadable
+                log.exception(
+                    "store %s: the outcome of a batch of %d writes could not be unpickled",
+                    self.path,
+                    count,
+                )
+                results = [None] * count
+                errors = dict.fromkeys(
+                    range(count),
+                    StoreWriteError(
+                        f"the write committed, but the writer's outcome could not be "
+                        f"unpickled: {error!r}"
+                    ),
+                )
+            for index, result in enumerate(results):
+                future = sent.popleft()
+                if future.cancelled():
+                    continue
+                if errors and index in errors:
+                    future.set_exception(errors[index])
+                else:
+                    future.set_result(result)
+            if self._on_batch is not None:
+                self._on_batch(len(results))
+
+    def _writer_gone(self) -> None:
+        """Fail every write in flight, and every later one, after the writer process exited."""
+        assert self._loop is not None and self._writer_exited is not None
+        if self._writer_exited.done():
+            return
+        self._loop.remove_reader(self._results_fd)
+        if self._unsent:
+            self._loop.remove_writer(self._ops_fd)
+            self._unsent.clear()
+        self._writer_exited.set_result(None)
+
+        waiting = [*self._sent, *self._outbox_futures]
+        self._sent.clear()
+        self._outbox_ops, self._outbox_futures = [], []
+        if self._closing and not waiting:
+            return
+
+        assert self._process is not None
+        status = self._process.poll()
+        exit_text = "closed its pipe" if status is None else f"exited with status {status}"
+        self._failure = StoreWriterGoneError(
+            f"store {self.path}: the writer process (pid {self._process.pid}) {exit_text}, so "
+            "this write was not committed; see the backend's log for the writer's error and "
+            "restart the backend"
+        )
+        log.error("%s (%d writes in flight)", self._failure, len(waiting))
+        for future in waiting:
+            if not future.done():
+                future.set_exception(self._failure)
+
+    def _release_pipes(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._results_fd)
+            self._loop.remove_writer(self._ops_fd)
+        for fd in (self._ops_fd, self._results_fd):
+            os.close(fd)
+        self._ops_fd = self._results_fd = -1
 
     def _run_read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         connection = getattr(self._reader_local, "connection", None)
@@ -360,132 +407,3 @@ class Store:
             return query(connection)
         finally:
             connection.execute("COMMIT")
-
-    def _run_writer(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if isinstance(first, _Stop):
-                break
-            batch, stopping = self._collect_batch(first)
-            self._commit(batch)
-
-    def _collect_batch(self, first: _PendingWrite) -> tuple[list[_PendingWrite], bool]:
-        """Gather up to ``batch_max`` writes, lingering up to ``linger_seconds`` for more.
-
-        The linger ends early once a sleep of ``quiet_seconds`` brings no new write. The writer
-        sleeps instead of waiting on the queue, because a waiting writer wakes up and takes the
-        GIL from the event loop for every write put in the queue.
-        """
-        batch = [first]
-        stopping = self._take_queued(batch)
-        if self.linger_seconds <= 0:
-            return batch, stopping
-
-        deadline = time.monotonic() + self.linger_seconds
-        while not stopping and len(batch) < self.batch_max:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            time.sleep(min(self.quiet_seconds, remaining))
-            taken = len(batch)
-            stopping = self._take_queued(batch)
-            if len(batch) == taken:
-                break
-        return batch, stopping
-
-    def _take_queued(self, batch: list[_PendingWrite]) -> bool:
-        """Move queued writes into ``batch`` up to ``batch_max``; True if the stop marker came."""
-        while len(batch) < self.batch_max:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if isinstance(item, _Stop):
-                return True
-            batch.append(item)
-        return False
-
-    def _commit(self, batch: list[_PendingWrite]) -> None:
-        connection = self._writer_connection
-        assert connection is not None
-        self._in_batch = len(batch)
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            outcomes = self._apply_together(connection, batch)
-            if outcomes is None:
-                # An op raised and its partial changes are in the transaction, so run the batch
-                # again and isolate each op in a savepoint.
-                connection.execute("ROLLBACK")
-                connection.execute("BEGIN IMMEDIATE")
-                outcomes = [self._apply_alone(connection, pending) for pending in batch]
-            connection.execute("COMMIT")
-        except sqlite3.Error as error:
-            log.error("commit of a batch of %d writes failed: %s", len(batch), error)
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            outcomes = [(pending, None, error) for pending in batch]
-
-        if self._on_batch is not None:
-            self._on_batch(len(batch))
-        self._settle_batch(outcomes)
-        self._in_batch = 0
-
-    @staticmethod
-    def _settle_batch(outcomes: list[tuple[_PendingWrite, Any, BaseException | None]]) -> None:
-        """Hand each outcome to its event loop, with one wake-up per loop and batch."""
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for pending, result, error in outcomes:
-            by_loop.setdefault(pending.loop, []).append((pending.future, result, error))
-        for loop, settled in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle_all, settled)
-            except RuntimeError:
-                # The caller's event loop closed first, so no caller waits for these results.
-                log.warning("%d writes committed after their event loop closed", len(settled))
-
-    @staticmethod
-    def _apply_together(
-        connection: sqlite3.Connection, batch: list[_PendingWrite]
-    ) -> list[tuple[_PendingWrite, Any, BaseException | None]] | None:
-        """Run every op of ``batch`` without savepoints; None as soon as one op raises.
-
-        A savepoint costs two more statements per op, and each statement releases and retakes
-        the GIL that the event loop needs.
-        """
-        outcomes: list[Any] = [None] * len(batch)
-        groups: dict[Callable, list[int]] = {}
-        for index, pending in enumerate(batch):
-            apply_group = getattr(pending.op, "apply_group", None)
-            if apply_group is not None:
-                groups.setdefault(apply_group, []).append(index)
-                continue
-            try:
-                result = pending.op(connection)
-            except Exception:  # the batch is run again and this op's error reported then
-                return None
-            outcomes[index] = (pending, result, None)
-
-        for apply_group, indexes in groups.items():
-            try:
-                results = apply_group(connection, [batch[index].op for index in indexes])
-            except Exception:  # the batch is run again with each op alone
-                log.exception("grouped writes failed; running their batch one write at a time")
-                return None
-            for index, result in zip(indexes, results, strict=True):
-                outcomes[index] = (batch[index], result, None)
-        return outcomes
-
-    @staticmethod
-    def _apply_alone(
-        connection: sqlite3.Connection, pending: _PendingWrite
-    ) -> tuple[_PendingWrite, Any, BaseException | None]:
-        connection.execute("SAVEPOINT write_op")
-        try:
-            result = pending.op(connection)
-        except Exception as error:  # the op's caller receives the error through its future
-            connection.execute("ROLLBACK TO write_op")
-            connection.execute("RELEASE write_op")
-            return pending, None, error
-        connection.execute("RELEASE write_op")
-        return pending, result, None

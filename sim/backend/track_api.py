@@ -11,7 +11,6 @@ import functools
 import hmac
 import json
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 
 from aiohttp import BasicAuth, hdrs, web
@@ -267,17 +266,15 @@ async def identify(request: web.Request, services: Services) -> web.Response:
     config = services.config
     now = services.clock.wall_now()
 
-    def op(connection: sqlite3.Connection) -> identity.IdentifyResult | None:
-        return identity.identify(
-            connection,
-            identifier,
-            attributes,
-            anonymous_id=anonymous_id,
-            merge_anonymous=not config.no_anonymous_merge,
-            update_only=update_only is True,
-            now=now,
-        )
-
+    op = functools.partial(
+        identity.identify,
+        reference=identifier,
+        attributes=attributes,
+        anonymous_id=anonymous_id,
+        merge_anonymous=not config.no_anonymous_merge,
+        update_only=update_only is True,
+        now=now,
+    )
     result = await services.store.write(op)
     if result is not None and result.merged_profile_id is not None:
         log.debug(
@@ -364,12 +361,13 @@ async def register_device(request: web.Request, services: Services) -> web.Respo
         # Customer.io's add_device uses the request time when last_used is missing.
         device = dataclasses.replace(device, last_used=now)
 
-    def op(connection: sqlite3.Connection) -> devices.RegisterResult:
-        profile_id, _ = identity.ensure_person(connection, identifier, now)
-        return devices.register_device(
-            connection, profile_id, device, single_device=single_device, now=now
-        )
-
+    op = functools.partial(
+        devices.register_device_of,
+        reference=identifier,
+        device=device,
+        single_device=single_device,
+        now=now,
+    )
     result = await services.store.write(op)
     if result.previous_profile_id is not None:
         log.debug(
@@ -391,14 +389,10 @@ async def delete_device(request: web.Request, services: Services) -> web.Respons
         )
     now = services.clock.wall_now()
 
-    def op(connection: sqlite3.Connection) -> bool:
-        profile_id = identity.lookup_reference(connection, identifier)
-        if profile_id is None:
-            return False
-        return devices.delete_device(connection, profile_id, token, now)
-
     # Deleting a token that the person does not own is not an error, so retries stay harmless.
-    await services.store.write(op)
+    await services.store.write(
+        functools.partial(devices.delete_device_of, reference=identifier, token=token, now=now)
+    )
     return _ok()
 
 
@@ -484,12 +478,6 @@ def _merge_party(body: dict, role: str, errors: list[str]) -> tuple[str, str] | 
     return key, value
 
 
-def _lookup_party(connection: sqlite3.Connection, kind: str, value: str) -> int | None:
-    if kind == "cio_id":
-        return identity.lookup_reference(connection, identity.CIO_ID_PREFIX + value)
-    return identity.lookup(connection, kind, value)
-
-
 @_endpoint
 async def merge_customers(request: web.Request, services: Services) -> web.Response:
     """POST /api/v1/merge_customers: merge the secondary person into the primary."""
@@ -502,20 +490,11 @@ async def merge_customers(request: web.Request, services: Services) -> web.Respo
 
     now = services.clock.wall_now()
 
-    def op(connection: sqlite3.Connection) -> None:
-        primary_id = _lookup_party(connection, *primary)
-        secondary_id = _lookup_party(connection, *secondary)
-        missing = [
-            f"no customer found with {kind} {value!r}"
-            for (kind, value), found in ((primary, primary_id), (secondary, secondary_id))
-            if found is None
-        ]
-        if missing:
-            raise TrackApiError(404, *missing)
-        assert primary_id is not None and secondary_id is not None
-        identity.merge(connection, primary_id, secondary_id, reason="merge_customers", now=now)
-
-    await services.store.write(op)
+    op = functools.partial(identity.merge_parties, primary=primary, secondary=secondary, now=now)
+    try:
+        await services.store.write(op)
+    except identity.UnknownPartyError as error:
+        raise TrackApiError(404, *error.messages) from None
     return _ok()
 
 
@@ -539,17 +518,15 @@ async def push_metric(request: web.Request, services: Services) -> web.Response:
 
     now = services.clock.wall_now()
 
-    def op(connection: sqlite3.Connection) -> bool:
-        return events.insert_delivery_metric(
-            connection,
-            delivery_id=delivery_id,
-            metric=str(metric),
-            device_token=device_token,
-            timestamp=timestamp if timestamp is not None else now,
-            source=events.TRACK,
-            now=now,
-        )
-
+    op = functools.partial(
+        events.insert_delivery_metric,
+        delivery_id=delivery_id,
+        metric=str(metric),
+        device_token=device_token,
+        timestamp=timestamp if timestamp is not None else now,
+        source=events.TRACK,
+        now=now,
+    )
     if not await services.store.write(op):
         services.metrics.count_duplicate(events.TRACK)
     return _ok()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import signal
 import sqlite3
 import time
 
@@ -10,11 +13,41 @@ import httpx
 import pytest
 from backend_harness import API_KEY, SITE_ID
 
-from sim.backend import queries
-from sim.backend.store import Store, StoreClosedError
+from sim.backend import identity, queries
+from sim.backend.services import SERVICES
+from sim.backend.store import (
+    Store,
+    StoreClosedError,
+    StoreWriteError,
+    StoreWriterGoneError,
+)
 
 CONCURRENT_WRITES = 300
 CLIENT_CONNECTIONS = 50
+
+
+# Store writes run in the writer process, so they are module-level functions bound with
+# functools.partial, never closures.
+def insert_meta(connection: sqlite3.Connection, key: str, value: str = "v") -> None:
+    connection.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def insert_then_fail(connection: sqlite3.Connection) -> None:
+    connection.execute("INSERT INTO meta (key, value) VALUES ('doomed', 'v')")
+    raise ValueError("invalid write")
+
+
+def insert_slowly(connection: sqlite3.Connection, key: str, seconds: float) -> None:
+    insert_meta(connection, key)
+    time.sleep(seconds)
+
+
+def return_cursor(connection: sqlite3.Connection) -> sqlite3.Cursor:
+    return connection.execute("INSERT INTO meta (key, value) VALUES ('cursor', 'v')")
+
+
+def meta_keys(connection: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in connection.execute("SELECT key FROM meta")}
 
 
 async def post_events(url: str, ids: list[str], stop_after: int | None = None, stop=None):
@@ -99,35 +132,145 @@ def test_failed_write_rolls_back_alone(tmp_path):
     async def scenario():
         store = Store(tmp_path / "s.db", linger_seconds=0.01)
         store.open()
-
-        def insert(name):
-            def op(connection):
-                connection.execute("INSERT INTO meta (key, value) VALUES (?, 'v')", (name,))
-
-            return op
-
-        def failing(connection):
-            connection.execute("INSERT INTO meta (key, value) VALUES ('doomed', 'v')")
-            raise ValueError("invalid write")
-
         results = await asyncio.gather(
-            store.write(insert("a")),
-            store.write(failing),
-            store.write(insert("b")),
+            store.write(functools.partial(insert_meta, key="a")),
+            store.write(insert_then_fail),
+            store.write(functools.partial(insert_meta, key="b")),
             return_exceptions=True,
         )
-        keys = await store.read(
-            lambda connection: {row[0] for row in connection.execute("SELECT key FROM meta")}
-        )
+        keys = await store.read(meta_keys)
         await store.close()
         return results, keys
 
     results, keys = asyncio.run(scenario())
     assert results[0] is None
     assert isinstance(results[1], ValueError)
+    assert str(results[1]) == "invalid write"
     assert results[2] is None
     assert {"a", "b"} <= keys
     assert "doomed" not in keys
+
+
+def test_op_error_keeps_its_type_and_fields(tmp_path):
+    # UnknownPartyError takes its messages as arguments, so it must survive the pickle round
+    # trip from the writer process with them.
+    async def scenario():
+        store = Store(tmp_path / "s.db", linger_seconds=0.01)
+        store.open()
+        try:
+            merge = functools.partial(
+                identity.merge_parties,
+                primary=("id", "ann"),
+                secondary=("email", "bob@example.com"),
+                now=1.0,
+            )
+            return await asyncio.gather(
+                store.write(merge),
+                store.write(functools.partial(insert_meta, key="after")),
+                return_exceptions=True,
+            )
+        finally:
+            await store.close()
+
+    error, after = asyncio.run(scenario())
+    assert isinstance(error, identity.UnknownPartyError)
+    assert error.messages == [
+        "no customer found with id 'ann'",
+        "no customer found with email 'bob@example.com'",
+    ]
+    assert after is None
+
+
+def test_unpicklable_op_fails_alone(tmp_path):
+    async def scenario():
+        store = Store(tmp_path / "s.db", linger_seconds=0.01)
+        store.open()
+        try:
+            results = await asyncio.gather(
+                store.write(lambda connection: insert_meta(connection, "closure")),
+                store.write(functools.partial(insert_meta, key="plain")),
+                return_exceptions=True,
+            )
+            return results, await store.read(meta_keys)
+        finally:
+            await store.close()
+
+    (closure, plain), keys = asyncio.run(scenario())
+    assert isinstance(closure, TypeError)
+    assert "functools.partial" in str(closure)
+    assert plain is None
+    assert "plain" in keys
+    assert "closure" not in keys
+
+
+def test_unpicklable_result_reports_commit(tmp_path):
+    async def scenario():
+        store = Store(tmp_path / "s.db")
+        store.open()
+        try:
+            results = await asyncio.gather(
+                store.write(return_cursor),
+                store.write(functools.partial(insert_meta, key="other")),
+                return_exceptions=True,
+            )
+            return results, await store.read(meta_keys)
+        finally:
+            await store.close()
+
+    (cursor, other), keys = asyncio.run(scenario())
+    assert isinstance(cursor, StoreWriteError)
+    assert "committed" in str(cursor)
+    assert other is None
+    assert {"cursor", "other"} <= keys
+
+
+def test_close_commits_every_queued_write(tmp_path):
+    async def scenario():
+        store = Store(tmp_path / "s.db", linger_seconds=0.05)
+        store.open()
+        writes = [
+            asyncio.ensure_future(store.write(functools.partial(insert_meta, key=f"q{n}")))
+            for n in range(200)
+        ]
+        # Let the writes reach the store's outbox, then close while they are still in flight.
+        await asyncio.sleep(0)
+        await store.close()
+        return [write.done() and write.exception() is None for write in writes]
+
+    settled = asyncio.run(scenario())
+    assert all(settled)
+    connection = sqlite3.connect(tmp_path / "s.db")
+    try:
+        count = connection.execute("SELECT count(*) FROM meta WHERE key LIKE 'q%'").fetchone()[0]
+    finally:
+        connection.close()
+    assert count == 200
+
+
+def test_writer_death_fails_writes(tmp_path):
+    async def scenario():
+        store = Store(tmp_path / "s.db")
+        store.open()
+        await store.write(functools.partial(insert_meta, key="before"))
+
+        in_flight = asyncio.ensure_future(
+            store.write(functools.partial(insert_slowly, key="slow", seconds=5.0))
+        )
+        await asyncio.sleep(0.5)
+        os.kill(store.writer_pid, signal.SIGKILL)
+        in_flight_error = await asyncio.wait_for(
+            asyncio.gather(in_flight, return_exceptions=True), 5.0
+        )
+        with pytest.raises(StoreWriterGoneError) as later:
+            await asyncio.wait_for(store.write(functools.partial(insert_meta, key="after")), 5.0)
+        await asyncio.wait_for(store.close(), 5.0)
+        return in_flight_error[0], later.value
+
+    in_flight, later = asyncio.run(scenario())
+    assert isinstance(in_flight, StoreWriterGoneError)
+    assert "exited with status -9" in str(in_flight) or "closed its pipe" in str(in_flight)
+    assert "restart the backend" in str(in_flight)
+    assert later is in_flight
 
 
 def test_lone_write_ends_the_linger_early(tmp_path):
@@ -138,11 +281,7 @@ def test_lone_write_ends_the_linger_early(tmp_path):
         store.open()
         try:
             started = time.monotonic()
-            await store.write(
-                lambda connection: connection.execute(
-                    "INSERT INTO meta (key, value) VALUES ('k', 'v')"
-                )
-            )
+            await store.write(functools.partial(insert_meta, key="k"))
             return time.monotonic() - started
         finally:
             await store.close()
@@ -156,11 +295,7 @@ def test_read_sees_acknowledged_write(tmp_path):
         store.open()
         seen = []
         for n in range(20):
-            await store.write(
-                lambda connection, n=n: connection.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, 'v')", (f"k{n}",)
-                )
-            )
+            await store.write(functools.partial(insert_meta, key=f"k{n}"))
             row = await store.read(
                 lambda connection, n=n: connection.execute(
                     "SELECT 1 FROM meta WHERE key = ?", (f"k{n}",)
@@ -179,9 +314,41 @@ def test_write_after_close_raises(tmp_path):
         store.open()
         await store.close()
         with pytest.raises(StoreClosedError):
-            await store.write(lambda connection: None)
+            await store.write(functools.partial(insert_meta, key="late"))
 
     asyncio.run(scenario())
+
+
+def test_writer_outlasts_group_sigterm(tmp_path):
+    # A process-group SIGTERM reaches the writer too, and the store must still commit what the
+    # backend writes while it shuts down.
+    async def scenario():
+        store = Store(tmp_path / "s.db")
+        store.open()
+        await store.write(functools.partial(insert_meta, key="before"))
+        os.kill(store.writer_pid, signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        await store.write(functools.partial(insert_meta, key="after"))
+        await store.close()
+
+    asyncio.run(scenario())
+    connection = sqlite3.connect(tmp_path / "s.db")
+    try:
+        keys = {row[0] for row in connection.execute("SELECT key FROM meta")}
+    finally:
+        connection.close()
+    assert {"before", "after"} <= keys
+
+
+def test_backend_reports_writer_death(backend, track):
+    store = backend.server.app[SERVICES].store
+    os.kill(store.writer_pid, signal.SIGKILL)
+
+    response = track.post("/api/v1/customers/ann/events", json={"name": "product_viewed"})
+
+    assert response.status_code == 500
+    assert "writer process exited" in response.json()["meta"]["error"]
+    assert not backend.query("SELECT 1 FROM profiles WHERE customer_id = 'ann'")
 
 
 def test_store_uses_wal(backend):
@@ -252,11 +419,7 @@ def test_checkpoints_run_off_writer(tmp_path):
         store.open()
         try:
             for n in range(50):
-                await store.write(
-                    lambda connection, n=n: connection.execute(
-                        "INSERT INTO meta (key, value) VALUES (?, ?)", (f"k{n}", "v" * 2000)
-                    )
-                )
+                await store.write(functools.partial(insert_meta, key=f"k{n}", value="v" * 2000))
             # About 60 pages stay far below SQLite's automatic checkpoint at 1000, so only the
             # checkpoint thread copies them from the WAL into the database file.
             await asyncio.sleep(0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import astuple
 
 import pytest
 
@@ -159,17 +160,27 @@ def test_store_groups_event_writes(tmp_path, linger):
     assert distinct == 40
 
 
-def test_failing_group_falls_back_to_single_writes(tmp_path, monkeypatch):
-    def broken_group(connection, writes):
+class BrokenGroupEventWrite(EventWrite):
+    """An event write whose grouped path fails, as a broken ``apply_event_writes`` would."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def apply_group(connection, writes):
         raise sqlite3.OperationalError("simulated failure of the grouped path")
 
-    monkeypatch.setattr(EventWrite, "apply_group", staticmethod(broken_group))
 
+def test_failing_group_falls_back_to_single_writes(tmp_path):
+    # The writer process imports this module to unpickle the writes, so the subclass replaces
+    # a patch, which would reach this process only.
     async def scenario():
         store = Store(tmp_path / "s.db", linger_seconds=0.01)
         store.open()
         try:
-            writes = [_event("p-1", dedupe_id="a"), _event("p-2", dedupe_id="a")]
+            writes = [
+                BrokenGroupEventWrite(*astuple(_event("p-1", dedupe_id="a"))),
+                BrokenGroupEventWrite(*astuple(_event("p-2", dedupe_id="a"))),
+            ]
             results = await asyncio.gather(*(store.write(write) for write in writes))
             count = await store.read(
                 lambda connection: connection.execute("SELECT count(*) FROM events").fetchone()[0]

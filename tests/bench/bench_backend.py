@@ -17,7 +17,8 @@ and 10% identify calls (``PUT /api/v1/customers/{id}``), all with HTTP Basic aut
 carries a new ULID-like id, so the backend's dedupe check never short-circuits a write.
 
 The script prints both rates, their ratio (target 0.4), p50 and p99 latency, the responses
-that were not 2xx or 3xx, and the server CPU time per request. After each backend run it reads
+that were not 2xx or 3xx, and the server CPU time per request, which includes the backend's
+child processes (its store writer). After each backend run it reads
 the backend's ``/metrics`` for its responses by status and counts the events in the SQLite
 file, which must hold every event that got a 200.
 """
@@ -161,14 +162,48 @@ def serve_constant() -> None:
     asyncio.run(run())
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The fields after the command name, which may itself contain spaces and brackets.
+    return text.rsplit(")", 1)[1].split()
+
+
 def _cpu_seconds(pid: int) -> float | None:
     """Return the user plus system CPU seconds of process ``pid``, or None off Linux."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return None
     # After the command name, utime and stime are fields 12 and 13 (in clock ticks).
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Return the pids of every live process below ``pid``, such as the store's writer."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            # The parent's pid is the second field after the command name.
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, frontier = [], [pid]
+    while frontier:
+        children = parents.get(frontier.pop(), [])
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def _tree_cpu_seconds(pid: int, children: list[int]) -> tuple[float, float] | None:
+    """Return the CPU seconds of ``pid`` and the sum over ``children``, or None off Linux."""
+    own = _cpu_seconds(pid)
+    if own is None:
+        return None
+    return own, sum(_cpu_seconds(child) or 0.0 for child in children)
 
 
 def _log_tail(log_path: Path) -> str:
@@ -251,10 +286,17 @@ def _run_wrk(port: int, script: Path, arguments: argparse.Namespace, seconds: in
     return result
 
 
-def _backend_responses(port: int) -> tuple[dict[str, int], int]:
-    """Read the backend's Track API responses by status, and its 200s to event routes."""
+def _backend_responses(port: int) -> tuple[dict[str, int], int, float | None]:
+    """Read the Track API responses by status, the 200s to event routes and writes per commit.
+
+    The mean writes per commit cover the whole life of the backend, warm-up included.
+    """
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
+    batches = dict(re.findall(r"^pushsim_backend_write_batch_size_(sum|count) (\d+)$", text, re.M))
+    mean_batch = None
+    if int(batches.get("count", 0)):
+        mean_batch = int(batches["sum"]) / int(batches["count"])
     statuses: dict[str, int] = {}
     acknowledged_events = 0
     for route, status, count in re.findall(
@@ -266,7 +308,7 @@ def _backend_responses(port: int) -> tuple[dict[str, int], int]:
         statuses[status] = statuses.get(status, 0) + int(count)
         if route.endswith("/events") and status == "200":
             acknowledged_events += int(count)
-    return statuses, acknowledged_events
+    return statuses, acknowledged_events, mean_batch
 
 
 def _stored_events(db_path: Path) -> int:
@@ -293,15 +335,21 @@ def _measure(kind: str, work: Path, script: Path, arguments: argparse.Namespace,
     server = ChildServer(command, log_path, env)
     try:
         _run_wrk(server.port, script, arguments, arguments.warmup, tag * 2)
-        cpu_before = _cpu_seconds(server.process.pid)
+        # The server's CPU counts its child processes too: the backend's store writer.
+        children = _descendants(server.process.pid)
+        cpu_before = _tree_cpu_seconds(server.process.pid, children)
         result = _run_wrk(server.port, script, arguments, arguments.duration, tag * 2 + 1)
-        cpu_after = _cpu_seconds(server.process.pid)
-        result["cpu_us"] = None
+        cpu_after = _tree_cpu_seconds(server.process.pid, children)
+        result["cpu_us"] = result["children_cpu_us"] = None
         if cpu_before is not None and cpu_after is not None and result["requests"]:
-            result["cpu_us"] = (cpu_after - cpu_before) / result["requests"] * 1e6
+            own = cpu_after[0] - cpu_before[0]
+            below = cpu_after[1] - cpu_before[1]
+            result["cpu_us"] = (own + below) / result["requests"] * 1e6
+            result["children_cpu_us"] = below / result["requests"] * 1e6
         if kind == "backend":
             # These include the warm-up run's requests.
-            result["statuses"], result["acknowledged_events"] = _backend_responses(server.port)
+            responses = _backend_responses(server.port)
+            result["statuses"], result["acknowledged_events"], result["mean_batch"] = responses
     finally:
         exit_code = server.stop()
     if exit_code != 0:
@@ -323,6 +371,8 @@ def _describe_cpu() -> str:
 
 def _print_run(kind: str, number: int, run: dict) -> None:
     cpu = f"{run['cpu_us']:.0f} us CPU/request" if run["cpu_us"] else "CPU n/a"
+    if run.get("children_cpu_us"):
+        cpu += f" ({run['children_cpu_us']:.0f} of them in child processes)"
     errors = run["connect_errors"] + run["read_errors"] + run["write_errors"] + run["timeouts"]
     print(
         f"  {kind:8s} round {number}: {run['rate']:7.0f} req/s, "
@@ -334,7 +384,8 @@ def _print_run(kind: str, number: int, run: dict) -> None:
         print(
             f"           backend responses by status (warm-up included): {run['statuses']}, "
             f"{run['acknowledged_events']} events acknowledged, "
-            f"{run['stored_events']} events in SQLite"
+            f"{run['stored_events']} events in SQLite, "
+            f"{run['mean_batch'] or 0:.1f} writes per commit"
         )
 
 
