@@ -5,8 +5,9 @@ urllib-style request, parses the URL, keeps a cookie jar and wraps the response 
 call. Below it, ``HTTPClient`` validates and merges every header and checks the pooled socket
 with a gevent ``select``. A lane needs none of that, because it sends API calls with headers
 its adapter built over one keep-alive connection to one host. So this client writes the request
-head itself and reads the response with geventhttpclient's parser (``HTTPSocketResponse``),
-which handles chunked bodies, 1xx responses and ``Connection: close``.
+head itself, and reads the response with geventhttpclient's C parser (llhttp), which handles
+chunked bodies, 1xx responses and ``Connection: close``. It keeps only the status, the body
+length and whether the connection stays open (``sim/driver/response.py``).
 
 Requests keep their Locust names, and a response is a failure in the statistics exactly when
 ``FastHttpSession`` would count it as one: a connection error, or a status outside the 2xx and
@@ -32,9 +33,10 @@ import gevent.ssl
 from gevent.monkey import get_original
 from gevent.timeout import Timeout
 from geventhttpclient._parser import HTTPParseError
-from geventhttpclient.response import HTTPConnectionClosed, HTTPSocketResponse
+from geventhttpclient.response import HTTPConnectionClosed
 from geventhttpclient.useragent import ConnectionError as ClientConnectionError
 
+from sim.driver.response import BLOCK_SIZE, read_response
 from sim.driver.wire import HttpRequest
 
 # Locust is not imported here: importing it monkey-patches the whole process, which a test
@@ -171,7 +173,9 @@ class LaneClient:
     def _message(self, request: HttpRequest) -> bytes:
         """Return the request's head and body as they go on the wire."""
         body = b""
-        if request.json is not None:
+        if request.text is not None:
+            body = request.text.encode()
+        elif request.json is not None:
             body = _encode_body(request.json).encode()
         fields = self._fields(request.headers, request.json is not None)
         length = ""
@@ -206,17 +210,32 @@ class LaneClient:
     def _exchange(self, method: str, message: bytes) -> tuple[int, int]:
         """Write one request and read its response. Return the body length and the status."""
         sock = self._connection()
-        sock.sendall(message)
-        response = HTTPSocketResponse(sock, method=method, pre_buffered=self._first_bytes(sock))
-        length = len(response.read())
+        self._send_message(sock, message)
+        response = read_response(sock, method, self._first_bytes(sock))
         if response.should_close():
-            # The response closed the socket when its message ended, so only its watcher is left.
-            self._sock = None
             self._drop_connection()
-        return length, response.status_code
+        return response.body_length, response.get_code()
 
-    def _first_bytes(self, sock: gevent.socket.socket) -> bytes:
+    @staticmethod
+    def _send_message(sock: gevent.socket.socket, message: bytes) -> None:
+        """Write ``message`` with as few socket calls as its size allows.
+
+        A request fits the socket's send buffer, so one ``send`` writes all of it. gevent's
+        ``sendall`` first reads the buffer size with getsockopt (a system call) and the clock,
+        and slices the message: 2.15 µs against 0.71 µs for ``send`` of 400 bytes on a socket
+        pair.
+        """
+        sent = sock.send(message)
+        if sent < len(message):
+            # gevent's send waits, within the socket's timeout, until the buffer takes more.
+            view = memoryview(message)
+            while sent < len(message):
+                sent += sock.send(view[sent:])
+
+    def _first_bytes(self, sock: gevent.socket.socket) -> bytes | None:
         """Wait until the response starts, and return what the first read brings.
+
+        Return None on a TLS connection, which is read by ``read_response`` alone.
 
         The response is almost never there right after the request was written, so gevent's
         recv would first fail with EAGAIN, raise and catch that, and then wait. Waiting first
@@ -224,13 +243,13 @@ class LaneClient:
         """
         if self._response_ready is None:
             # TLS may already hold decrypted bytes that the socket no longer shows.
-            return b""
+            return None
         # On timeout this raises TimeoutError("timed out"), as gevent's recv does.
         gevent.socket.wait(self._response_ready, self._network_timeout)
         try:
-            return sock.recv(HTTPSocketResponse.DEFAULT_BLOCK_SIZE)
+            return sock.recv(BLOCK_SIZE)
         except ConnectionResetError:
-            # As HTTPSocketResponse reports a reset before the first byte.
+            # A reset before the first byte is a connection closed without a response.
             raise HTTPConnectionClosed("connection closed.") from None
 
     def _connection(self) -> gevent.socket.socket:

@@ -5,6 +5,10 @@ phones never wait for each other. Each device has its own FIFO queue. A fixed po
 greenlets takes the next device that has work and is not already sending, sends that device's
 oldest call, and hands the device back. The pool size is the number of requests that may be in
 flight at once; it is Locust's user count in a live run.
+
+A lane with nothing to send waits on the queue without a timeout, so an idle lane costs no timer
+per wait. After ``finish`` no more calls come, so once the last queued call left, a sentinel
+in the queue ends every lane.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 # Devices waiting for a free lane above which the lanes count as backlogged. At 5,000 requests/s
 # this is about 0.1 s of work, enough that a lane which frees up finds a device waiting.
 BACKLOG_DEVICES = 500
+# Put in the ready queue once the lanes are finished and empty. Each lane passes it on and ends.
+_FINISHED = object()
 
 
 @dataclass(slots=True)
@@ -61,6 +67,7 @@ class DeviceLanes:
         self.pending = 0
         self.sent = 0
         self.dropped = 0
+        self._finishing = False
 
     def submit(self, action: Action) -> None:
         """Queue an action behind the device's earlier ones."""
@@ -76,14 +83,28 @@ class DeviceLanes:
         """Tell whether more devices wait for a lane than ``BACKLOG_DEVICES``."""
         return self._ready.qsize() > BACKLOG_DEVICES
 
-    def serve(self, client: Any, stop: Callable[[], bool]) -> None:
-        """Run one lane with ``client`` until ``stop()`` is true; call from a greenlet."""
-        while not stop():
-            try:
-                device = self._ready.get(timeout=0.1)
-            except gevent.queue.Empty:
-                continue
+    def finish(self) -> None:
+        """Tell the lanes that no more actions come, so they end once every queued one left."""
+        self._finishing = True
+        self._end_if_idle()
+
+    def serve(self, client: Any) -> None:
+        """Run one lane with ``client`` until the lanes are finished and empty.
+
+        Call it from a greenlet.
+        """
+        while True:
+            device = self._ready.get()
+            if device is _FINISHED:
+                # Pass it on to the next waiting lane.
+                self._ready.put(_FINISHED)
+                return
             self.serve_one(client, device)
+
+    def _end_if_idle(self) -> None:
+        if self._finishing and not self.pending and not self._busy:
+            self._finishing = False  # one sentinel is enough
+            self._ready.put(_FINISHED)
 
     def serve_one(self, client: Any, device: str) -> None:
         """Send the oldest call of ``device`` with ``client``, or drop it if it is too late."""
@@ -111,6 +132,7 @@ class DeviceLanes:
                 self._ready.put(device)
             else:
                 del self._queues[device]
+                self._end_if_idle()
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued action left, up to ``timeout`` wall seconds."""

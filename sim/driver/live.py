@@ -23,7 +23,7 @@ from sim.driver.control import ControlClient, ControlError
 from sim.driver.heap import freeze_survivors, release_frozen
 from sim.driver.http import LaneClient
 from sim.driver.lanes import Action, DeviceLanes
-from sim.driver.sdk_records import sdk_call_line
+from sim.driver.sdk_records import call_status, sdk_call_line
 from sim.driver.timing import TRIGGER_TO_GATEWAY, TimingTable
 from sim.driver.track_v1 import TrackV1Adapter
 from sim.driver.wire import HttpRequest
@@ -202,12 +202,11 @@ class LiveRun:
     def _send(
         self, client: LaneClient, requests: list[HttpRequest], calls: list[SdkCall], due: float
     ) -> None:
-        status = None
         sent_at = time.time()
         for call in calls:
             self.triggers.note(call, sent_at)
-        for request in requests:
-            status = self._send_one(client, request)
+        statuses = [self._send_one(client, request) for request in requests]
+        status = call_status(statuses)
         self._write_truth(calls, "sent", status, lag=max(0.0, sent_at - due), sent_at=sent_at)
 
     def _send_one(self, client: LaneClient, request: HttpRequest) -> int | None:
@@ -314,6 +313,8 @@ class LiveRun:
             raise
         finally:
             self.finished = True
+            # The model makes no more calls, so the lanes end once the queued ones left.
+            self.lanes.finish()
 
     def _every(self, seconds: float, function) -> None:
         while not self._stopping:

@@ -371,6 +371,15 @@ def on_quitting(environment, **kwargs) -> None:
     if state.failure:
         environment.process_exit_code = 1
 
+    runner = environment.runner
+    if runner is not None and runner.exceptions and environment.process_exit_code is None:
+        # Locust exits with --exit-code-on-error for failed requests and raised exceptions
+        # alike. `pushsim run` sets it to 0, because failed requests are the backend's result.
+        # An exception raised in a lane is the driver failing, so it still exits non-zero.
+        raised = sum(row["count"] for row in runner.exceptions.values())
+        log.error("pushsim: the lanes raised %d exception(s); see their tracebacks above", raised)
+        environment.process_exit_code = getattr(_options(environment), "exit_code_on_error", 1) or 1
+
 
 class ShopperLanes(User):
     """One device lane: sends the next due SDK call of whichever device's turn it is."""
@@ -400,7 +409,7 @@ class ShopperLanes(User):
                 raise gevent.GreenletExit(state.failure)
             gevent.sleep(0.1)
         run = state.run
-        run.lanes.serve(self.client, stop=lambda: run.finished and not run.lanes.pending)
+        run.lanes.serve(self.client)
         gevent.sleep(0.5)
 
     def on_stop(self) -> None:

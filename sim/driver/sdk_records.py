@@ -16,6 +16,18 @@ from sim.model.ports import SdkCall, SharedProperties
 _HEAD = f'{{"v":{SCHEMA_VERSION},"kind":"sdk_call","status":'
 
 
+def call_status(statuses: list[int]) -> int | None:
+    """Return the ``http_status`` of a call sent as the requests with ``statuses``, in order.
+
+    It is the first status outside 200..299, since the call failed when any of its requests
+    did, else the last status. None when the call sent no request.
+    """
+    for status in statuses:
+        if not 200 <= status <= 299:
+            return status
+    return statuses[-1] if statuses else None
+
+
 def sdk_call_line(
     call: SdkCall,
     status: str,

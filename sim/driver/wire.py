@@ -15,13 +15,18 @@ _ULID_HASH = hashlib.blake2b(digest_size=10, person=b"pushsim-ulid")
 
 @dataclass(slots=True)
 class HttpRequest:
-    """One request to the backend. ``name`` is the label in Locust's statistics."""
+    """One request to the backend. ``name`` is the label in Locust's statistics.
+
+    ``text``, when set, is the compact ASCII JSON text of ``json`` that an adapter already
+    wrote, and the client sends it instead of encoding ``json`` again.
+    """
 
     method: str
     path: str
     name: str
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    text: str | None = None
 
 
 def basic_auth(user: str, password: str) -> str:

@@ -5,10 +5,12 @@ The model writes it through a sink; the driver and the oracle read it back. Ever
 and ``seq`` (the group's own counter), so ``(at, group, seq)`` is the canonical order of records
 from any number of shards. Kinds and their extra fields:
 
-- ``sdk_call``: ``method``, ``status`` (sent, dropped or planned), ``device``, ``person`` (the
-  true person at the phone), ``anonymous_id``, ``user_id`` (the identity the SDK sent, or null),
-  ``token``, ``event``, ``properties``, ``attributes``, ``fault`` (injected fault label, several
-  joined with commas, or null).
+- ``sdk_call``: ``method``, ``status`` (sent, dropped, local or planned), ``device``, ``person``
+  (the true person at the phone), ``anonymous_id``, ``user_id`` (the identity the SDK sent, or
+  null), ``token``, ``event``, ``properties``, ``attributes``, ``fault`` (injected fault label,
+  several joined with commas, or null). The driver adds ``http_status`` to a sent call: the
+  first status outside 2xx of its requests, else the last one, and 0 for no response. It adds
+  ``lag_ms`` to sent and dropped calls, and ``sent_wall`` to sent ones.
 - ``install`` and ``uninstall``: ``device``, ``platform``, ``anonymous_id``.
 - ``token_issued``: ``device``, ``token``, ``platform``, ``reason`` (install, reinstall,
   fcm_refresh, os_update, restore).

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from sim.driver.cdp_batch import DEVICE_DELETED, DEVICE_UPDATED, FLUSH_AT, CdpBatchAdapter
+from sim.driver.http import _encode_body
 from sim.driver.track_v1 import TrackV1Adapter
 from sim.driver.wire import event_ulid
-from sim.model.ports import SdkCall
+from sim.model.ports import SdkCall, SharedProperties
+from tests.driver.model_calls import model_calls
 
 WALL0 = 1_800_000_000.0
 
@@ -119,3 +121,29 @@ def test_cdp_batches_per_device():
     assert adapter.is_first("b")
     request, calls = adapter.flush("a", sent_at=WALL0)
     assert [c.device for c in calls] == ["a"]
+
+
+def test_track_v1_event_text_is_encoded_json():
+    calls = model_calls()
+    adapter = TrackV1Adapter("site", "key", lambda sdk_call: WALL0 + sdk_call.at / 1080.0)
+
+    with_text = 0
+    for sdk_call in calls:
+        for request in adapter.requests_for(sdk_call):
+            if request.text is None:
+                continue
+            with_text += 1
+            assert request.text == _encode_body(request.json)
+    product_views = sum(1 for sdk_call in calls if sdk_call.event == "product_viewed")
+    assert product_views > 500
+    assert with_text == product_views
+
+
+def test_track_v1_non_ascii_properties_are_encoded():
+    properties = SharedProperties({"sku": "SKU-1", "category": "Küche", "price": 9.5})
+    adapter = TrackV1Adapter("site", "key", wall)
+    (request,) = adapter.requests_for(
+        call("anonymous_track", 1, event="product_viewed", properties=properties)
+    )
+    assert request.text is None
+    assert '"category":"K\\u00fcche"' in _encode_body(request.json)

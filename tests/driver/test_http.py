@@ -1,4 +1,5 @@
-"""The lane's HTTP client: what goes on the wire, and what Locust's statistics receive."""
+"""The lane's HTTP client: what goes on the wire, how responses are read, and what Locust's
+statistics receive."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
 from sim.driver.http import NO_RESPONSE, LaneClient
+from sim.driver.response import LaneResponse
 from sim.driver.wire import HttpRequest
 
 
@@ -247,3 +249,123 @@ def test_no_response_is_a_failure(behaviour, expected):
     assert status == NO_RESPONSE
     assert repr(fired[0]["exception"]) == expected
     assert fired[0]["response_length"] == 0
+
+
+def scripted_server(replies: list[list[bytes]], connections: list[tuple]) -> StreamServer:
+    """A server that responds to each request with the next reply, written as separate chunks.
+
+    A reply that ends with ``b""`` closes the connection after its chunks.
+    """
+
+    def handle(sock, address):
+        connections.append(address)
+        while replies:
+            if not sock.recv(4096):
+                return
+            chunks = replies.pop(0)
+            for chunk in chunks:
+                if chunk:
+                    sock.sendall(chunk)
+                    # A pause makes each chunk arrive in a read of its own.
+                    gevent.sleep(0.01)
+            if chunks and chunks[-1] == b"":
+                sock.close()
+                return
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    return server
+
+
+def exchange(replies: list[list[bytes]], method: str = "POST") -> tuple[list[dict], int]:
+    """Send one request per reply through one client; return the events and connection count."""
+    connections: list[tuple] = []
+    count = len(replies)
+    server = scripted_server(replies, connections)
+    hook, fired = recording_event()
+    client = make_client(f"http://127.0.0.1:{server.server_port}", hook)
+    try:
+        for number in range(count):
+            client.send(HttpRequest(method, f"/{number}", "call", {} if method == "POST" else None))
+    finally:
+        client.close()
+        server.stop()
+    return fired, len(connections)
+
+
+OK_2 = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_chunked_body_in_pieces():
+    reply = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Enc",
+        b"oding: chunked\r\n\r\n5\r\nhello\r\n",
+        b"3\r\nabc\r\n0\r\n\r\n",
+    ]
+    fired, connections = exchange([reply, [OK_2]])
+    assert [event["response_length"] for event in fired] == [8, 2]
+    assert [event["exception"] for event in fired] == [None, None]
+    assert connections == 1
+
+
+def test_interim_response_before_final():
+    reply = [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabc",
+    ]
+    fired, connections = exchange([reply, [OK_2]])
+    assert fired[0]["exception"] is None
+    assert fired[0]["response_length"] == 3
+    assert connections == 1
+
+
+def test_body_until_close():
+    reply = [b"HTTP/1.1 200 OK\r\n\r\nabc", b"defg", b""]
+    fired, connections = exchange([reply, [OK_2]])
+    assert [event["response_length"] for event in fired] == [7, 2]
+    assert [event["exception"] for event in fired] == [None, None]
+    assert connections == 2
+
+
+def test_connection_close_header_reconnects():
+    reply = [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"]
+    fired, connections = exchange([reply, [OK_2]])
+    assert [event["exception"] for event in fired] == [None, None]
+    assert connections == 2
+
+
+def test_head_response_without_body():
+    reply = [b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n"]
+    fired, connections = exchange(
+        [reply, [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]], "HEAD"
+    )
+    assert [event["response_length"] for event in fired] == [0, 0]
+    assert [event["exception"] for event in fired] == [None, None]
+    assert connections == 1
+
+
+def test_response_cut_short_is_failure():
+    reply = [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", b""]
+    fired, connections = exchange([reply, [OK_2]])
+    assert fired[0]["exception"] is not None
+    assert fired[1]["exception"] is None
+    assert connections == 2
+
+
+@pytest.mark.parametrize(
+    ("chunks", "length", "close"),
+    [
+        ([OK_2], 2, False),
+        ([b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}"], 2, True),
+        ([OK_2 + b"HTTP/1.1 200 OK\r\n"], 2, True),
+        ([b"HTTP/1.1 204 No Content\r\n\r\n"], 0, False),
+        ([b"HTTP/1.1 200 OK\r\n\r\nab", b"c", b""], 3, True),
+    ],
+)
+def test_parser_length_and_keep_alive(chunks, length, close):
+    response = LaneResponse("POST")
+    for chunk in chunks:
+        response.feed_data(chunk)
+    assert response.complete
+    assert response.body_length == length
+    assert response.should_close() is close

@@ -9,11 +9,17 @@ import gevent
 from sim.driver.lanes import BACKLOG_DEVICES, Action, DeviceLanes
 from sim.driver.timing import SCHEDULE_LAG, TimingTable
 
+# Wall seconds the lanes get to serve a test's actions and end. The actions take well under a
+# second; the margin is for a CI machine loaded by other tests, and only a hang exceeds it.
+END_TIMEOUT = 30.0
 
-def run_lanes(lanes: DeviceLanes, count: int, seconds: float) -> None:
-    stop_at = time.time() + seconds
-    workers = [gevent.spawn(lanes.serve, None, lambda: time.time() > stop_at) for _ in range(count)]
-    gevent.joinall(workers, timeout=seconds + 2)
+
+def run_lanes(lanes: DeviceLanes, count: int) -> None:
+    """Serve every queued action with ``count`` lanes, which must all end."""
+    lanes.finish()
+    workers = [gevent.spawn(lanes.serve, None) for _ in range(count)]
+    gevent.joinall(workers, timeout=END_TIMEOUT)
+    assert all(worker.dead for worker in workers)
 
 
 def test_device_calls_keep_their_order():
@@ -28,7 +34,7 @@ def test_device_calls_keep_their_order():
                 sent.append((device, i))
 
             lanes.submit(Action(device, now, send, lambda lag: None))
-    run_lanes(lanes, count=8, seconds=0.5)
+    run_lanes(lanes, count=8)
     for device in ("a", "b", "c"):
         order = [i for d, i in sent if d == device]
         assert order == list(range(30))
@@ -51,7 +57,7 @@ def test_stalled_device_does_not_block_others():
             finished[f"fast{i}"] = time.time()
 
         lanes.submit(Action(f"fast{i}", now, fast, lambda lag: None))
-    run_lanes(lanes, count=4, seconds=0.6)
+    run_lanes(lanes, count=4)
     assert len(finished) == 21
     assert max(t for k, t in finished.items() if k != "slow") < finished["slow"]
 
@@ -63,7 +69,7 @@ def test_late_action_is_dropped():
     now = time.time()
     lanes.submit(Action("d", now - 2.0, lambda c: sent.append("late"), dropped.append))
     lanes.submit(Action("d", now, lambda c: sent.append("on time"), dropped.append))
-    run_lanes(lanes, count=1, seconds=0.2)
+    run_lanes(lanes, count=1)
     assert sent == ["on time"]
     assert len(dropped) == 1
     assert dropped[0] > 1.9
@@ -83,7 +89,7 @@ def test_failing_send_keeps_lane_alive():
 
     lanes.submit(Action("d", now, broken, lambda lag: None))
     lanes.submit(Action("d", now, lambda c: sent.append(1), lambda lag: None))
-    run_lanes(lanes, count=1, seconds=0.2)
+    run_lanes(lanes, count=1)
     assert sent == [1]
 
 
@@ -97,6 +103,29 @@ def test_backlog_counts_waiting_devices():
     assert not lanes.backlogged()
     lanes.submit(Action("one more", now, lambda c: None, lambda lag: None))
     assert lanes.backlogged()
-    run_lanes(lanes, count=4, seconds=0.3)
+    run_lanes(lanes, count=4)
     assert not lanes.backlogged()
     assert lanes.sent == BACKLOG_DEVICES + 2
+
+
+def test_idle_lanes_end_at_finish():
+    lanes = DeviceLanes(lag_budget=5.0, timing=TimingTable())
+    workers = [gevent.spawn(lanes.serve, None) for _ in range(4)]
+    gevent.sleep(0.05)
+    assert not any(worker.dead for worker in workers)
+
+    # Actions queued while the lanes wait are sent before the lanes end.
+    sent = []
+    now = time.time()
+
+    def send(client):
+        gevent.sleep(0.05)
+        sent.append(client)
+
+    lanes.submit(Action("d", now, send, lambda lag: None))
+    lanes.submit(Action("d", now, send, lambda lag: None))
+    lanes.finish()
+    gevent.joinall(workers, timeout=2.0)
+    assert all(worker.dead for worker in workers)
+    assert len(sent) == 2
+    assert lanes.pending == 0

@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import simpy
 
 from sim.driver.sdk_records import sdk_call_line
 from sim.formats.truth import TruthWriter, encode, fragment, read_records
-from sim.model.ports import SDK_METHODS, NullTruth, SdkCall
-from sim.model.world import World
-from sim.scenario import load_scenario
+from sim.model.ports import SdkCall
+from tests.driver.model_calls import model_calls
 
 
 def record_line(call: SdkCall, status: str, http_status=None, lag_ms=None, sent_wall=None) -> str:
@@ -26,28 +24,8 @@ def record_line(call: SdkCall, status: str, http_status=None, lag_ms=None, sent_
     return encode(record)
 
 
-class Calls:
-    """Both of the model's ports: keeps every SDK call, ignores token invalidations."""
-
-    def __init__(self) -> None:
-        self.calls: list[SdkCall] = []
-
-    def __getattr__(self, method: str):
-        if method not in SDK_METHODS:
-            raise AttributeError(method)
-        return self.calls.append
-
-    def invalidate(self, invalidation) -> None:
-        pass
-
-
 def test_model_calls_encode_as_their_records():
-    scenario = load_scenario("minimal", ["population.installs=150", "clock.duration=6h"]).scenario
-    ports = Calls()
-    env = simpy.Environment()
-    World(scenario, env, sdk=ports, cloud=ports, truth=NullTruth()).start()
-    env.run(until=scenario.clock.duration)
-    calls = ports.calls
+    calls = model_calls()
     assert len(calls) > 500
     assert {"anonymous_track", "register_token", "identify"} <= {call.method for call in calls}
 
