@@ -49,6 +49,12 @@ GATE_METRICS: dict[str, GateMetric] = {
             "ratio 0..1",
         ),
         GateMetric(
+            "sdk_error_rate",
+            "share of SDK calls sent that the backend did not accept: no 2xx response, "
+            "429 included, or no response at all",
+            "ratio 0..1",
+        ),
+        GateMetric(
             "conversion_rate",
             "share of triggers that expected a push whose push led to an order",
             "ratio 0..1",
@@ -85,7 +91,7 @@ GATE_METRICS: dict[str, GateMetric] = {
         ),
         GateMetric(
             "retries_without_backoff",
-            "retries sent less than half a wall second after a 429 or 503",
+            "retries sent less than 0.2 wall seconds after a 429 or 503",
             "count",
         ),
         GateMetric(

@@ -32,6 +32,7 @@ def gate_metrics(result: OracleResult) -> dict[str, float | None]:
         "pushes_after_conversion": result.problems["push_after_conversion"].count,
         "trigger_lateness_p99": result.lateness_s.get("p99"),
         "generator_drops": result.generator.drop_share,
+        "sdk_error_rate": result.sdk_errors.error_rate,
         "conversion_rate": _share(converted, expected),
         "incremental_conversions": incremental,
         "failure_rate": _share(failures, expected),

@@ -25,6 +25,7 @@ from sim.oracle.problems import PROBLEM_KINDS, find_problems
 from sim.oracle.pushes import Push, link_value, place_pushes
 from sim.oracle.reach import reach_over_time, sample_times
 from sim.oracle.result import JourneyResult, OracleResult
+from sim.oracle.sdk_errors import judge_sdk_errors
 from sim.oracle.stats import summarise
 from sim.oracle.triggers import (
     Trigger,
@@ -120,6 +121,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
             truth_paths=inputs.truth_paths,
         ),
         generator=judge_generator(index),
+        sdk_errors=judge_sdk_errors(index),
         reach=reach_over_time(index, clock.duration),
         series=time_series(pushes, trigger_rows, problems, index, clock.duration),
         unattributed_pushes=sum(1 for push in pushes if push.row.seq not in claimed),

@@ -75,6 +75,8 @@ class TruthIndex:
         self.view = TruthView()
         self.calls: list[dict] = []
         self.status_counts: dict[str, int] = defaultdict(int)
+        # Sent SDK calls by ``http_status``, with None for a sent line that records no status.
+        self.sent_responses: dict[int | None, int] = defaultdict(int)
         self.lags_ms: list[float] = []
         self.carts: dict[str, dict] = {}
         self.orders: dict[str, list[dict]] = defaultdict(list)
@@ -145,8 +147,11 @@ class TruthIndex:
             self.reactions[record["delivery_id"]].append(record)
 
     def _count_call(self, call: dict) -> None:
-        """Count an SDK call's status and lag, and note who used which device."""
-        self.status_counts[call.get("status", "planned")] += 1
+        """Count an SDK call's status, response and lag, and note who used which device."""
+        status = call.get("status", "planned")
+        self.status_counts[status] += 1
+        if status == "sent":
+            self.sent_responses[call.get("http_status")] += 1
         if call.get("lag_ms") is not None:
             self.lags_ms.append(float(call["lag_ms"]))
         if call.get("person") and call.get("device"):

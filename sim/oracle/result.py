@@ -14,6 +14,7 @@ from sim.oracle.generator import GeneratorHealth
 from sim.oracle.outcomes import DELIVERED, LEGITIMATE, OUTCOMES, TriggerRow
 from sim.oracle.problems import Problem
 from sim.oracle.reach import ReachSeries
+from sim.oracle.sdk_errors import SdkErrors
 
 SUMMARY_VERSION = 1
 
@@ -82,6 +83,7 @@ class OracleResult:
     lateness_wall_ms: dict[str, Any]
     conduct: Conduct
     generator: GeneratorHealth
+    sdk_errors: SdkErrors
     reach: ReachSeries
     series: dict[str, Any]
     unattributed_pushes: int
@@ -135,6 +137,7 @@ def to_summary(result: OracleResult) -> dict[str, Any]:
         "trigger_lateness": {"sim_s": result.lateness_s, "wall_ms": result.lateness_wall_ms},
         "backend_conduct": dataclasses.asdict(result.conduct),
         "generator": dataclasses.asdict(result.generator),
+        "sdk_errors": dataclasses.asdict(result.sdk_errors),
         "reach": reach,
         "series": result.series,
         "push_requests": result.push_requests,
