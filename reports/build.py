@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from reports import plots
 from reports.html import render
-from reports.locust import read_history
+from reports.locust import EndpointLoad, read_history, read_stats
 from reports.tables import write_tables
 from sim.oracle import judge_run, load_run, to_summary
 from sim.oracle.result import OracleResult
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 REPORT_DIR = "report"
 LOCUST_HISTORY = "locust_stats_history.csv"
+LOCUST_STATS = "locust_stats.csv"
 RUN_STATUS = "run-status.json"
 
 
@@ -46,6 +48,14 @@ def draw_figures(result: OracleResult, run_dir: Path) -> dict[str, bytes]:
     return figures
 
 
+def backend_load(run_dir: Path) -> list[EndpointLoad]:
+    """Return Locust's per-request load and latency rows, or [] when the run has no stats file."""
+    path = run_dir / LOCUST_STATS
+    if not path.exists():
+        return []
+    return read_stats(path)
+
+
 def partial_reason(run_dir: Path) -> str | None:
     """Return why ``pushsim run`` ended early, from its run-status.json, or None for a whole run."""
     try:
@@ -67,6 +77,8 @@ def write_report(result: OracleResult, run_dir: str | Path) -> Path:
     summary = to_summary(result)
     summary["partial"] = partial is not None
     summary["partial_reason"] = partial
+    load = backend_load(run_dir)
+    summary["backend_load"] = [asdict(row) for row in load] or None
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     csv_paths = write_tables(result, out)
 
@@ -75,7 +87,7 @@ def write_report(result: OracleResult, run_dir: str | Path) -> Path:
         (out / (title.lower().replace(" ", "_") + ".png")).write_bytes(png)
 
     html_path = out / "report.html"
-    html = render(result, figures, [p.name for p in csv_paths], partial=partial)
+    html = render(result, figures, [p.name for p in csv_paths], partial=partial, load=load)
     html_path.write_text(html, encoding="utf-8")
     log.info("report written to %s", html_path)
     return html_path

@@ -73,6 +73,12 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
             "note: the runs used different scenario files or seeds, so a difference below may "
             "come from the scenario rather than from the backend"
         )
+    for label, summary in (("A", a), ("B", b)):
+        if summary.get("partial"):
+            lines.append(
+                f"note: run {label} is partial ({summary.get('partial_reason') or 'no reason'}), "
+                "so its figures cover only what it collected before it ended"
+            )
     lines.append("")
     width = max(len(name) for name in a["metrics"] | b["metrics"]) + 2
     lines.append(f"{'metric':<{width}}{'A':>14}{'B':>14}  ")

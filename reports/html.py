@@ -10,7 +10,9 @@ import base64
 import datetime
 from html import escape
 
+from reports.locust import EndpointLoad
 from sim.gates import GATE_METRICS
+from sim.oracle.conduct import Conduct
 from sim.oracle.outcomes import FAILURES, LEGITIMATE
 from sim.oracle.result import OracleResult
 
@@ -167,6 +169,21 @@ def _generator(result: OracleResult) -> str:
     return _table(["generator", ""], rows)
 
 
+def _sdk_errors(result: OracleResult) -> str:
+    errors = result.sdk_errors
+    if errors.error_rate is None:
+        return "<p>No SDK call was sent, so no response was judged.</p>"
+    responses = ", ".join(f"{label}: {count:,}" for label, count in errors.responses.items())
+    rows = [
+        ["sent", _number(errors.sent)],
+        ["failed: no 2xx response, or none at all",
+         f"{errors.failed:,} ({errors.error_rate:.2%})"],
+        ["failed by response", escape(errors.describe_failures() or "none")],
+        ["all by response", escape(responses)],
+    ]  # fmt: skip
+    return _table(["SDK calls", ""], rows)
+
+
 def _figures(figures: dict[str, bytes]) -> str:
     parts = []
     for title, png in figures.items():
@@ -200,9 +217,37 @@ def _conduct(result: OracleResult) -> str:
         ["connections per service", escape(", ".join(
             f"{k} {v}" for k, v in conduct.connections.items()) or "none")],
         ["requests per connection", _number(conduct.requests_per_connection)],
-        ["pruning after 410 / UNREGISTERED", escape("not checked: " + conduct.pruning_note)],
+        ["pruning after 410 / UNREGISTERED", escape(_pruning(conduct))],
     ]  # fmt: skip
     return _table(["backend conduct", ""], rows, {1})
+
+
+def _pruning(conduct: Conduct) -> str:
+    if not conduct.pruning_checked:
+        return "not checked: " + conduct.pruning_note
+    return (
+        f"{conduct.prunes_after_unregistered} prunes after an APNs 410, "
+        f"{conduct.prunes_against_timestamp} of them against its timestamp"
+    )
+
+
+def _milliseconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _backend_load(load: list[EndpointLoad]) -> str:
+    if not load:
+        return "<p>No Locust statistics (locust_stats.csv) in this run directory.</p>"
+    header = ["request", "count", "failed", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+    rows = [
+        [escape(f"{row.method} {row.name}".strip()), _number(row.requests),
+         _number(row.failures), f"{row.requests_per_s:,.1f}", _milliseconds(row.p50_ms),
+         _milliseconds(row.p95_ms), _milliseconds(row.p99_ms), _milliseconds(row.max_ms)]
+        for row in load
+    ]  # fmt: skip
+    note = ("<p class=\"muted\">Response times of the SDK requests, in wall milliseconds, as "
+            "Locust measured them over the whole run.</p>")  # fmt: skip
+    return note + _table(header, rows, set(range(1, 8)))
 
 
 def _lateness(result: OracleResult) -> str:
@@ -220,8 +265,13 @@ def render(
     csv_names: list[str],
     *,
     partial: str | None = None,
+    load: list[EndpointLoad] | None = None,
 ) -> str:
-    """Return the report as one HTML document; ``partial`` is the reason a run ended early."""
+    """Return the report as one HTML document.
+
+    ``partial`` is the reason a run ended early, and ``load`` contains Locust's rows of SDK request
+    load and latency, when the run has them.
+    """
     banner = ""
     if partial is not None:
         banner += (f'<div class="banner" role="alert">PARTIAL RUN: {escape(partial)}. The '
@@ -231,6 +281,12 @@ def render(
         banner += (f'<div class="banner" role="alert">GENERATOR FELL BEHIND: backend figures '
                   f"cannot be trusted. It dropped {health.dropped:,} SDK calls "
                   f"({health.drop_share:.1%}).</div>")  # fmt: skip
+    if result.sdk_errors.over_limit:
+        errors = result.sdk_errors
+        banner += (f'<div class="banner" role="alert">BACKEND DID NOT ACCEPT SDK CALLS: '
+                   f"{errors.failed:,} of {errors.sent:,} ({errors.error_rate:.1%}) got no 2xx "
+                   f"response ({escape(errors.describe_failures())}). The backend missed that "
+                   "share of the shoppers' activity.</div>")  # fmt: skip
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     csv_list = ", ".join(f'<a href="{escape(name)}">{escape(name)}</a>' for name in csv_names)
     return f"""<!DOCTYPE html>
@@ -247,10 +303,12 @@ def render(
 <section><h2>Waterfall</h2>{_waterfalls(result)}</section>
 <section><h2>Top problems</h2>{_top_problems(result)}</section>
 <section><h2>Generator health</h2>{_generator(result)}</section>
+<section><h2>SDK responses</h2>{_sdk_errors(result)}</section>
 </div>
 <h2>Outcomes</h2>{_outcome_table(result)}
 <h2>Trigger lateness</h2>{_lateness(result)}
 <h2>Backend conduct</h2>{_conduct(result)}
+<h2>Backend load</h2>{_backend_load(load or [])}
 <h2>Figures</h2>{_figures(figures)}
 <h2>Data</h2><p>Tables as CSV beside this file: {csv_list}; every figure as PNG; the
 summary as <a href="summary.json">summary.json</a>.</p>

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sim.commands.common import EXIT_GATES_FAILED, EXIT_USAGE
 from sim.scenario import ScenarioError
+
+if TYPE_CHECKING:
+    from reports.locust import EndpointLoad
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,9 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that other commands do not pay for matplotlib.
-    from reports.build import partial_reason, write_report
+    from reports.build import backend_load, partial_reason, write_report
     from sim.oracle import judge_run, load_run
 
+    if Path(args.run_dir).is_file():
+        print(
+            f"pushsim: cannot judge {args.run_dir}: it is a file; give the run directory that "
+            "pushsim run wrote (runs/NAME-TIME)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         result = judge_run(load_run(args.run_dir))
     except (FileNotFoundError, ScenarioError, ValueError) as error:
@@ -37,13 +48,24 @@ def run(args: argparse.Namespace) -> int:
     partial = partial_reason(Path(args.run_dir))
     if partial is not None:
         print(f"warning: the run is partial: {partial}", file=sys.stderr)
-    return print_verdict(result)
+    return print_verdict(result, backend_load(Path(args.run_dir)))
 
 
-def print_verdict(result) -> int:
-    """Print each journey's waterfall and every gate; return 0 when all gates pass, else 1."""
+def print_verdict(result, load: list[EndpointLoad] | None = None) -> int:
+    """Print the SDK calls' fate, the backend's load, each journey's outcomes, any warning and
+    every gate. ``load`` is Locust's rows from ``reports.build.backend_load``.
+
+    Returns 0 when every gate passes, else 1.
+    """
     if result.generator.fell_behind:
         print(f"warning: {result.generator.message}", file=sys.stderr)
+    sdk_line = sdk_errors_line(result.sdk_errors)
+    if sdk_line:
+        print(sdk_line)
+    total = next((row for row in load or [] if row.name == "Aggregated"), None)
+    if total is not None:
+        print(load_line(total))
+
     for journey in result.journeys:
         if not journey.judged:
             print(f"journey {journey.name}: not judged ({journey.note})")
@@ -53,6 +75,23 @@ def print_verdict(result) -> int:
         print(
             f"journey {journey.name}: {journey.triggers} triggers, {journey.excluded} excluded "
             f"near the end, {eligible} eligible. Final outcomes: {outcomes or 'none'}"
+        )
+        if journey.excluded > eligible:
+            print(
+                f"warning: journey {journey.name}: {journey.excluded} of {journey.triggers} "
+                "triggers were due within clock.drain of the end and were not judged; a longer "
+                "clock.duration judges more of them",
+                file=sys.stderr,
+            )
+
+    expected = sum(dict(journey.waterfall())["push expected"] for journey in result.journeys
+                   if journey.judged)  # fmt: skip
+    if expected and not result.push_requests:
+        print(
+            f"warning: no push request reached the gateways, although {expected} triggers "
+            "expected a push: check that the backend sends to the gateways of this run's "
+            "gateways.json",
+            file=sys.stderr,
         )
 
     failed = [gate for gate in result.gates if not gate.passed]
@@ -66,3 +105,28 @@ def print_verdict(result) -> int:
         print(f"{len(failed)} of {len(result.gates)} gate(s) failed", file=sys.stderr)
         return EXIT_GATES_FAILED
     return 0
+
+
+def load_line(total: EndpointLoad) -> str:
+    """Return the backend's whole-run load from Locust's Aggregated row, latencies in wall ms."""
+
+    def milliseconds(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.0f} ms"
+
+    return (
+        f"backend load: {total.requests:,} SDK requests at {total.requests_per_s:,.1f} req/s, "
+        f"{total.failures:,} failed; response time p50 {milliseconds(total.p50_ms)}, "
+        f"p95 {milliseconds(total.p95_ms)}, p99 {milliseconds(total.p99_ms)}"
+    )
+
+
+def sdk_errors_line(errors) -> str:
+    """Return the line that counts the SDK calls sent and failed, or "" when none was sent."""
+    if not errors.sent:
+        return ""
+    if not errors.failed:
+        return f"SDK calls: {errors.sent:,} sent, none failed"
+    return (
+        f"SDK calls: {errors.sent:,} sent, {errors.failed:,} failed ({errors.error_rate:.1%}) "
+        f"by response: {errors.describe_failures()}"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from reports.html import render
 from sim.oracle.judge import judge_run
 from sim.oracle.reach import GRID_POINTS
 from tests.oracle.ledgers import DELAY, WALL_T0, Story, apns_token
@@ -321,10 +322,15 @@ def test_pruning_checked_against_timestamp(tmp_path):
         ],
     )
     inputs.store_path = store
-    conduct = judge_run(inputs).conduct
+    result = judge_run(inputs)
+    conduct = result.conduct
     assert conduct.pruning_checked is True
     assert conduct.prunes_after_unregistered == 2
     assert conduct.prunes_against_timestamp == 1
+
+    html = render(result, {}, [])
+    assert "2 prunes after an APNs 410, 1 of them against its timestamp" in html
+    assert "not checked" not in html
 
 
 def write_devices(path, rows) -> None:

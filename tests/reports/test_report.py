@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import shutil
+import sqlite3
 
 from reports.build import build_report
 from reports.compare import compare_runs, load_summary
@@ -16,7 +17,8 @@ from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
 SUMMARY_KEYS = {
     "summary_version", "scenario", "clock", "gates_passed", "gates", "metrics", "journeys",
     "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
-    "push_requests", "unattributed_pushes", "partial", "partial_reason",
+    "push_requests", "unattributed_pushes", "partial", "partial_reason", "backend_load",
+    "sdk_errors",
 }  # fmt: skip
 
 
@@ -55,15 +57,70 @@ def test_summary_keys_stable(good_run):
     assert sum(journey["outcomes"].values()) == journey["eligible"]
 
 
-def test_partial_run_is_marked(good_run):
-    (good_run / "run-status.json").write_text(
+def test_partial_run_is_marked(tmp_path, good_run):
+    # A copy, because good_run is shared by the module's tests.
+    partial = tmp_path / "partial"
+    shutil.copytree(good_run, partial)
+    (partial / "run-status.json").write_text(
         json.dumps({"partial": True, "reason": "interrupted by the user"})
     )
-    html = build_report(good_run)
+    html = build_report(partial)
     summary = json.loads((html.parent / "summary.json").read_text())
     assert summary["partial"] is True
     assert summary["partial_reason"] == "interrupted by the user"
     assert "PARTIAL RUN: interrupted by the user" in html.read_text()
+
+
+LOCUST_STATS = (
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
+    "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,"
+    "80%,90%,95%,98%,99%,99.9%,99.99%,100%\n"
+    "PUT,identify,94,2,3,4.1,0.8,41.5,2.0,4.18,0.09,3,4,4,5,6,9,12,17,41,41,41\n"
+    "POST,push:opened,0,0,0,0,0,0,0,0.0,0.0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A\n"
+    ",Aggregated,94,2,3,4.1,0.8,41.5,2.0,4.18,0.09,3,4,4,5,6,9,12,17,41,41,41\n"
+)
+
+
+def test_backend_load_from_locust_stats(tmp_path, good_run):
+    loaded = tmp_path / "loaded"
+    shutil.copytree(good_run, loaded)
+    (loaded / "locust_stats.csv").write_text(LOCUST_STATS)
+
+    html = build_report(loaded)
+    load = json.loads((html.parent / "summary.json").read_text())["backend_load"]
+    text = html.read_text()
+
+    assert [row["name"] for row in load] == ["identify", "push:opened", "Aggregated"]
+    assert load[0] == {
+        "method": "PUT", "name": "identify", "requests": 94, "failures": 2,
+        "requests_per_s": 4.18, "p50_ms": 3.0, "p95_ms": 9.0, "p99_ms": 17.0, "max_ms": 41.5,
+    }  # fmt: skip
+    assert load[1]["p99_ms"] is None
+    assert "<h2>Backend load</h2>" in text
+    assert "PUT identify" in text
+
+
+def test_report_command_prints_backend_load(tmp_path, good_run, capsys):
+    loaded = tmp_path / "loaded"
+    shutil.copytree(good_run, loaded)
+    (loaded / "locust_stats.csv").write_text(LOCUST_STATS)
+
+    capsys.readouterr()
+    main(["report", str(loaded)])
+    output = capsys.readouterr().out
+
+    assert (
+        "backend load: 94 SDK requests at 4.2 req/s, 2 failed; response time p50 3 ms, "
+        "p95 9 ms, p99 17 ms"
+    ) in output
+
+
+def test_backend_load_absent_without_locust(good_run):
+    html = build_report(good_run)
+    summary = json.loads((html.parent / "summary.json").read_text())
+
+    assert summary["backend_load"] is None
+    assert "No Locust statistics" in html.read_text()
 
 
 def test_trigger_csv_one_row_per_trigger(good_run):
@@ -89,6 +146,49 @@ def test_generator_banner_when_behind(tmp_path, good_run):
     text = build_report(run_dir).read_text(encoding="utf-8")
     assert "GENERATOR FELL BEHIND" in text
     assert text.index("GENERATOR FELL BEHIND") < text.index("<h1>")
+
+
+def test_rejected_sdk_calls_reported(tmp_path, good_run, capsys):
+    run_dir = tmp_path / "rejected"
+    shutil.copytree(good_run, run_dir)
+    shutil.rmtree(run_dir / "report", ignore_errors=True)
+    truth = run_dir / "truth-0.jsonl"
+    lines = truth.read_text().splitlines()
+    rejected = 0
+    for i, line in enumerate(lines):
+        if '"status":"planned"' in line:
+            # Every call went out and got a 404, as from a service that is no push backend.
+            lines[i] = (
+                line.replace('"status":"planned"', '"status":"sent"')[:-1] + ',"http_status":404}'
+            )
+            rejected += 1
+    truth.write_text("\n".join(lines) + "\n")
+    scenario = run_dir / "scenario.yaml"
+    scenario.write_text(
+        re.sub(r"(?m)^gates:.*$", "gates:\n  - sdk_error_rate <= 0.01", scenario.read_text())
+    )
+    capsys.readouterr()
+
+    assert main(["report", str(run_dir)]) == 1
+
+    output = capsys.readouterr().out
+    assert (
+        f"SDK calls: {rejected:,} sent, {rejected:,} failed (100.0%) by response: 404: {rejected:,}"
+        in output
+    )
+    assert "FAIL  sdk_error_rate <= 0.01  (value 1, threshold 0.01)" in output
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert summary["metrics"]["sdk_error_rate"] == 1.0
+    assert summary["sdk_errors"]["failed_responses"] == {"404": rejected}
+    html = (run_dir / "report" / "report.html").read_text(encoding="utf-8")
+    assert "BACKEND DID NOT ACCEPT SDK CALLS" in html
+    assert f"404: {rejected:,}" in html
+
+
+def test_virtual_run_has_no_sdk_banner(good_run):
+    text = build_report(good_run).read_text(encoding="utf-8")
+    assert "BACKEND DID NOT ACCEPT SDK CALLS" not in text
+    assert "No SDK call was sent" in text
 
 
 def test_locust_latency_figure_optional(tmp_path, good_run):
@@ -120,6 +220,20 @@ def test_compare_same_run_nothing_worse(good_run):
     assert "different scenario" not in comparison.text
 
 
+def test_compare_notes_partial_run(tmp_path, good_run):
+    partial = tmp_path / "partial"
+    shutil.copytree(good_run, partial)
+    (partial / "run-status.json").write_text(
+        json.dumps({"partial": True, "reason": "interrupted by the user"})
+    )
+    build_report(partial)
+
+    text = compare_runs(good_run, partial).text
+
+    assert "note: run B is partial (interrupted by the user)" in text
+    assert "note: run A is partial" not in text
+
+
 def test_compare_notes_other_scenario(tmp_path, good_run):
     other = tmp_path / "other"
     shutil.copytree(good_run, other)
@@ -147,9 +261,53 @@ def test_report_command_exit_codes(tmp_path, good_run, capsys):
     assert "pass  wrong_person_pushes == 0" in output.out
 
 
+def test_report_warns_when_no_push_arrived(tmp_path, good_run, capsys):
+    silent = tmp_path / "silent"
+    shutil.copytree(good_run, silent)
+    connection = sqlite3.connect(silent / "deliveries.sqlite")
+    connection.execute("DELETE FROM deliveries")
+    connection.commit()
+    connection.close()
+
+    capsys.readouterr()
+    main(["report", str(good_run)])
+    quiet = capsys.readouterr().err
+    main(["report", str(silent)])
+    warned = capsys.readouterr().err
+
+    assert "no push request reached the gateways" not in quiet
+    assert "no push request reached the gateways, although" in warned
+    assert "check that the backend sends to the gateways" in warned
+
+
+def test_report_warns_when_most_triggers_excluded(tmp_path, good_run, capsys):
+    late = tmp_path / "late"
+    shutil.copytree(good_run, late)
+    scenario = late / "scenario.yaml"
+    scenario.write_text(scenario.read_text().replace("drain: 1h", "drain: 20h"))
+
+    capsys.readouterr()
+    main(["report", str(good_run)])
+    quiet = capsys.readouterr().err
+    main(["report", str(late)])
+    warned = capsys.readouterr().err
+
+    assert "not judged" not in quiet
+    assert "warning: journey cart_recovery:" in warned
+    assert "were due within clock.drain of the end and were not judged" in warned
+
+
 def test_report_command_missing_run(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "scenario.yaml not found" in capsys.readouterr().err
+
+
+def test_report_command_given_a_file(tmp_path, capsys):
+    config = tmp_path / "gateways.json"
+    config.write_text("{}")
+
+    assert main(["report", str(config)]) == 2
+    assert f"cannot judge {config}: it is a file; give the run directory" in capsys.readouterr().err
 
 
 def test_compare_command(good_run, flawed_run, capsys):
