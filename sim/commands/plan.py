@@ -107,5 +107,10 @@ def run(args: argparse.Namespace) -> int:
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-        print(f"wrote {out / 'summary.json'}")
+        written = [out / "summary.json"]
+        if args.events:
+            written.append(out / "events.jsonl")
+        if args.truth:
+            written.append(out / "truth.jsonl.gz")
+        print(f"wrote {', '.join(str(path) for path in written)}")
     return 0

@@ -1,9 +1,10 @@
 """Expected audience of each journey, by truth: who a correct backend would push to.
 
-- event and delay_range: each trigger event waits the journey's delay. It then counts as exited
-  when its exit event (matched on the journey's property) came in between, else as unreachable
-  or as audience. Triggers whose delay runs past the end of the run are left out, as the oracle
-  leaves them out.
+- event and delay_range: the first trigger event per person and matched value (a cart_id for
+  cart recovery) is a trigger, as the oracle counts them. Later events of the same cart join it.
+  After the journey's delay it counts as exited when its exit event (matched on the same
+  property) came in between, else as unreachable or as audience. A trigger whose push is due
+  within ``clock.drain`` of the run's end is left out, as the oracle leaves it out.
 - repeated_event: a device triggers at the ``count``-th trigger event within ``window``, with
   the ``same`` property equal across them, and the count starts over. After the delay it counts
   as exited when the exit or absence event, matched on the ``same`` value, came in between.
@@ -61,8 +62,6 @@ def _summary(journey: Journey, counts: Counter[str], keys: tuple[str, ...]) -> d
 
 
 class JourneyAudience:
-    """Counts of one journey's triggers by the outcome that decides whether a push is due."""
-
     """Triggers of an event or delay_range journey, counted by outcome after the delay."""
 
     def __init__(self, world: World, journey: Journey):
@@ -71,6 +70,14 @@ class JourneyAudience:
         self.trigger = canonical_name(journey.trigger.event)
         self.exit_event = canonical_name(journey.exit.event) if journey.exit.event else None
         self.match = journey.exit.match
+        due_after = journey.delay
+        if journey.kind == "delay_range":
+            due_after = max(journey.delay, journey.delay_max)
+        # The latest trigger the oracle judges, in simulated seconds: its push falls due at least
+        # clock.drain before the run's end.
+        self._last_trigger = world.horizon - world.scenario.clock.drain - due_after
+        # (person, matched value) pairs that already triggered.
+        self._seen: set[tuple[str, Any]] = set()
         self.counts: Counter[str] = Counter()
         # Exit times per matched value, kept only while a trigger with that value waits.
         self._waiting: Counter[Any] = Counter()
@@ -89,14 +96,18 @@ class JourneyAudience:
             self._exits[value] = at
         if name != self.trigger:
             return
+        if self.match:
+            key = (device.user.person_id, value)
+            if key in self._seen:
+                return
+            self._seen.add(key)
 
         self.counts["triggers"] += 1
-        delay = self.journey.delay
-        if at + delay >= self.world.horizon:
+        if at > self._last_trigger:
             self.counts["excluded_near_end"] += 1
             return
         self._waiting[value] += 1
-        check = self.world.env.timeout(delay)
+        check = self.world.env.timeout(self.journey.delay)
         check.callbacks.append(lambda _event: self._check(device, at, value))
 
     def _check(self, device: Device, triggered_at: float, value: Any) -> None:

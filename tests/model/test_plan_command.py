@@ -20,6 +20,7 @@ def test_plan_writes_summary_and_events(tmp_path, capsys):
     assert hashlib.sha256(events).hexdigest() == summary["plan_hash"]
     assert events.count(b"\n") == summary["sdk_calls"]["total"]
     assert "cart_recovery (event): triggers" in output
+    assert f"wrote {tmp_path / 'summary.json'}, {tmp_path / 'events.jsonl'}" in output
 
 
 def test_plan_seed_option_changes_hash(tmp_path, capsys):
