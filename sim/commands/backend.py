@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,9 +21,12 @@ from sim.backend.__main__ import (
 )
 from sim.backend.app import DEFAULT_HOST, BackendServer
 from sim.backend.config import BackendConfig, TrackCredential
+from sim.backend.epoch_follower import follow_gateways_epoch
 from sim.backend.push import SenderFactory
 from sim.backend.push_gateways import sender_factory_from_file
+from sim.backend.services import SERVICES
 from sim.commands.common import EXIT_USAGE, add_set_option, load_or_exit
+from sim.formats.gateway_config import GatewayConfig
 from sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gateways-config",
         metavar="FILE",
         help="gateways' config file written by `pushsim gateways`; without it every push fails",
+    )
+    parser.add_argument(
+        "--epoch-from-gateways",
+        action="store_true",
+        help="poll the gateways of --gateways-config for the run's epoch every 0.5 s and use "
+        "each new one, for a backend that serves several `pushsim run --target` runs",
     )
     parser.add_argument(
         "--db", default=DEFAULT_DB, metavar="PATH", help="SQLite file (default %(default)s)"
@@ -154,10 +164,17 @@ async def serve_until_stopped(
     port: int,
     sender_factory: SenderFactory | None,
     ready_file: Path | None,
+    epoch_gateways: GatewayConfig | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then stop intake, finish the pushes and flush the store."""
+    """Serve until SIGINT or SIGTERM, then stop intake, finish the pushes and flush the store.
+
+    With ``epoch_gateways``, the run's epoch is read from those gateways' control API.
+    """
     server = BackendServer(config, host, port, sender_factory=sender_factory)
     await server.start()
+    follower = None
+    if epoch_gateways is not None:
+        follower = asyncio.create_task(follow_gateways_epoch(server.app[SERVICES], epoch_gateways))
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -171,6 +188,10 @@ async def serve_until_stopped(
         await stopped.wait()
         print("pushsim backend stopping: finishing pushes in flight", flush=True)
     finally:
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
         await server.close()
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
@@ -186,16 +207,30 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     sender_factory = None
+    epoch_gateways = None
+    if args.epoch_from_gateways and not args.gateways_config:
+        print(
+            "pushsim: --epoch-from-gateways reads the epoch from the gateways: add "
+            "--gateways-config FILE",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.gateways_config:
         try:
             sender_factory = sender_factory_from_file(args.gateways_config)
+            if args.epoch_from_gateways:
+                epoch_gateways = GatewayConfig.read(args.gateways_config)
         except ValueError as error:
             print(f"pushsim: {error}", file=sys.stderr)
             return EXIT_USAGE
 
     ready_file = Path(args.ready_file) if args.ready_file else None
     try:
-        asyncio.run(serve_until_stopped(config, args.host, args.port, sender_factory, ready_file))
+        asyncio.run(
+            serve_until_stopped(
+                config, args.host, args.port, sender_factory, ready_file, epoch_gateways
+            )
+        )
     except OSError as error:
         print(
             f"pushsim: cannot serve on {args.host}:{args.port}: {error}; "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -101,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         service = GatewayService(options, scenario)
         config = await service.start()
+        config.pid = os.getpid()
         if args.config_out:
             config.write(args.config_out)
         print(describe(config), flush=True)
@@ -108,10 +108,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  config written to {args.config_out}", flush=True)
         if args.ready_file:
             config.write(args.ready_file)
-            ready = Path(args.ready_file)
-            data = json.loads(ready.read_text())
-            data["pid"] = os.getpid()
-            ready.write_text(json.dumps(data, indent=2))
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

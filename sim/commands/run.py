@@ -14,16 +14,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
         help="run a whole rehearsal: gateways, backend, Locust, verdicts and report",
-        description="Start the mock gateways and the reference backend (or use --target), run "
-        "the scenario's shoppers through Locust in scaled time, drain, judge the result "
-        "against the model's truth and write the report. Exits 0 when every gate passes, 1 "
-        "when a gate fails, 2 on a bad scenario and 3 when the run is partial.",
+        description="Start the mock gateways (or use running ones with --gateways-config) and "
+        "the reference backend (or use --target), run the scenario's shoppers through Locust in "
+        "scaled time, drain, judge the result against the model's truth and write the report. "
+        "Exits 0 when every gate passes, 1 when a gate fails, 2 on a bad scenario or option "
+        "(an unreachable --target or gateways that do not answer included) and 3 when the run "
+        "is partial.",
     )
     parser.add_argument("scenario", help="scenario YAML file or bundled scenario name")
     parser.add_argument(
         "--target",
         metavar="URL",
-        help="base URL of an external backend under test instead of the reference backend",
+        help="base URL of an external backend under test instead of the reference backend; "
+        "it must accept TCP connections before the run starts",
+    )
+    parser.add_argument(
+        "--gateways-config",
+        metavar="FILE",
+        help="config file of gateways started with `pushsim gateways --config-out FILE`: use "
+        "them instead of starting new ones, so a backend configured from FILE stays valid "
+        "across runs",
     )
     parser.add_argument(
         "--processes",
@@ -74,8 +84,47 @@ def check_options(args: argparse.Namespace) -> list[str]:
             )
         if args.naive:
             problems.append("--naive switches belong to the reference backend: drop --target")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        problems.append(f"--out {args.out} is a file: give a directory for the run")
+    if args.gateways_config is not None:
+        config = Path(args.gateways_config)
+        if config.is_dir():
+            problems.append(
+                f"--gateways-config {config} is a directory: give the file that `pushsim "
+                "gateways --config-out FILE` wrote"
+            )
+        elif not config.is_file():
+            problems.append(
+                f"--gateways-config {config} not found: start `pushsim gateways "
+                f"--config-out {config}` first"
+            )
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            problems.append(f"--out {out} is a file: give a directory for the run")
+        elif out.is_dir() and any(out.iterdir()):
+            # A run writes its ledgers, config and report under fixed names, so a second run
+            # in the same directory would mix its files with the first one's.
+            problems.append(
+                f"--out {out} is not empty: give a new directory for the run, or remove this one"
+            )
+    return problems
+
+
+def check_services(args: argparse.Namespace) -> list[str]:
+    """Return a problem for a --target that refuses connections or gateways that fail health.
+
+    Only the URL of --target and the gateways of --gateways-config are contacted.
+    """
+    from sim.run.preflight import read_running_gateways, target_unreachable
+
+    problems = []
+    if args.target is not None:
+        problem = target_unreachable(args.target)
+        if problem is not None:
+            problems.append(problem)
+    if args.gateways_config is not None:
+        _, problem = read_running_gateways(args.gateways_config)
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
@@ -88,10 +137,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"pushsim: {problem}", file=sys.stderr)
         return EXIT_USAGE
     loaded = load_or_exit(args.scenario, args.overrides)
+    problems = check_services(args)
+    if problems:
+        for problem in problems:
+            print(f"pushsim: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     out = Path(args.out) if args.out else default_run_dir(loaded.scenario.name)
     options = RunOptions(
         out=out,
         target=args.target,
+        gateways_config=Path(args.gateways_config) if args.gateways_config else None,
         processes=args.processes,
         users=args.users,
         backend_naive=args.naive,

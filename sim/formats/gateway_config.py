@@ -55,7 +55,9 @@ class GatewayConfig:
     apns: ApnsEndpoint = field(default_factory=ApnsEndpoint)
     fcm: FcmEndpoint = field(default_factory=FcmEndpoint)
     recipes: dict = field(default_factory=dict)
-    pid: int = 0  # process id of the gateways, written to the ready file by pushsim run
+    # Path of the delivery ledger (SQLite), which pushsim run reads after a run on these gateways.
+    ledger: str = ""
+    pid: int = 0  # process id of the pushsim gateways process that wrote the file
     version: int = CONFIG_VERSION
 
     def write(self, path: str | Path) -> None:

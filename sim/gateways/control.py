@@ -4,6 +4,7 @@
   "shard_count": n, "mode": "registry"|"open", "topic": s, "project": s}``. ``seed`` may replace
   ``run_key``, which is then derived from it as the model does. An optional ``"throttle":
   {"limit": n, "window": wall seconds}`` sets the per-token push limit (limit 0 turns it off).
+  ``GET /control/run`` returns the run in force (404 before the first post).
 - ``POST /control/invalidations``: ``{"invalidations": [{"token", "reason", "died_at",
   "reported_at"}]}``, times in simulated Unix seconds.
 - ``POST /control/faults``: ``{"faults": [...], "replace": true, "anchor": "run"|"now"}``, each
@@ -211,19 +212,33 @@ async def post_run(request: web.Request) -> web.Response:
             raise BadRequest(str(error)) from None
 
     world.configure_run(config)
-    return web.json_response(
-        {
-            "throttle": {
-                "limit": world.registry.throttle.limit,
-                "window": world.registry.throttle.window,
-            },
-            "mode": config.mode,
-            "shard_count": config.shard_count,
-            "topic": config.topic,
-            "project": config.project,
-            "epoch": dataclasses.asdict(epoch),
-        }
-    )
+    return web.json_response(_run_json(world, config))
+
+
+def _run_json(world: GatewayWorld, config: RunConfig) -> dict:
+    return {
+        "throttle": {
+            "limit": world.registry.throttle.limit,
+            "window": world.registry.throttle.window,
+        },
+        "mode": config.mode,
+        "shard_count": config.shard_count,
+        "topic": config.topic,
+        "project": config.project,
+        "epoch": dataclasses.asdict(config.epoch),
+        "posted_at": world.run.posted_at,
+    }
+
+
+async def get_run(request: web.Request) -> web.Response:
+    """Return the run in force, so a backend under test can read its epoch."""
+    world = request.app[WORLD_KEY]
+    config = world.run.config
+    if config is None:
+        raise BadRequest(
+            "no run configured yet: pushsim run posts one before its first action", 404
+        )
+    return web.json_response(_run_json(world, config))
 
 
 def _invalidation(world: GatewayWorld, index: int, item: Any) -> Invalidation:
@@ -414,6 +429,7 @@ def make_control_app(world: GatewayWorld) -> web.Application:
     app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
     app[WORLD_KEY] = world
     app.router.add_post("/control/run", post_run)
+    app.router.add_get("/control/run", get_run)
     app.router.add_post("/control/invalidations", post_invalidations)
     app.router.add_post("/control/faults", post_faults)
     app.router.add_get("/control/faults", get_faults)

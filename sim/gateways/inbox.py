@@ -27,7 +27,8 @@ MAX_LIMIT = 10_000
 
 _SELECT = (
     "SELECT seq, shard, delivery_id, token, payload, service, wall_time FROM deliveries "
-    "WHERE shard = ? AND seq > ? AND delivery_id IS NOT NULL ORDER BY seq LIMIT ?"
+    "WHERE shard = ? AND seq > ? AND delivery_id IS NOT NULL AND wall_time >= ? "
+    "ORDER BY seq LIMIT ?"
 )
 
 
@@ -76,6 +77,9 @@ class Inbox:
         self._store_ack = store_ack
         self._acks = dict(acks or {})
         self._shards: dict[int, _ShardInbox] = {}
+        # Wall Unix seconds of the current run's first action. Deliveries received earlier
+        # belong to an earlier run on the same gateways, whose phones are gone.
+        self._run_since = 0.0
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -93,7 +97,7 @@ class Inbox:
             for entry in entries:
                 state = self._shard(entry.shard)
                 self.last_seq = max(self.last_seq, entry.seq)
-                if entry.seq <= state.acked:
+                if entry.seq <= state.acked or entry.wall_time < self._run_since:
                     continue
                 state.tail.append(entry)
                 if len(state.tail) > self.max_tail:
@@ -108,6 +112,13 @@ class Inbox:
                 loop.call_soon_threadsafe(_resolve, future)
             except RuntimeError:
                 pass  # the poller's loop closed while it waited
+
+    def start_run(self, since: float) -> None:
+        """Hide from every shard the deliveries received before wall Unix time ``since``."""
+        with self._lock:
+            self._run_since = since
+            for state in self._shards.values():
+                state.tail = deque(entry for entry in state.tail if entry.wall_time >= since)
 
     def acked(self, shard: int) -> int:
         with self._lock:
@@ -154,7 +165,7 @@ class Inbox:
         if connection is None:
             connection = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True)
             self._local.connection = connection
-        rows = connection.execute(_SELECT, (shard, after, limit)).fetchall()
+        rows = connection.execute(_SELECT, (shard, after, self._run_since, limit)).fetchall()
         return [InboxEntry(*row) for row in rows]
 
     def read(self, shard: int, after: int | None = None, limit: int = 1000) -> list[InboxEntry]:

@@ -8,6 +8,7 @@ time or of the key that issued the tokens.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from sim.formats.epoch import Epoch
@@ -51,6 +52,8 @@ class RunState:
 
     def __init__(self, config: RunConfig | None = None) -> None:
         self._config = config
+        # Wall Unix time in seconds at which the current config was installed, None before.
+        self.posted_at: float | None = None
         self._lock = threading.Lock()
         self._listeners: list = []
 
@@ -62,6 +65,7 @@ class RunState:
         """Install ``config`` and tell every listener, in the order they subscribed."""
         with self._lock:
             self._config = config
+            self.posted_at = time.time()
             listeners = list(self._listeners)
         for listener in listeners:
             listener(config)

@@ -62,6 +62,7 @@ class GatewayService:
         if mode:
             world_options["mode"] = mode
         ledger = options.directory / "deliveries.sqlite"
+        self.ledger_path = ledger
         if scenario is not None:
             self.world = GatewayWorld.from_scenario(scenario, ledger, **world_options)
         else:
@@ -141,6 +142,7 @@ class GatewayService:
             control_token=self.world.control_token,
             proxy_url=f"http://{options.host}:{proxy_port}",
             mode=self.world.default_mode,
+            ledger=str(self.ledger_path),
             apns=ApnsEndpoint(
                 host=options.host,
                 tls_port=ports["tls"],

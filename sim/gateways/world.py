@@ -181,6 +181,10 @@ class GatewayWorld:
     def configure_run(self, config: RunConfig) -> None:
         """Install the run's epoch, key and shard count for every part at once."""
         self.run.set(config)
+        # Every push of a run follows its first action, so an earlier delivery belongs to an
+        # earlier run on these gateways. Posting the same run again, after a restart, hides
+        # nothing of it.
+        self.inbox.start_run(config.epoch.wall_t0)
         log.info(
             "run configured: mode %s, %d shards, time_scale %g, wall_t0 %.3f",
             config.mode,

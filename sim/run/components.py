@@ -76,7 +76,7 @@ class Component:
                     f"{self.name} exited with status {self.exit_code()} while starting; "
                     f"see {self.log_path}:\n{self.log_tail()}"
                 )
-            if self.health_url is None or _answers_ok(self.health_url):
+            if self.health_url is None or answers_ok(self.health_url):
                 return
             time.sleep(0.1)
         raise ComponentError(
@@ -139,7 +139,8 @@ def _wait_group_gone(group_id: int, timeout: float) -> None:
         log.warning("processes %s of group %d outlived SIGKILL", left, group_id)
 
 
-def _answers_ok(url: str) -> bool:
+def answers_ok(url: str) -> bool:
+    """Tell whether a GET of ``url`` returns 200 within one wall second."""
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - loopback only
             return response.status == 200

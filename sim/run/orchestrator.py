@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -19,10 +20,13 @@ from pathlib import Path
 from sim.driver.control import ControlClient
 from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
-from sim.run.components import Component, ComponentError, ComponentGroup
-from sim.run.progress import ConversionCounter, progress_line
+from sim.run.components import Component, ComponentError, ComponentGroup, answers_ok
+from sim.run.instructions import target_instructions
+from sim.run.preflight import read_running_gateways
+from sim.run.progress import ConversionCounter, accepted_pushes, progress_line
 from sim.scenario import LoadedScenario
 from sim.scenario.dump import dump_scenario
+from sim.scenario.types import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,9 @@ EPOCH_LEAD = 3.0
 # Wall seconds Locust may run past the scenario's end and drain before it is interrupted.
 END_SLACK = 60.0
 PROGRESS_EVERY = 5.0
+# Failed health checks in a row, one per progress line, after which gateways that pushsim run
+# did not start count as stopped. Two tolerate one slow response on a busy machine.
+SHARED_GATEWAYS_MISSES = 2
 
 EXIT_PASSED = 0
 EXIT_GATE_FAILED = 1
@@ -43,6 +50,8 @@ class RunOptions:
 
     out: Path
     target: str | None = None
+    # Config file of gateways started with `pushsim gateways`; None starts the run's own.
+    gateways_config: Path | None = None
     processes: int = 1
     users: int = 0
     backend_naive: list[str] = field(default_factory=list)
@@ -118,7 +127,11 @@ class Rehearsal:
     # Components.
 
     def start_gateways(self) -> None:
+        if self.options.gateways_config is not None:
+            self.use_running_gateways(self.options.gateways_config)
+            return
         ready = self.run_dir / "gateways.json"
+        ready.unlink(missing_ok=True)
         component = Component(
             "gateways",
             [*_python(), "gateways", "--dir", str(self.run_dir / "gateways"),
@@ -133,10 +146,22 @@ class Rehearsal:
         component.wait_healthy()
         self.say(f"gateways ready: control {self.gateways.control_url}")
 
+    def use_running_gateways(self, path: Path) -> None:
+        """Check the health of the gateways of ``path`` and copy their config into the run."""
+        config, problem = read_running_gateways(path)
+        if problem is not None:
+            raise ComponentError(problem)
+        copy = self.run_dir / "gateways.json"
+        shutil.copyfile(path, copy)
+        copy.chmod(0o600)  # it contains the control token
+        self.gateways = config
+        self.say(f"gateways: the running gateways of {path} (control {config.control_url})")
+
     def start_backend(self) -> None:
         if self.options.target:
             return
         ready = self.run_dir / "backend.json"
+        ready.unlink(missing_ok=True)
         command = [
             *_python(), "backend",
             "--scenario", str(self.run_dir / "scenario.yaml"),
@@ -175,6 +200,9 @@ class Rehearsal:
             "/control/run",
             {**record, "mode": scenario.gateways.mode},
         )
+        if self.options.gateways_config is not None:
+            # Gateways started without this scenario still run an earlier run's faults, or none.
+            gateways.request("POST", "/control/faults", scenario_faults(scenario))
         if self.backend_control is not None:
             self.backend_control.request("POST", "/control/epoch", epoch_body)
         return epoch
@@ -194,6 +222,9 @@ class Rehearsal:
             "--csv", str(self.run_dir / "locust"), "--csv-full-history",
             "--html", str(self.run_dir / "locust.html"),
             "--only-summary", "--loglevel", "INFO",
+            # Locust exits 1 when any request failed. Failed SDK requests are the backend's
+            # result, judged by the sdk_error_rate gate, so a non-zero exit means Locust failed.
+            "--exit-code-on-error", "0",
         ]  # fmt: skip
         if self.options.processes > 1:
             command += ["--processes", str(self.options.processes)]
@@ -209,7 +240,10 @@ class Rehearsal:
         deadline = epoch.wall_at(run_start + sim_end) + END_SLACK
         conversions = ConversionCounter(self.run_dir)
         metrics_url = f"{self.gateways.control_url}/metrics"
+        # Gateways of --gateways-config count the accepted pushes of earlier runs too.
+        pushes_before = accepted_pushes(metrics_url) or 0
         next_progress = time.time() + PROGRESS_EVERY
+        health_misses = 0
 
         while component.alive():
             crashed = [c for c in self.group.crashed() if c is not component]
@@ -225,8 +259,24 @@ class Rehearsal:
                 component.stop(sig=signal.SIGINT)
                 break
             if time.time() >= next_progress:
+                health_misses = 0 if self.shared_gateways_healthy() else health_misses + 1
+                if health_misses >= SHARED_GATEWAYS_MISSES:
+                    self.partial_reason = (
+                        f"the gateways of {self.options.gateways_config} stopped responding at "
+                        f"{self.gateways.control_url}/healthz; see their own log"
+                    )
+                    component.stop(sig=signal.SIGINT)
+                    break
                 self.say(
-                    progress_line(epoch, run_start, sim_end, self.run_dir, conversions, metrics_url)
+                    progress_line(
+                        epoch,
+                        run_start,
+                        sim_end,
+                        self.run_dir,
+                        conversions,
+                        metrics_url,
+                        pushes_before=pushes_before,
+                    )  # fmt: skip
                 )
                 next_progress += PROGRESS_EVERY
             time.sleep(0.2)
@@ -249,11 +299,17 @@ class Rehearsal:
             self.start_gateways()
             self.start_backend()
             if self.options.target:
-                self.print_external_instructions()
+                self.say(
+                    target_instructions(
+                        self.scenario, self.gateways, self.options.target,
+                        self.options.gateways_config or self.run_dir / "gateways.json",
+                        shared=self.options.gateways_config is not None,
+                    )
+                )  # fmt: skip
             epoch = self.announce_epoch()
             self.say(
-                f"running {self.scenario.name}: {self.scenario.clock.duration / 86400:g} simulated "
-                f"days at time scale {self.scenario.clock.time_scale:g}"
+                f"running {self.scenario.name}: {format_duration(self.scenario.clock.duration)} "
+                f"of simulated time at time scale {self.scenario.clock.time_scale:g}"
             )
             self.run_locust(epoch)
         except (KeyboardInterrupt, Interrupted):
@@ -271,19 +327,33 @@ class Rehearsal:
             signal.signal(signal.SIGTERM, previous)
         return self.finish()
 
-    def print_external_instructions(self) -> None:
-        from sim.commands.gateways import describe
+    def shared_gateways_healthy(self) -> bool:
+        """Check the health of gateways of --gateways-config; True for the run's own gateways.
 
-        scale = self.scenario.clock.time_scale
-        self.say(describe(self.gateways))
-        self.say(f"\nbackend under test: {self.options.target}")
-        self.say("configure it with the gateways above, and these journeys at wall time:")
-        for journey in self.scenario.journeys:
-            self.say(
-                f"  {journey.name}: trigger {journey.trigger.event or journey.kind}, delay "
-                f"{journey.delay / scale:.3g} wall s ({journey.delay:g} simulated s at time "
-                f"scale {scale:g}); a backend that cannot scale its delays needs time_scale 1"
+        The run's own gateways are a component, so their exit is noticed as a crash.
+        """
+        if self.options.gateways_config is None:
+            return True
+        return answers_ok(f"{self.gateways.control_url}/healthz")
+
+    def copy_run_ledger(self) -> None:
+        """Copy this run's rows from the running gateways' ledger into the run directory."""
+        from sim.run.run_ledger import copy_run_rows, wait_for_commit
+
+        epoch = Epoch.from_mapping(
+            json.loads((self.run_dir / "epoch.json").read_text(encoding="utf-8"))["epoch"]
+        )
+        until = time.time()
+        ledger = Path(self.gateways.ledger)
+        # Stopped gateways commit nothing more, so waiting for their writer is pointless.
+        if self.shared_gateways_healthy() and not wait_for_commit(ledger, until):
+            print(
+                f"pushsim: the gateways' ledger {ledger} has not committed up to the run's end; "
+                "the report may miss the last pushes",
+                file=sys.stderr,
             )
+        count = copy_run_rows(ledger, self.run_dir / "deliveries.sqlite", epoch.wall_t0, until)
+        self.say(f"copied {count} ledger rows of this run from {ledger}")
 
     def finish(self) -> int:
         marker = {"partial": self.partial_reason is not None, "reason": self.partial_reason}
@@ -296,9 +366,11 @@ class Rehearsal:
             )
             return EXIT_PARTIAL
         try:
-            from reports.build import write_report
+            from reports.build import backend_load, write_report
             from sim.oracle import judge_run, load_run
 
+            if self.options.gateways_config is not None:
+                self.copy_run_ledger()
             result = judge_run(load_run(self.run_dir))
             html = write_report(result, self.run_dir)
         except Exception as error:  # a report of what was collected beats none at all
@@ -309,12 +381,23 @@ class Rehearsal:
         from sim.commands.report import print_verdict
 
         self.say("")
-        gates_status = print_verdict(result)
+        gates_status = print_verdict(result, backend_load(self.run_dir))
         print(f"report: {html}", flush=True)
         if self.partial_reason is not None:
             print(f"pushsim: the run is partial: {self.partial_reason}", file=sys.stderr)
             return EXIT_PARTIAL
         return EXIT_PASSED if gates_status == 0 else EXIT_GATE_FAILED
+
+
+def scenario_faults(scenario) -> dict:
+    """Return the /control/faults body that replaces the timeline with the scenario's faults."""
+    import yaml
+
+    from sim.scenario.dump import dump_scenario
+
+    # The dump writes each fault as a scenario file does, which the control API validates.
+    written = yaml.safe_load(dump_scenario(scenario))
+    return {"faults": written["gateways"]["faults"], "replace": True, "anchor": "run"}
 
 
 def default_run_dir(name: str) -> Path:

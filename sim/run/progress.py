@@ -10,20 +10,24 @@ from pathlib import Path
 from sim.formats.epoch import Epoch
 
 
-def _locust_rps(run_dir: Path) -> float | None:
-    """Return the current requests/s of Locust's Aggregated row, if its CSV exists yet."""
+def _locust_load(run_dir: Path) -> tuple[float, int] | None:
+    """Return the current requests/s and the failed requests so far of Locust's Aggregated row.
+
+    Failed requests are those Locust counts as failures, retries included: a connection error,
+    or a status other than 2xx and the redirect codes. None until Locust wrote its CSV.
+    """
     path = run_dir / "locust_stats.csv"
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 if row.get("Name") == "Aggregated":
-                    return float(row.get("Requests/s") or 0.0)
+                    return float(row.get("Requests/s") or 0.0), int(row.get("Failure Count") or 0)
     except (FileNotFoundError, ValueError):
         return None
     return None
 
 
-def _accepted_pushes(metrics_url: str | None, token: str | None) -> int | None:
+def accepted_pushes(metrics_url: str | None, token: str | None = None) -> int | None:
     """Sum the gateways' accepted pushes (status 200) from their Prometheus text."""
     if not metrics_url:
         return None
@@ -70,19 +74,35 @@ def progress_line(
     conversions: ConversionCounter,
     metrics_url: str | None = None,
     token: str | None = None,
+    pushes_before: int = 0,
 ) -> str:
-    """Return one line: simulated day and time, wall seconds left, requests/s, pushes, orders."""
+    """Return one progress line of the run.
+
+    It shows the simulated day and time, wall seconds left, requests/s, failed requests when
+    there are any, accepted pushes and conversions. ``pushes_before`` is the gateways' count of
+    accepted pushes when the run began, which is not 0 for gateways that served earlier runs.
+    """
     now = time.time()
     sim_offset = max(0.0, epoch.sim_at(now) - run_start)
     wall_left = max(0.0, epoch.wall_at(run_start + sim_end) - now)
     day, rest = divmod(int(sim_offset), 86400)
     hours, rest = divmod(rest, 3600)
-    rps = _locust_rps(run_dir)
-    pushes = _accepted_pushes(metrics_url, token)
+
+    requests = "   - req/s"
+    load = _locust_load(run_dir)
+    if load is not None:
+        rps, failed = load
+        requests = f"{rps:6.1f} req/s"
+        if failed:
+            requests += f"  failed {failed:,}"
+
+    pushes = accepted_pushes(metrics_url, token)
+    if pushes is not None:
+        pushes = max(0, pushes - pushes_before)
     parts = [
         f"sim day {day + 1} {hours:02d}:{rest // 60:02d}",
         f"{wall_left:4.0f} s left",
-        f"{rps:6.1f} req/s" if rps is not None else "   - req/s",
+        requests,
         f"pushes {pushes}" if pushes is not None else "pushes -",
         f"conversions {conversions.update()}",
     ]

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 from backend_harness import CONTROL_TOKEN
+
+from sim.backend.epoch_follower import follow_gateways_epoch
+from sim.backend.services import SERVICES
+from sim.formats.gateway_config import GatewayConfig
 
 EPOCH = {"wall_t0": 1_800_000_000.0, "sim_t0": 1_700_000_000.0, "time_scale": 60.0}
 BEARER = {"Authorization": f"Bearer {CONTROL_TOKEN}"}
@@ -125,3 +136,86 @@ def test_metrics_never_show_credentials(backend, track):
     with backend.client() as client:
         text = client.get("/metrics").text
     assert backend.config.track_credentials[0].api_key not in text
+
+
+@pytest.fixture
+def gateways_run():
+    """Serve GET /control/run on loopback: 404 until ``server.run`` is set, then that body."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the name http.server calls
+            self.server.authorizations.append(self.headers.get("Authorization"))
+            run = self.server.run
+            body = json.dumps(run if run is not None else {"error": "no run configured yet"})
+            self.send_response(200 if run is not None else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.run = None
+    server.authorizations = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def current_epoch(backend) -> dict:
+    with backend.client(headers=BEARER) as client:
+        return client.get("/control/epoch").json()
+
+
+def test_epoch_followed_from_gateways(backend, gateways_run):
+    gateways = GatewayConfig(
+        control_url=f"http://127.0.0.1:{gateways_run.server_address[1]}", control_token="gw-token"
+    )
+    services = backend.server.app[SERVICES]
+    follower = asyncio.run_coroutine_threadsafe(
+        follow_gateways_epoch(services, gateways, interval=0.05), backend._loop
+    )
+    try:
+        time.sleep(0.3)
+        before = current_epoch(backend)
+        gateways_run.run = {"epoch": EPOCH, "shard_count": 2, "mode": "registry"}
+        deadline = time.monotonic() + 5.0
+        while current_epoch(backend)["time_scale"] != 60.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = current_epoch(backend)
+    finally:
+        follower.cancel()
+
+    assert before["time_scale"] == 1.0
+    assert after == dict(EPOCH, run_key=None, shard_count=2)
+    assert set(gateways_run.authorizations) == {"Bearer gw-token"}
+    assert backend.query("SELECT COUNT(*) AS n FROM epochs")[0]["n"] == 1
+
+
+def test_epoch_follower_names_connect_failure(backend, caplog):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    gateways = GatewayConfig(control_url=f"http://127.0.0.1:{closed}", control_token="gw-token")
+    services = backend.server.app[SERVICES]
+
+    with caplog.at_level("WARNING", logger="sim.backend"):
+        follower = asyncio.run_coroutine_threadsafe(
+            follow_gateways_epoch(services, gateways, interval=0.05), backend._loop
+        )
+        try:
+            time.sleep(0.3)
+        finally:
+            follower.cancel()
+
+    messages = [record.getMessage() for record in caplog.records]
+    warnings = [message for message in messages if "reading the run's epoch" in message]
+    assert len(warnings) == 1
+    assert f"at http://127.0.0.1:{closed} failed (ClientConnectorError: " in warnings[0]
+    assert "ConnectionKey" not in warnings[0]

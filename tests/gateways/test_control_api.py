@@ -425,3 +425,25 @@ def test_large_invalidation_batch(tmp_path):
     assert responses[1].json() == {"accepted": 5000}
     assert verdict.state is TokenState.DEAD
     assert counts["dead"] == 5000
+
+
+def test_get_run_returns_epoch(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+
+    before, posted, after = call(
+        world,
+        [
+            ("GET", "/control/run", {}),
+            ("POST", "/control/run", {"json": run_body()}),
+            ("GET", "/control/run", {}),
+        ],
+    )
+    world.close()
+
+    assert before.status_code == 404
+    assert "no run configured" in before.json()["error"]
+    assert posted.status_code == 200
+    assert after.status_code == 200
+    assert after.json()["epoch"] == run_body()["epoch"]
+    assert after.json()["shard_count"] == 2
+    assert after.json()["posted_at"] <= time.time()

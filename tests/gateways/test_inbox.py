@@ -168,7 +168,8 @@ def test_acks_survive_restart(tmp_path):
     world.close()
 
     reopened = GatewayWorld(path).start()
-    reopened.configure_run(run_config(shard_count=SHARDS))
+    # The same run is posted again after a restart, with the epoch it had.
+    reopened.configure_run(run_config(shard_count=SHARDS, wall_t0=world.run.config.epoch.wall_t0))
     after_restart = reopened.inbox.read(0, after=0, limit=1000)
     reopened.close()
 
@@ -240,3 +241,21 @@ def test_abandoned_long_poll_unregistered(tmp_path):
 
     assert registered == 5
     assert remaining == 0
+
+
+def test_new_run_hides_earlier_deliveries(tmp_path):
+    world = world_with_pushes(tmp_path / "ledger.sqlite", count=50)
+    earlier = [world.inbox.read(shard, limit=1000) for shard in range(SHARDS)]
+
+    world.configure_run(run_config(shard_count=SHARDS, wall_t0=time.time()))
+    hidden = [world.inbox.read(shard, after=0, limit=1000) for shard in range(SHARDS)]
+    token = apns_token(3)
+    answer(world, push(token, payload={"run": 2}))
+    wait_for(lambda: world.ledger.committed == 51)
+    shard = shard_of(3, SHARDS)  # apns_token(3) belongs to group 3
+    current = world.inbox.read(shard, after=0, limit=1000)
+    world.close()
+
+    assert sum(len(entries) for entries in earlier) > 0
+    assert hidden == [[], [], []]
+    assert [entry.token for entry in current] == [token]

@@ -105,3 +105,24 @@ def test_run_rejects_bad_options(tmp_path):
     assert "invalid --processes 0" in result.stderr
     assert "is a file: give a directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_rejects_used_out_directory(tmp_path):
+    used = tmp_path / "run"
+    used.mkdir()
+    (used / "scenario.yaml").write_text("name: earlier\n")
+
+    result = pushsim("run", "minimal", "--out", str(used))
+
+    assert result.returncode == 2
+    assert f"--out {used} is not empty: give a new directory" in result.stderr
+    assert (used / "scenario.yaml").read_text() == "name: earlier\n"
+    assert sorted(path.name for path in used.iterdir()) == ["scenario.yaml"]
+
+
+def test_run_rejects_gateways_config_directory(tmp_path):
+    result = pushsim("run", "minimal", "--gateways-config", str(tmp_path))
+
+    assert result.returncode == 2
+    assert f"--gateways-config {tmp_path} is a directory" in result.stderr
+    assert "--config-out FILE" in result.stderr

@@ -1,0 +1,83 @@
+"""Checks ``pushsim run`` makes before anything starts: the backend under test and the gateways.
+
+Each check returns a message that names the value, the error and the fix, or None when the
+check passes, so the command can print every problem and exit before it writes a run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sim.formats.gateway_config import GatewayConfig
+
+# Wall seconds a TCP connect to the backend under test, or a health request to the gateways,
+# may take. Both are expected on a local network, where a connect takes milliseconds.
+CONNECT_TIMEOUT = 3.0
+
+
+def target_unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+    """Open and close one TCP connection to the host and port of ``url``.
+
+    A TCP connect, not an HTTP request, so that a backend with no route at ``/`` or with
+    authentication on every path still passes. Returns the problem, or None when it connects.
+    """
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        return (
+            f"--target {url} is not reachable: connecting to {parts.hostname}:{port} failed "
+            f"({reason}); start the backend under test or correct --target"
+        )
+
+
+def read_running_gateways(
+    path: str | Path, timeout: float = CONNECT_TIMEOUT
+) -> tuple[GatewayConfig | None, str | None]:
+    """Read a gateways config file and check that its gateways pass their health check.
+
+    Returns the config and None, or None and the problem, which names the file and the fix.
+    """
+    fix = f"start them with `pushsim gateways --config-out {path}` and keep them running"
+    try:
+        config = GatewayConfig.read(path)
+    except ValueError as error:
+        return None, f"--gateways-config: {error}"
+    if not config.control_url:
+        return None, f"--gateways-config {path} names no control_url: {fix}"
+    if not config.ledger:
+        return None, (
+            f"--gateways-config {path} names no delivery ledger, so it was written by an older "
+            f"pushsim: restart the gateways with this one ({fix})"
+        )
+
+    health_url = f"{config.control_url}/healthz"
+    try:
+        with urllib.request.urlopen(health_url, timeout=timeout) as response:  # noqa: S310
+            body = json.loads(response.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        return None, (
+            f"the gateways of --gateways-config {path} do not answer at {health_url} "
+            f"({reason}): {fix}"
+        )
+    if body.get("status") != "ok":
+        return None, (
+            f"the gateways of --gateways-config {path} report {body!r} at {health_url}: "
+            f"restart them ({fix})"
+        )
+
+    if not Path(config.ledger).is_file():
+        return None, (
+            f"the delivery ledger {config.ledger} of --gateways-config {path} is not on this "
+            "machine: run pushsim run where the gateways run"
+        )
+    return config, None

@@ -1,0 +1,77 @@
+"""``pushsim run --target`` against an HTTP service that rejects every SDK call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from aiohttp import web
+
+from tests.e2e.run_helpers import pushsim_run
+
+pytestmark = pytest.mark.slow
+
+# Eight simulated hours are 20 wall seconds at the default time scale of 1440.
+SHORT = ("--set", "clock.duration=8h", "--set", "population.installs=700")
+
+
+@contextmanager
+def not_a_backend() -> Iterator[str]:
+    """Serve 404 to every request on a free loopback port, and yield the service's URL."""
+
+    async def reject(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=404, text="not found")
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", reject)
+    runner = web.AppRunner(app, access_log=None)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="not-a-backend", daemon=True)
+    thread.start()
+    assert started.wait(10), "the 404 service did not start within 10 s"
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_target_answering_404_fails_gate(tmp_path):
+    run_dir = tmp_path / "run"
+    with not_a_backend() as url:
+        result = pushsim_run(run_dir, "minimal", "--target", url, *SHORT, timeout=180)
+
+    # A gate failed (1); the run itself is whole, so it is not partial (3).
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "the run is partial" not in result.stderr
+    assert "FAIL  sdk_error_rate <= 0.01  (value 1, threshold 0.01)" in result.stdout
+
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert summary["partial"] is False
+    errors = summary["sdk_errors"]
+    assert errors["sent"] > 1000
+    assert errors["failed_responses"] == {"404": errors["sent"]}
+    rejected = f"{errors['sent']:,}"
+    assert f"{rejected} failed (100.0%) by response: 404: {rejected}" in result.stdout
+
+    # The progress lines count Locust's failed requests as they happen.
+    assert re.search(r"req/s  failed [\d,]+", result.stdout), result.stdout[-3000:]

@@ -1,0 +1,16 @@
+"""The Locust command line that ``pushsim run`` starts."""
+
+from __future__ import annotations
+
+from sim.run.orchestrator import Rehearsal, RunOptions
+from sim.scenario import load_scenario
+
+
+def test_failed_requests_leave_exit_code_zero(tmp_path):
+    options = RunOptions(out=tmp_path / "run", target="http://127.0.0.1:8080")
+    command = Rehearsal(load_scenario("minimal"), options).locust_command()
+
+    # Failed SDK requests are judged by the sdk_error_rate gate, not by Locust's exit code.
+    option = command.index("--exit-code-on-error")
+    assert command[option + 1] == "0"
+    assert command[command.index("--host") + 1] == "http://127.0.0.1:8080"
