@@ -24,12 +24,22 @@ def load_summary(run_dir: str | Path) -> dict:
 
 
 def worse(metric: str, before: float | None, after: float | None) -> bool:
-    """Tell whether ``after`` is worse than ``before`` for ``metric``; a lost value is worse."""
-    if before is None:
+    """Tell whether ``after`` is worse than ``before`` for ``metric``.
+
+    A missing value on either side compares as neither better nor worse: a run with no pushes
+    has no lateness, and a run against an own backend cannot count lost device tokens.
+    """
+    if before is None or after is None:
         return False
-    if after is None:
-        return True
     return after < before if metric in HIGHER_IS_BETTER else after > before
+
+
+def _flag(metric: str, before: float | None, after: float | None) -> str:
+    if worse(metric, before, after):
+        return "WORSE"
+    if (before is None) != (after is None):
+        return "not comparable"
+    return ""
 
 
 def _format(value: object) -> str:
@@ -86,8 +96,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     failed_gates = []
     for metric in sorted(a["metrics"] | b["metrics"]):
         before, after = a["metrics"].get(metric), b["metrics"].get(metric)
-        flag = "WORSE" if worse(metric, before, after) else ""
-        regressions += bool(flag)
+        flag = _flag(metric, before, after)
+        regressions += flag == "WORSE"
         lines.append(f"{metric:<{width}}{_format(before):>14}{_format(after):>14}  {flag}")
 
     gates_a = {gate["gate"]: gate["passed"] for gate in a["gates"]}

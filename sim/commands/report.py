@@ -31,6 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from reports.build import backend_load, partial_reason, write_report
     from sim.oracle import judge_run, load_run
 
+    if not Path(args.run_dir).exists():
+        print(
+            f"pushsim: cannot judge {args.run_dir}: no such run directory; give the directory "
+            "that pushsim run wrote (runs/NAME-TIME)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if Path(args.run_dir).is_file():
         print(
             f"pushsim: cannot judge {args.run_dir}: it is a file; give the run directory that "
@@ -48,12 +55,13 @@ def run(args: argparse.Namespace) -> int:
     partial = partial_reason(Path(args.run_dir))
     if partial is not None:
         print(f"warning: the run is partial: {partial}", file=sys.stderr)
-    return print_verdict(result, backend_load(Path(args.run_dir)))
+    return print_verdict(result, backend_load(Path(args.run_dir)), partial=partial is not None)
 
 
-def print_verdict(result, load: list[EndpointLoad] | None = None) -> int:
+def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bool = False) -> int:
     """Print the SDK calls' fate, the backend's load, each journey's outcomes, any warning and
-    every gate. ``load`` is Locust's rows from ``reports.build.backend_load``.
+    every gate. ``load`` is Locust's rows from ``reports.build.backend_load``, and ``partial``
+    is True for a run that ended early.
 
     Returns 0 when every gate passes, else 1.
     """
@@ -65,6 +73,10 @@ def print_verdict(result, load: list[EndpointLoad] | None = None) -> int:
     total = next((row for row in load or [] if row.name == "Aggregated"), None)
     if total is not None:
         print(load_line(total))
+        if partial:
+            # Locust writes its statistics every second, so the last second's requests of an
+            # interrupted run may be missing while its truth ledger counts their calls.
+            print("  (the run ended early: Locust's figures stop at its last statistics write)")
 
     for journey in result.journeys:
         if not journey.judged:
@@ -90,7 +102,8 @@ def print_verdict(result, load: list[EndpointLoad] | None = None) -> int:
         print(
             f"warning: no push request reached the gateways, although {expected} triggers "
             "expected a push: check that the backend sends to the gateways of this run's "
-            "gateways.json",
+            "gateways.json, and that it does not remember these shoppers from an earlier run "
+            "with the same seed (give each run a new one with --set seed=N)",
             file=sys.stderr,
         )
 
@@ -114,7 +127,8 @@ def load_line(total: EndpointLoad) -> str:
         return "n/a" if value is None else f"{value:,.0f} ms"
 
     return (
-        f"backend load: {total.requests:,} SDK requests at {total.requests_per_s:,.1f} req/s, "
+        f"backend load: {total.requests:,} requests for the SDK calls, retries and batches "
+        f"included, at {total.requests_per_s:,.1f} req/s, "
         f"{total.failures:,} failed; response time p50 {milliseconds(total.p50_ms)}, "
         f"p95 {milliseconds(total.p95_ms)}, p99 {milliseconds(total.p99_ms)}"
     )

@@ -49,6 +49,11 @@ def derive_run_key(seed: int) -> bytes:
     return hashlib.blake2b(str(seed).encode(), digest_size=32, person=b"pushsim-runkey").digest()
 
 
+def run_key_id(run_key: bytes) -> str:
+    """Return 16 hex digits of the run key's SHA-256, which tell runs apart but not the key."""
+    return hashlib.sha256(run_key).hexdigest()[:16]
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from sim.formats.epoch import Epoch
-from sim.formats.tokens import derive_run_key, is_well_formed, parse_token
+from sim.formats.tokens import derive_run_key, is_well_formed, parse_token, run_key_id
 from sim.gateways.inbox import MAX_LIMIT, MAX_WAIT, entry_json
 from sim.gateways.logs import RepeatLimiter
 from sim.gateways.registry import Invalidation
@@ -84,8 +84,11 @@ async def _guard(request: web.Request, handler):
     try:
         return await handler(request)
     except BadRequest as error:
+        # A backend that follows the gateways' epoch polls GET /control/run and gets 404 until
+        # the first run is posted, which is expected, not a client's mistake.
+        expected = error.status == 404 and request.path == "/control/run"
         _repeats.log(
-            logging.WARNING,
+            logging.INFO if expected else logging.WARNING,
             f"{error.status} {request.method} {request.path}",
             "control API rejected %s %s with %d: %s",
             request.method,
@@ -227,6 +230,7 @@ def _run_json(world: GatewayWorld, config: RunConfig) -> dict:
         "project": config.project,
         "epoch": dataclasses.asdict(config.epoch),
         "posted_at": world.run.posted_at,
+        "run_key_id": run_key_id(config.run_key),
     }
 
 

@@ -22,7 +22,7 @@ from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
 from sim.run.components import Component, ComponentError, ComponentGroup, answers_ok
 from sim.run.instructions import target_instructions
-from sim.run.preflight import read_running_gateways
+from sim.run.preflight import read_running_gateways, same_seed_as_last_run
 from sim.run.progress import ConversionCounter, accepted_pushes, progress_line
 from sim.scenario import LoadedScenario
 from sim.scenario.dump import dump_scenario
@@ -151,6 +151,9 @@ class Rehearsal:
         config, problem = read_running_gateways(path)
         if problem is not None:
             raise ComponentError(problem)
+        warning = same_seed_as_last_run(config, self.scenario.seed)
+        if warning is not None:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         copy = self.run_dir / "gateways.json"
         shutil.copyfile(path, copy)
         copy.chmod(0o600)  # it contains the control token
@@ -381,7 +384,9 @@ class Rehearsal:
         from sim.commands.report import print_verdict
 
         self.say("")
-        gates_status = print_verdict(result, backend_load(self.run_dir))
+        gates_status = print_verdict(
+            result, backend_load(self.run_dir), partial=self.partial_reason is not None
+        )
         print(f"report: {html}", flush=True)
         if self.partial_reason is not None:
             print(f"pushsim: the run is partial: {self.partial_reason}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sim.formats.gateway_config import GatewayConfig
+from sim.formats.tokens import derive_run_key, run_key_id
 
 # Wall seconds a TCP connect to the backend under test, or a health request to the gateways,
 # may take. Both are expected on a local network, where a connect takes milliseconds.
@@ -52,7 +53,11 @@ def read_running_gateways(
     except ValueError as error:
         return None, f"--gateways-config: {error}"
     if not config.control_url:
-        return None, f"--gateways-config {path} names no control_url: {fix}"
+        return None, (
+            f"--gateways-config {path} names no control_url, so `pushsim gateways` did not "
+            f"write it: start the gateways with `pushsim gateways --config-out {path}` and keep "
+            "them running"
+        )
     if not config.ledger:
         return None, (
             f"--gateways-config {path} names no delivery ledger, so it was written by an older "
@@ -81,3 +86,32 @@ def read_running_gateways(
             "machine: run pushsim run where the gateways run"
         )
     return config, None
+
+
+def same_seed_as_last_run(
+    config: GatewayConfig, seed: int, timeout: float = CONNECT_TIMEOUT
+) -> str | None:
+    """Warn when the running gateways' last run used ``seed``, the seed of the run to come.
+
+    The same seed replays the same shoppers, carts and device tokens. A backend that kept its
+    state from that run may count them as handled and send fewer pushes, which reads like a
+    broken setup. Returns the warning, or None for a new seed, for gateways that served no run
+    yet, or when their answer has no run_key_id.
+    """
+    request = urllib.request.Request(
+        f"{config.control_url}/control/run",
+        headers={"Authorization": f"Bearer {config.control_token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            last = json.loads(response.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None  # 404 before the first run; the health check already covered the rest
+    if last.get("run_key_id") != run_key_id(derive_run_key(seed)):
+        return None
+    return (
+        f"these gateways last served a run with seed {seed}, the seed of this run: it replays "
+        "the same shoppers, carts and device tokens, so a backend that kept its state may "
+        "treat them as handled and send fewer pushes. Give each run a new seed with --set "
+        "seed=N, or start the backend with an empty store"
+    )

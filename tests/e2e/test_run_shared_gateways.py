@@ -115,6 +115,7 @@ def test_two_runs_on_running_gateways(tmp_path, running_gateways, external_backe
         output = result.stdout[-3000:] + result.stderr[-3000:]
         assert result.returncode == 0, output
         assert f"gateways: the running gateways of {config_path}" in result.stdout
+        assert "last served a run with seed" not in result.stderr
         assert "/control/run" in result.stdout
         assert json.loads((run_dir / "gateways.json").read_text()) == config
         assert (run_dir / "report" / "report.html").exists()

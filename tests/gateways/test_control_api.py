@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 import time
 
@@ -427,6 +429,18 @@ def test_large_invalidation_batch(tmp_path):
     assert counts["dead"] == 5000
 
 
+def test_get_run_before_first_post_is_no_warning(tmp_path, caplog):
+    world = GatewayWorld(tmp_path / "ledger.sqlite").start()
+
+    with caplog.at_level(logging.INFO, logger="sim.gateways.control"):
+        (before,) = call(world, [("GET", "/control/run", {})])
+    world.close()
+
+    assert before.status_code == 404
+    warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warnings == []
+
+
 def test_get_run_returns_epoch(tmp_path):
     world = GatewayWorld(tmp_path / "ledger.sqlite").start()
 
@@ -447,3 +461,5 @@ def test_get_run_returns_epoch(tmp_path):
     assert after.json()["epoch"] == run_body()["epoch"]
     assert after.json()["shard_count"] == 2
     assert after.json()["posted_at"] <= time.time()
+    assert after.json()["run_key_id"] == hashlib.sha256(RUN_KEY).hexdigest()[:16]
+    assert RUN_KEY.hex() not in after.text

@@ -110,9 +110,16 @@ def test_report_command_prints_backend_load(tmp_path, good_run, capsys):
     output = capsys.readouterr().out
 
     assert (
-        "backend load: 94 SDK requests at 4.2 req/s, 2 failed; response time p50 3 ms, "
-        "p95 9 ms, p99 17 ms"
+        "backend load: 94 requests for the SDK calls, retries and batches included, at "
+        "4.2 req/s, 2 failed; response time p50 3 ms, p95 9 ms, p99 17 ms"
     ) in output
+    assert "ended early" not in output
+
+    (loaded / "run-status.json").write_text(
+        json.dumps({"partial": True, "reason": "interrupted by the user"})
+    )
+    main(["report", str(loaded)])
+    assert "Locust's figures stop at its last statistics write" in capsys.readouterr().out
 
 
 def test_backend_load_absent_without_locust(good_run):
@@ -220,6 +227,25 @@ def test_compare_same_run_nothing_worse(good_run):
     assert "different scenario" not in comparison.text
 
 
+def test_compare_missing_value_is_not_comparable(tmp_path, good_run):
+    without = tmp_path / "without"
+    shutil.copytree(good_run, without)
+    build_report(without)
+    summary_path = without / "report" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    assert summary["metrics"]["delivery_rate"] is not None
+    summary["metrics"]["delivery_rate"] = None
+    summary_path.write_text(json.dumps(summary))
+
+    comparison = compare_runs(good_run, without)
+
+    delivery = next(line for line in comparison.text.splitlines()
+                    if line.startswith("delivery_rate"))  # fmt: skip
+    assert delivery.split()[2:] == ["n/a", "not", "comparable"]
+    assert comparison.worse_figures == 0
+    assert comparison.text.endswith("nothing worse in B")
+
+
 def test_compare_notes_partial_run(tmp_path, good_run):
     partial = tmp_path / "partial"
     shutil.copytree(good_run, partial)
@@ -298,7 +324,13 @@ def test_report_warns_when_most_triggers_excluded(tmp_path, good_run, capsys):
 
 
 def test_report_command_missing_run(tmp_path, capsys):
-    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    missing = tmp_path / "nowhere"
+    assert main(["report", str(missing)]) == 2
+    assert f"cannot judge {missing}: no such run directory" in capsys.readouterr().err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
     assert "scenario.yaml not found" in capsys.readouterr().err
 
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 from sim.formats.gateway_config import GatewayConfig
-from sim.run.preflight import read_running_gateways, target_unreachable
+from sim.formats.tokens import derive_run_key, run_key_id
+from sim.run.preflight import read_running_gateways, same_seed_as_last_run, target_unreachable
 
 
 def closed_port() -> int:
@@ -127,3 +128,21 @@ def test_backend_epoch_follow_needs_config():
 
     assert result.returncode == 2
     assert "add --gateways-config FILE" in result.stderr
+
+
+def test_same_seed_as_last_run_warns(http_server):
+    server, url = http_server
+    server.body = {"run_key_id": run_key_id(derive_run_key(11)), "shard_count": 1}
+    config = GatewayConfig(control_url=url, control_token="token")
+
+    warning = same_seed_as_last_run(config, 11)
+
+    assert warning is not None
+    assert "last served a run with seed 11, the seed of this run" in warning
+    assert "--set seed=N" in warning
+    assert same_seed_as_last_run(config, 12) is None
+
+
+def test_same_seed_without_earlier_run_is_silent():
+    config = GatewayConfig(control_url=f"http://127.0.0.1:{closed_port()}", control_token="t")
+    assert same_seed_as_last_run(config, 11) is None
