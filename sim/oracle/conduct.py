@@ -142,25 +142,32 @@ def _judge_pruning(ordered: list[Push], store_path: Path, conduct: Conduct) -> N
 
 
 def _judge_retries(ordered: list[Push], conduct: Conduct) -> None:
-    """Pair each 429/503 with its retry: the row whose ``retry_of`` names it, when the gateway
-    set one, else the next request for the same token and payload.
-    """
-    later: dict[tuple[str, bytes | None], list[Push]] = defaultdict(list)
-    marked = {push.row.retry_of: push for push in ordered if push.row.retry_of is not None}
-    for push in ordered:
-        later[(push.row.token, push.row.payload)].append(push)
+    """Pair each 429/503 with its retry: the next request of the same chain of attempts.
 
-    for same in later.values():
-        for position, push in enumerate(same):
+    The gateway sets ``retry_of`` on every later APNs request with the same apns-id to the seq
+    of the first one, so that first request and the requests naming it form one chain, in
+    order. Any other request belongs to the chain of every request for its token and payload.
+    """
+    named = {push.row.retry_of for push in ordered if push.row.retry_of is not None}
+    chains: dict[tuple, list[Push]] = defaultdict(list)
+    for push in ordered:
+        row = push.row
+        if row.retry_of is not None:
+            chains[("retry_of", row.retry_of)].append(push)
+        elif row.seq in named:
+            chains[("retry_of", row.seq)].append(push)
+        else:
+            chains[("payload", row.token, row.payload)].append(push)
+
+    for chain in chains.values():
+        for position, push in enumerate(chain):
             if push.row.status not in RETRYABLE_STATUSES:
                 continue
             conduct.retryable_errors += 1
-            retry = marked.get(push.row.seq)
-            if retry is None and position + 1 < len(same):
-                retry = same[position + 1]
-            if retry is None:
+            if position + 1 == len(chain):
                 conduct.errors_never_retried += 1
                 continue
+            retry = chain[position + 1]
             conduct.retries += 1
             gap = retry.row.wall_time - push.row.wall_time
             if gap < MIN_BACKOFF_SECONDS:

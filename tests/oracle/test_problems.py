@@ -261,6 +261,28 @@ def test_retry_named_by_gateway(tmp_path):
     assert result.conduct.errors_never_retried == 0
 
 
+def test_each_retry_judged_against_previous_attempt(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    wall = WALL_T0 + DUE / 1440
+    # Three attempts with one apns-id: the gateway names the first in both retries. The second
+    # follows the first at once, and the third waits 2 s after the second.
+    story.push(DUE, token, status=503, reason="ServiceUnavailable", wall=wall)
+    story.push(DUE, token, status=503, reason="ServiceUnavailable", wall=wall + 0.01)
+    story.rows[-1]["retry_of"] = 1
+    story.push(DUE, token, wall=wall + 2.01)
+    story.rows[-1]["retry_of"] = 1
+
+    conduct = judge_run(story.write(tmp_path)).conduct
+
+    assert conduct.retryable_errors == 2
+    assert conduct.retries == 2
+    assert conduct.errors_never_retried == 0
+    assert conduct.retries_without_backoff == 1
+    assert conduct.examples["retry_without_backoff"] == ["seq 2 after 0.010 s"]
+
+
 def test_wall_lateness_from_sent_wall(tmp_path):
     story = Story()
     token = story.shopper()
