@@ -272,6 +272,19 @@ class TruthView:
         owners = self.token_owners(token, at)
         return owners[0] if owners else None
 
+    def last_holder(self, token: str, at: float) -> TokenOwner | None:
+        """Return the device that held ``token`` last at or before ``at``, dead or alive.
+
+        The person is the one using that device at ``at``. None for a token not issued by then.
+        """
+        holder = None
+        for device, life in self.token_lives.get(token, []):
+            if life.start <= at:
+                holder = device
+        if holder is None:
+            return None
+        return TokenOwner(holder, self.person_using(holder, at))
+
     def installed(self, device: str, at: float) -> bool:
         """Tell whether the app was installed on ``device`` at ``at``."""
         return any(span.contains(at) for span in self.installs.get(device, []))

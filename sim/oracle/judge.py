@@ -210,7 +210,9 @@ def _attribute_by_owner(
 
     Broadcast and winback pushes name no trigger, so a push goes to the person whose phone
     owned the token, from their trigger on and before ``until``. A push shown to the other
-    user of a shared phone therefore cannot count as wrong person for these journeys.
+    user of a shared phone therefore cannot count as wrong person for these journeys. A push
+    to a dead token goes to the person on the phone that held it last, so that it counts as
+    that trigger's stale-token push.
     """
     attributed: dict[str, list[Push]] = defaultdict(list)
     by_person: dict[str, list[Trigger]] = defaultdict(list)
@@ -218,11 +220,12 @@ def _attribute_by_owner(
         by_person[trigger.person].append(trigger)
     pattern = link_pattern(journey.link)
     for push in pushes:
-        if push.at >= until or push.owner_person not in by_person:
+        person = push.holder_person
+        if push.at >= until or person not in by_person:
             continue
         if not push.link or not pattern.match(push.link):
             continue
-        started = [t for t in by_person[push.owner_person] if t.at <= push.at]
+        started = [t for t in by_person[person] if t.at <= push.at]
         if started:
             attributed[started[-1].trigger_id].append(push)
     return attributed

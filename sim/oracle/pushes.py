@@ -22,13 +22,18 @@ UNREGISTERED_STATUSES = frozenset({410, 404})
 
 @dataclass
 class Push:
-    """One push request and its response, with its truth: the token's owner when it was sent."""
+    """One push request and its response, with its truth: the token's owner when it was sent.
+
+    ``holder_person`` is the person using the device that held the token last, which is the
+    owner for a live token and the former owner's user for a dead one.
+    """
 
     row: DeliveryRow
     at: float
     link: str | None
     owner_device: str | None
     owner_person: str | None
+    holder_person: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -64,6 +69,7 @@ def place_pushes(
         sim_unix = row.sim_time if row.sim_time is not None else epoch.sim_at(row.wall_time)
         at = sim_unix - origin
         owner = index.view.token_owner(row.token, at)
+        holder = owner or index.view.last_holder(row.token, at)
         pushes.append(
             Push(
                 row=row,
@@ -71,6 +77,7 @@ def place_pushes(
                 link=find_link(decode_payload(row.payload)),
                 owner_device=owner.device if owner else None,
                 owner_person=owner.person if owner else None,
+                holder_person=holder.person if holder else None,
             )
         )
     return pushes

@@ -143,6 +143,21 @@ def test_broadcast_judges_segment_at_start(tmp_path):
     assert result.journeys[0].judged
 
 
+def test_broadcast_to_dead_token_is_stale(tmp_path):
+    story, token = broadcast_story()
+    story.record("token_died", START + 50.0, device="d1-0", token=token, reason="uninstall",
+                 reported_at=START + 60.0)  # fmt: skip
+    broadcast_push(story, START + 100.0, token)
+    story.rows[-1].update(status=410, reason="Unregistered", delivery_id=None)
+
+    result = judge_run(story.write(tmp_path, BROADCAST.replace("SEGMENT", "all")))
+
+    rows = {row.person: row for row in result.rows}
+    assert rows["p1-0"].outcome == "stale_token"
+    assert rows["p1-0"].push_count == 1
+    assert result.unattributed_pushes == 0
+
+
 def test_broadcast_known_segment_skips_anonymous(tmp_path):
     story, _ = broadcast_story()
     result = judge_run(story.write(tmp_path, BROADCAST.replace("SEGMENT", "known")))
