@@ -25,7 +25,8 @@ GATE_METRICS: dict[str, GateMetric] = {
     for metric in (
         GateMetric(
             "delivery_rate",
-            "share of eligible triggers whose push reached the phone that owns the token",
+            "share of triggers that expected a push whose push reached the phone that owns "
+            "the token",
             "ratio 0..1",
         ),
         GateMetric(

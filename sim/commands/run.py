@@ -11,6 +11,8 @@ from sim.commands.common import EXIT_USAGE, add_set_option, load_or_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sim.commands.backend import SWITCHES
+
     parser = subparsers.add_parser(
         "run",
         help="run a whole rehearsal: gateways, backend, Locust, verdicts and report",
@@ -54,8 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="SWITCH",
-        help="turn on one of the reference backend's naive switches, such as no_exit_check; "
-        "repeatable",
+        help="turn on one of the reference backend's naive switches: "
+        f"{', '.join(field for _, field, _ in SWITCHES)}; repeatable",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     add_set_option(parser)
