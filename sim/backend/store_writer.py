@@ -256,8 +256,8 @@ def serve(options: WriterOptions, ops_fd: int, results_fd: int) -> None:
             payload = encode_outcome(outcome.results, outcome.errors)
             _write_all(results_fd, frame(payload, len(batch)))
     except BrokenPipeError:
-        # The backend died. Every batch written so far is committed, and nobody waits for
-        # the rest of the outcomes.
+        # The backend died. Every batch written so far is committed, and no caller is left to
+        # read the rest of the outcomes.
         log.warning("store writer: the backend closed its end before reading every outcome")
     finally:
         checkpointer.stop()

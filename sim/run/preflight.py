@@ -96,7 +96,7 @@ def same_seed_as_last_run(
     The same seed replays the same shoppers, carts and device tokens. A backend that kept its
     state from that run may count them as handled and send fewer pushes, which reads like a
     broken setup. Returns the warning, or None for a new seed, for gateways that served no run
-    yet, or when their answer has no run_key_id.
+    yet, or when their response has no run_key_id.
     """
     request = urllib.request.Request(
         f"{config.control_url}/control/run",
@@ -106,7 +106,8 @@ def same_seed_as_last_run(
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             last = json.loads(response.read() or b"{}")
     except (urllib.error.URLError, OSError, ValueError):
-        return None  # 404 before the first run; the health check already covered the rest
+        # A 404 comes before the first run, and the health check already covered failures.
+        return None
     if last.get("run_key_id") != run_key_id(derive_run_key(seed)):
         return None
     return (

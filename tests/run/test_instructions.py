@@ -1,4 +1,4 @@
-"""What ``pushsim run --target`` tells the user to configure the backend under test with."""
+"""The settings ``pushsim run --target`` prints for configuring the backend under test."""
 
 from __future__ import annotations
 
