@@ -107,7 +107,8 @@ GATE_METRICS: dict[str, GateMetric] = {
         ),
         GateMetric(
             "reachable_share_min",
-            "lowest share, over the run, of opted-in shoppers reachable on the right profile",
+            "lowest share of opted-in shoppers reachable on the right profile, over the samples "
+            "with at least 30 opted-in shoppers (in a smaller run, the samples with the most)",
             "ratio 0..1",
         ),
         GateMetric(

@@ -22,8 +22,6 @@ def gate_metrics(result: OracleResult) -> dict[str, float | None]:
     converted = sum(journey.outcomes["converted"] for journey in judged)
     incremental = sum(journey.conversions.get("incremental", 0) for journey in judged)
     stranded = sum(journey.outcomes["stranded_anonymous"] for journey in judged)
-    shares = [result.reach.share(i) for i in range(len(result.reach.at))]
-    known_shares = [share for share in shares if share is not None]
     conduct = result.conduct
 
     metrics: dict[str, float | None] = {
@@ -44,7 +42,7 @@ def gate_metrics(result: OracleResult) -> dict[str, float | None]:
         "retries_before_retry_after": conduct.retries_before_retry_after,
         "device_tokens_lost": conduct.device_tokens_lost,
         "trigger_lateness_p99_wall_ms": result.lateness_wall_ms.get("p99"),
-        "reachable_share_min": min(known_shares) if known_shares else None,
+        "reachable_share_min": result.reach.lowest_share(),
     }
     missing = set(GATE_METRICS) - set(metrics)
     if missing:

@@ -15,6 +15,12 @@ from sim.oracle.ledger import TruthIndex
 # Number of sample points on the simulated-time grid.
 GRID_POINTS = 49
 
+# Opted-in shoppers a sample needs before its share counts towards the lowest share. With
+# fewer, one shopper moves the share by several points, so the first samples of a run, which
+# hold a handful of shoppers, would set the lowest share by chance. At 30 the binomial
+# standard error of a share near 0.9 is about 0.05.
+MIN_OPTED_IN = 30
+
 
 @dataclass
 class ReachSeries:
@@ -29,6 +35,20 @@ class ReachSeries:
     def share(self, position: int) -> float | None:
         opted = self.opted_in[position]
         return self.reachable[position] / opted if opted else None
+
+    def lowest_share(self, min_opted_in: int = MIN_OPTED_IN) -> float | None:
+        """Return the lowest share over the samples with at least ``min_opted_in`` shoppers.
+
+        A run that never has that many takes its lowest share over the samples with the most
+        opted-in shoppers, the best it can measure. None when no shopper ever opted in.
+        """
+        largest = max(self.opted_in, default=0)
+        if largest == 0:
+            return None
+        floor = min(min_opted_in, largest)
+        return min(
+            self.reachable[i] / opted for i, opted in enumerate(self.opted_in) if opted >= floor
+        )
 
 
 def sample_times(duration: float, points: int = GRID_POINTS) -> list[float]:

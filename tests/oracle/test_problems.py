@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from reports.html import render
 from sim.oracle.judge import judge_run
 from sim.oracle.reach import GRID_POINTS
@@ -211,6 +213,23 @@ def test_reach_anonymous_token_unreachable(tmp_path):
     assert reach.reachable[1] == 1
     assert reach.live_tokens[1] == 2
     assert result.metrics["reachable_share_min"] == 0.5
+
+
+def test_reach_min_skips_tiny_samples(tmp_path):
+    story = Story()
+    # From the start, one opted-in shopper whose token never reaches the backend: share 0.0.
+    story.shopper(register=False)
+    # From midday on, 40 more shoppers, all reachable: 40 of 41.
+    for number in range(2, 42):
+        story.shopper(43_200.0, device=f"d{number}-0", person=f"p{number}-0", token=number,
+                      user_id=f"p{number}-0", anonymous_id=f"anon-{number}")  # fmt: skip
+    result = judge_run(story.write(tmp_path))
+    reach = result.reach
+    assert min(reach.share(i) for i in range(len(reach.at))) == 0.0
+    assert max(reach.opted_in) == 41
+    assert result.metrics["reachable_share_min"] == pytest.approx(40 / 41)
+    # Counting every sample, the lone unreachable shopper of the morning would set it.
+    assert reach.lowest_share(min_opted_in=1) == 0.0
 
 
 def test_reach_counts_dead_registered_tokens(tmp_path):
