@@ -25,7 +25,8 @@ OUTCOMES = LEGITIMATE + FAILURES + DELIVERED
 EXCLUDED = "excluded_near_end"
 
 # A push may arrive this long after its due time and still count as on time: 60 simulated
-# seconds, or a tenth of the journey's delay when that is longer.
+# seconds, or a tenth of the time the journey takes, when that is longer. A journey that waits
+# a delay takes the delay, and a broadcast takes its send window.
 LATE_TOLERANCE_MIN = 60.0
 LATE_TOLERANCE_SHARE = 0.10
 
@@ -33,9 +34,20 @@ LATE_TOLERANCE_SHARE = 0.10
 INCREMENTAL, PULLED_FORWARD, UNKNOWN = "incremental", "pulled_forward", "unknown"
 
 
-def late_tolerance(journey: Journey) -> float:
-    """Return the simulated seconds a push may arrive after its due time."""
-    return max(LATE_TOLERANCE_MIN, LATE_TOLERANCE_SHARE * journey.delay)
+def late_tolerance(journey: Journey, send_window: float = 0.0) -> float:
+    """Return the simulated seconds a push may arrive after its due time and its window.
+
+    ``send_window`` is a broadcast's send window in simulated seconds. Broadcast and inactivity
+    journeys never wait their ``delay``, so its default of 30 minutes does not widen theirs. An
+    inactivity trigger's own window is already a tenth of its inactivity period.
+    """
+    if journey.kind == "broadcast":
+        span = send_window
+    elif journey.kind == "inactivity":
+        span = 0.0
+    else:
+        span = journey.delay
+    return max(LATE_TOLERANCE_MIN, LATE_TOLERANCE_SHARE * span)
 
 
 @dataclass
@@ -108,7 +120,7 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
     index = context.index
     held_until = quiet_end(trigger, context)
     due = held_until if held_until is not None else trigger.due
-    deadline = due + trigger.window + late_tolerance(journey)
+    deadline = due + trigger.window + late_tolerance(journey, trigger.window)
     row = TriggerRow(
         journey=trigger.journey,
         trigger_id=trigger.trigger_id,

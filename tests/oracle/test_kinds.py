@@ -136,11 +136,17 @@ def test_broadcast_judges_segment_at_start(tmp_path):
     assert rows["p1-0"].outcome == "displayed"
     assert rows["p2-0"].outcome == "no_permission"
     assert rows["p3-0"].outcome == "not_sent"
-    # Three recipients at one push per wall second, at 1440 simulated seconds per wall second.
+    # Three recipients at one push per wall second, at 1440 simulated seconds per wall second,
+    # then a tenth of that window.
     assert rows["p1-0"].due_at == START
-    tolerance = late_tolerance(first_journey(BROADCAST))
-    assert rows["p1-0"].deadline_at == START + 3 * 1440.0 + tolerance
+    assert rows["p1-0"].deadline_at == START + 3 * 1440.0 + 432.0
     assert result.journeys[0].judged
+
+
+def test_broadcast_tolerance_ignores_delay():
+    journey = first_journey(BROADCAST.replace("delay: 30m", "delay: 10h"))
+    assert late_tolerance(journey, send_window=3 * 1440.0) == 432.0
+    assert late_tolerance(journey, send_window=10.0) == 60.0
 
 
 def test_broadcast_to_dead_token_is_stale(tmp_path):
@@ -234,7 +240,8 @@ def test_inactivity_quiet_spell_triggers_winback(tmp_path):
     assert rows["p1-0"].trigger_at == 2000.0 + QUIET
     assert rows["p1-0"].outcome == "displayed"
     assert rows["p3-0"].outcome == "not_sent"
-    assert rows["p3-0"].deadline_at == 1000.0 + QUIET + 0.1 * QUIET + 180.0
+    # A tenth of the inactivity period, then the 60 s minimum: the unused delay adds nothing.
+    assert rows["p3-0"].deadline_at == 1000.0 + QUIET + 0.1 * QUIET + 60.0
 
 
 def test_inactivity_return_before_push_exits(tmp_path):
