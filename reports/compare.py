@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reports.build import REPORT_DIR, build_report
+from sim.oracle.outcomes import FAILURES
 
 # Gate metrics where a higher value is better; every other metric is better lower.
 HIGHER_IS_BETTER = frozenset(
@@ -113,21 +114,47 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
             label = {True: "pass", False: "FAIL", None: "-"}
             lines.append(f"  {gate:<{width + 10}}{label[before]:>6}{label[after]:>6}  {flag}")
 
-    lines += ["", "outcomes (share of eligible triggers)"]
-    journeys_b = {journey["name"]: journey for journey in b["journeys"]}
-    for journey in a["journeys"]:
-        other = journeys_b.get(journey["name"])
-        if other is None:
-            lines.append(f"  {journey['name']}: only in A")
-            continue
-        for outcome, count in journey["outcomes"].items():
-            share_a = count / journey["eligible"] if journey["eligible"] else 0.0
-            share_b = (other["outcomes"].get(outcome, 0) / other["eligible"]
-                       if other["eligible"] else 0.0)  # fmt: skip
-            if share_a or share_b:
-                lines.append(f"  {journey['name']}.{outcome:<{width}}{share_a:>13.1%}"
-                             f"{share_b:>14.1%}")  # fmt: skip
+    lines += ["", "outcomes (share of eligible triggers; a failure outcome that grew is WORSE)"]
+    outcome_lines, outcome_regressions = _outcome_lines(a["journeys"], b["journeys"])
+    lines += outcome_lines
+    regressions += outcome_regressions
     lines += ["", f"{regressions} figure(s) worse in B" if regressions else "nothing worse in B"]
     if failed_gates:
         lines.append(f"gates that pass in A and fail in B: {', '.join(failed_gates)}")
     return Comparison("\n".join(lines), regressions, tuple(failed_gates), same_scenario)
+
+
+def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list[str], int]:
+    """Return each journey's outcome shares in A and B, and how many failure shares grew.
+
+    Only failure outcomes are flagged. The delivered ones move between each other (a push shown
+    in A may be opened in B) and add up to ``delivery_rate``, which is flagged above.
+    """
+    rows: list[tuple[str, float, float, str]] = []
+    notes: list[str] = []
+    by_name_b = {journey["name"]: journey for journey in journeys_b}
+    names_a = {journey["name"] for journey in journeys_a}
+    for journey in journeys_a:
+        other = by_name_b.get(journey["name"])
+        if other is None:
+            notes.append(f"  {journey['name']}: only in A")
+            continue
+        for outcome in dict.fromkeys([*journey["outcomes"], *other["outcomes"]]):
+            share_a = _outcome_share(journey, outcome)
+            share_b = _outcome_share(other, outcome)
+            if share_a or share_b:
+                flag = "WORSE" if outcome in FAILURES and share_b > share_a else ""
+                rows.append((f"{journey['name']}.{outcome}", share_a, share_b, flag))
+    notes += [f"  {journey['name']}: only in B" for journey in journeys_b
+              if journey["name"] not in names_a]  # fmt: skip
+
+    width = max((len(label) for label, *_ in rows), default=0) + 2
+    lines = [
+        f"  {label:<{width}}{a:>12.1%}{b:>14.1%}  {flag}".rstrip() for label, a, b, flag in rows
+    ]
+    return lines + notes, sum(1 for *_, flag in rows if flag)
+
+
+def _outcome_share(journey: dict, outcome: str) -> float:
+    eligible = journey["eligible"]
+    return journey["outcomes"].get(outcome, 0) / eligible if eligible else 0.0

@@ -219,6 +219,18 @@ def test_compare_flags_worse(good_run, flawed_run):
     assert "figure(s) worse in B" in text
 
 
+def test_compare_flags_grown_failure_outcomes(good_run, flawed_run):
+    lines = compare_runs(good_run, flawed_run).text.splitlines()
+    outcome = {line.split()[0]: line for line in lines if line.startswith("  cart_recovery.")}
+    assert outcome["cart_recovery.not_sent"].endswith("WORSE")
+    assert outcome["cart_recovery.sent_late"].endswith("WORSE")
+    # Fewer pushes shown is a delivery figure, flagged by delivery_rate, not per outcome.
+    assert not outcome["cart_recovery.displayed"].endswith("WORSE")
+    reverse = compare_runs(flawed_run, good_run)
+    assert reverse.worse_figures == 0
+    assert reverse.text.endswith("nothing worse in B")
+
+
 def test_compare_same_run_nothing_worse(good_run):
     comparison = compare_runs(good_run, good_run)
     assert comparison.text.endswith("nothing worse in B")
