@@ -103,7 +103,7 @@ def progress_line(
         f"sim day {day + 1} {hours:02d}:{rest // 60:02d}",
         f"{wall_left:4.0f} s left",
         requests,
-        f"pushes {pushes}" if pushes is not None else "pushes -",
+        f"pushes accepted {pushes}" if pushes is not None else "pushes accepted -",
         f"conversions {conversions.update()}",
     ]
     return "  ".join(parts)

@@ -34,13 +34,13 @@ def test_accepted_pushes_sums_status_200(metrics_url):
 
 
 def test_progress_counts_pushes_of_this_run(tmp_path, metrics_url):
-    assert "pushes 42" in line(tmp_path, metrics_url)
-    assert "pushes 10" in line(tmp_path, metrics_url, pushes_before=32)
+    assert "pushes accepted 42" in line(tmp_path, metrics_url)
+    assert "pushes accepted 10" in line(tmp_path, metrics_url, pushes_before=32)
 
 
 def test_progress_without_metrics(tmp_path):
     text = line(tmp_path, None)
 
-    assert "pushes -" in text
+    assert "pushes accepted -" in text
     assert "- req/s" in text
     assert "conversions 0" in text
