@@ -33,6 +33,10 @@ from sim.scenario.schema import Journey
 
 log = logging.getLogger(__name__)
 
+# Wall seconds a broadcast whose start passed before the backend started waits for an epoch
+# before the backend warns. pushsim run posts the epoch within a few seconds of the start.
+EPOCH_WAIT_WARNING_SECONDS = 30.0
+
 CURSOR_KEY = "journeys.last_event_id"
 
 # Kinds started by a single stored event.
@@ -231,6 +235,7 @@ class JourneyEngine:
         assert journey.at is not None
         at = journey.at.timestamp()
         poll = self._services.config.journey_poll_seconds
+        waiting_since: float | None = None
         warned = False
 
         while not self._stopping.is_set():
@@ -242,12 +247,23 @@ class JourneyEngine:
                 continue
             if epoch == WALL_EPOCH and due < self._started_at:
                 # Without a posted epoch, a start time already past at startup most likely
-                # belongs to a run whose orchestrator has not posted its epoch yet.
-                if not warned:
-                    log.warning(
+                # belongs to a run whose orchestrator has not posted its epoch yet. pushsim run
+                # posts it within seconds, so only a longer wait is worth a warning.
+                if waiting_since is None:
+                    waiting_since = now
+                    log.info(
                         "broadcast %s: its start %s passed before any epoch was posted; "
                         "waiting for POST /control/epoch",
                         journey.name,
+                        journey.at.isoformat(),
+                    )
+                elif not warned and now - waiting_since >= EPOCH_WAIT_WARNING_SECONDS:
+                    log.warning(
+                        "broadcast %s: still waiting after %.0f s for POST /control/epoch, "
+                        "because its start %s passed before the backend started; post the run's "
+                        "epoch, or set the journey's at to a future time",
+                        journey.name,
+                        now - waiting_since,
                         journey.at.isoformat(),
                     )
                     warned = True

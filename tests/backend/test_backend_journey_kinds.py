@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 
 from journey_harness import (
@@ -16,6 +17,7 @@ from journey_harness import (
     wait_until,
 )
 
+from sim.backend import journeys
 from sim.backend.journey_rules import draw_delay
 from sim.scenario.schema import FrequencyCap, Journey, Match, Trigger
 
@@ -233,3 +235,25 @@ def test_broadcast_segments(make_journey_backend):
         ("known", "ann-iphone"),
         ("known", "bob-iphone"),
     ]
+
+
+def test_broadcast_past_start_warns_late(make_journey_backend, caplog, monkeypatch):
+    monkeypatch.setattr(journeys, "EPOCH_WAIT_WARNING_SECONDS", 0.3)
+    caplog.set_level(logging.INFO, logger="sim.backend.journeys")
+    at = datetime.datetime.fromtimestamp(SIM_START, datetime.UTC)
+    backend, sender = make_journey_backend([broadcast(at, 500.0)])
+
+    def records(level: int) -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if r.levelno == level and "launch" in r.message
+        ]
+
+    # The start passed before the backend started, so it waits for an epoch, first quietly.
+    [waiting] = wait_until(lambda: records(logging.INFO))
+    assert "waiting for POST /control/epoch" in waiting
+    assert records(logging.WARNING) == []
+
+    [warning] = wait_until(lambda: records(logging.WARNING))
+    assert "still waiting after" in warning
+    assert "set the journey's at to a future time" in warning
+    assert sender.submitted == []
