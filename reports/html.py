@@ -204,6 +204,19 @@ def _outcome_table(result: OracleResult) -> str:
     return _table(header, rows, set(range(2, 2 + len(journeys))))
 
 
+def _metrics(result: OracleResult) -> str:
+    """Tabulate every gate metric with its value, so a reader can choose what to gate on."""
+    gated = {gate.metric for gate in result.gates}
+    rows = [
+        [f"<code>{escape(name)}</code>", _number(result.metrics.get(name)), escape(metric.unit),
+         "yes" if name in gated else "", escape(metric.description)]
+        for name, metric in GATE_METRICS.items()
+    ]  # fmt: skip
+    note = ('<p class="muted">Every metric a scenario gate may check; n/a means the run gave '
+            "nothing to measure.</p>")  # fmt: skip
+    return note + _table(["metric", "value", "unit", "gated", "meaning"], rows, {1})
+
+
 def _conduct(result: OracleResult) -> str:
     conduct = result.conduct
     rows = [
@@ -306,6 +319,7 @@ def render(
 <section><h2>SDK responses</h2>{_sdk_errors(result)}</section>
 </div>
 <h2>Outcomes</h2>{_outcome_table(result)}
+<h2>Metrics</h2>{_metrics(result)}
 <h2>Trigger lateness</h2>{_lateness(result)}
 <h2>Backend conduct</h2>{_conduct(result)}
 <h2>Backend load</h2>{_backend_load(load or [])}

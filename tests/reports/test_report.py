@@ -11,6 +11,7 @@ import sqlite3
 from reports.build import build_report
 from reports.compare import compare_runs, load_summary
 from sim.cli import main
+from sim.gates import GATE_METRICS
 from sim.oracle.outcomes import OUTCOMES
 from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
 
@@ -46,6 +47,28 @@ def test_html_summary_states_gates_in_words(good_run):
     text = build_report(good_run).read_text(encoding="utf-8")
     assert "NO GATES" in text or "GATES PASSED" in text
     assert "GENERATOR FELL BEHIND" not in text
+
+
+def test_html_lists_every_metric(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(1000.0)
+    story.push(2800.0, token)
+    inputs, run_dir = write_run_dir(story, tmp_path, SCENARIO)
+    shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
+    text = build_report(run_dir).read_text(encoding="utf-8")
+
+    section = text.split("<h2>Metrics</h2>", 1)[1].split("<h2>", 1)[0]
+    for name in GATE_METRICS:
+        assert f"<code>{name}</code>" in section
+
+    def row(metric: str) -> str:
+        return section.split(f"<code>{metric}</code>", 1)[1].split("</tr>", 1)[0]
+
+    # The scenario gates wrong_person_pushes, which is 0, and not duplicate_deliveries.
+    assert '<td class="n">0</td>' in row("wrong_person_pushes")
+    assert "<td>yes</td>" in row("wrong_person_pushes")
+    assert "<td>yes</td>" not in row("duplicate_deliveries")
 
 
 def test_summary_keys_stable(good_run):
