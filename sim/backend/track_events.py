@@ -2,11 +2,10 @@
 
 An ``EventWrite`` is a store write: called with a connection, it stores one event. The store's
 writer also finds ``apply_group`` on it and applies every event write of a batch with one call
-to ``apply_event_writes``. That call runs at most ten statements for the whole batch, plus the
-single-write path for references by email or row id. It passes each list of values as one JSON
-array that SQLite reads with ``json_each``. Every statement step releases the GIL, so the writer
-now hands the GIL to the event loop and back a few times per batch instead of several times per
-event.
+to ``apply_event_writes``. That call looks up the batch's dedupe ids and identifiers with one
+SELECT each, which reads its values as one JSON array through ``json_each``. It inserts the new
+profiles, identities and events with ``executemany``, which binds each row in C. References by
+email or row id take the single-write path.
 """
 
 from __future__ import annotations
@@ -26,21 +25,17 @@ _KNOWN_IDENTIFIERS = (
     "WHERE kind = ? AND value IN (SELECT value FROM json_each(?))"
 )
 # Each new profile gets the next row id, as an INSERT without an id would give it, so the
-# identities can name it without reading the ids back. value is [customer_id or null, now].
-_NEW_PROFILES = (
-    "INSERT INTO profiles (id, customer_id, created_at, updated_at) "
-    "SELECT ?1 + key, value->>0, value->>1, value->>1 FROM json_each(?2)"
+# identities can name it without reading the ids back.
+_NEW_PROFILE = (
+    "INSERT INTO profiles (id, customer_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)"
 )
-# value is [identifier, now].
-_NEW_IDENTITIES = (
-    "INSERT INTO identities (kind, value, profile_id, created_at) "
-    "SELECT ?1, value->>0, ?2 + key, value->>1 FROM json_each(?3)"
-)
-# Rows are inserted in array order, so event ids grow in the order of the batch.
-_NEW_EVENTS = (
+_NEW_IDENTITY = "INSERT INTO identities (kind, value, profile_id, created_at) VALUES (?, ?, ?, ?)"
+# executemany inserts the rows in list order, so event ids grow in the order of the batch. A
+# JSON array read with json_each cost 7 µs more per event (22.8 against 16.0 µs a row for
+# 2,000 batches of 26 rows, CPU time).
+_NEW_EVENT = (
     "INSERT INTO events (profile_id, anonymous_id, name, data, timestamp, received_at, source, "
-    "dedupe_id) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?1, "
-    "value->>6 FROM json_each(?2) ORDER BY key"
+    "dedupe_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -164,10 +159,11 @@ def apply_event_writes(connection: sqlite3.Connection, writes: list[EventWrite])
                 write.data,
                 write.timestamp,
                 write.now,
+                events.TRACK,
                 write.dedupe_id,
             )
         )
-    connection.execute(_NEW_EVENTS, (events.TRACK, json.dumps(rows)))
+    connection.executemany(_NEW_EVENT, rows)
     return stored
 
 
@@ -215,10 +211,16 @@ def _resolve(
 
     first_id = connection.execute("SELECT coalesce(max(id), 0) + 1 FROM profiles").fetchone()[0]
     customer_id = kind == identity.ID
-    new_profiles = [[value if customer_id else None, now] for value, now in created_at.items()]
-    new_identities = [[value, now] for value, now in created_at.items()]
-    connection.execute(_NEW_PROFILES, (first_id, json.dumps(new_profiles)))
-    connection.execute(_NEW_IDENTITIES, (kind, first_id, json.dumps(new_identities)))
     for offset, value in enumerate(created_at):
         profiles[value] = first_id + offset
+    connection.executemany(
+        _NEW_PROFILE,
+        [
+            (profiles[value], value if customer_id else None, now)
+            for value, now in created_at.items()
+        ],
+    )
+    connection.executemany(
+        _NEW_IDENTITY, [(kind, value, profiles[value], now) for value, now in created_at.items()]
+    )
     return profiles
