@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sim.scenario import LoadedScenario, ScenarioError, load_scenario
 
@@ -38,3 +39,20 @@ def load_or_exit(path: str | None, overrides: list[str]) -> LoadedScenario:
     for warning in loaded.warnings:
         print(f"pushsim: {warning}", file=sys.stderr)
     return loaded
+
+
+def run_dir_problem(run_dir: str) -> str | None:
+    """Return why ``run_dir`` is not a run directory that pushsim run wrote, or None.
+
+    Only what a user commonly gets wrong is checked here. A missing ledger or scenario inside
+    the directory is reported by the oracle when it reads the run.
+    """
+    path = Path(run_dir)
+    hint = "give the directory that pushsim run wrote (runs/NAME-TIME)"
+    if not path.exists():
+        return f"no such run directory; {hint}"
+    if path.is_file():
+        return f"it is a file; {hint}"
+    if not (path / "scenario.yaml").exists() and (path.parent / "scenario.yaml").exists():
+        return f"it has no scenario.yaml, but its parent has: give {path.parent} instead"
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sim.commands.common import EXIT_GATES_FAILED, EXIT_USAGE
+from sim.commands.common import EXIT_GATES_FAILED, EXIT_USAGE, run_dir_problem
 from sim.scenario import ScenarioError
 
 
@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from reports.compare import compare_runs
 
+    for run_dir in (args.run_a, args.run_b):
+        problem = run_dir_problem(run_dir)
+        if problem is not None:
+            print(f"pushsim: cannot compare {run_dir}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         comparison = compare_runs(args.run_a, args.run_b)
     except (FileNotFoundError, ScenarioError, ValueError) as error:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sim.commands.common import EXIT_GATES_FAILED, EXIT_USAGE
+from sim.commands.common import EXIT_GATES_FAILED, EXIT_USAGE, run_dir_problem
 from sim.scenario import ScenarioError
 
 if TYPE_CHECKING:
@@ -31,19 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from reports.build import backend_load, partial_reason, write_report
     from sim.oracle import judge_run, load_run
 
-    if not Path(args.run_dir).exists():
-        print(
-            f"pushsim: cannot judge {args.run_dir}: no such run directory; give the directory "
-            "that pushsim run wrote (runs/NAME-TIME)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    if Path(args.run_dir).is_file():
-        print(
-            f"pushsim: cannot judge {args.run_dir}: it is a file; give the run directory that "
-            "pushsim run wrote (runs/NAME-TIME)",
-            file=sys.stderr,
-        )
+    problem = run_dir_problem(args.run_dir)
+    if problem is not None:
+        print(f"pushsim: cannot judge {args.run_dir}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
         result = judge_run(load_run(args.run_dir))

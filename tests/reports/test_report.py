@@ -374,7 +374,18 @@ def test_report_command_given_a_file(tmp_path, capsys):
     config.write_text("{}")
 
     assert main(["report", str(config)]) == 2
-    assert f"cannot judge {config}: it is a file; give the run directory" in capsys.readouterr().err
+    assert f"cannot judge {config}: it is a file; give the directory" in capsys.readouterr().err
+
+
+def test_report_command_given_report_folder(good_run, capsys):
+    assert main(["report", str(good_run / "report")]) == 2
+    assert f"its parent has: give {good_run} instead" in capsys.readouterr().err
+
+
+def test_compare_command_missing_run(tmp_path, good_run, capsys):
+    missing = tmp_path / "nowhere"
+    assert main(["compare", str(good_run), str(missing)]) == 2
+    assert f"cannot compare {missing}: no such run directory" in capsys.readouterr().err
 
 
 def test_compare_command(good_run, flawed_run, capsys):
