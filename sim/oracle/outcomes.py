@@ -133,6 +133,9 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
         outcome="",
         push_count=len(pushes),
         accepted_count=sum(1 for push in pushes if push.accepted),
+        # Every push the trigger got that the gateway gave a delivery id, good or not, so each
+        # accepted push joins the delivery ledger whatever the outcome.
+        delivery_ids=[push.row.delivery_id for push in pushes if push.row.delivery_id],
     )
     if excluded(trigger, context):
         row.outcome = EXCLUDED
@@ -149,7 +152,6 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
         row.lateness_s = first.at - due
         due_wall = _due_wall(trigger, due, context)
         row.lateness_wall_ms = (first.row.wall_time - due_wall) * 1000.0
-        row.delivery_ids = [p.row.delivery_id for p in good if p.row.delivery_id]
 
     # An exit after the first good push belongs to that push, so the exit window ends there.
     # A winback's window runs on past its due time: a shopper back before the push needs none.
