@@ -231,6 +231,19 @@ def test_trigger_near_end_excluded(tmp_path):
     assert rows["cart_recovery:c1-8"] == "not_sent"
 
 
+def test_excluded_trigger_lists_its_push(tmp_path):
+    story = Story()
+    token = story.shopper()
+    due = 86400.0 - 3600.0 + 1
+    story.add_to_cart(due - DELAY, "c1-9")
+    delivery_id = story.push(due, token, cart="c1-9")
+    result = judge_run(story.write(tmp_path))
+    [row] = result.rows
+    assert row.outcome == "excluded_near_end"
+    assert row.accepted_count == 1
+    assert row.delivery_ids == [delivery_id]
+
+
 def test_dropped_trigger_counted_apart(tmp_path):
     story = Story()
     story.shopper()
