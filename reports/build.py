@@ -56,15 +56,49 @@ def backend_load(run_dir: Path) -> list[EndpointLoad]:
     return read_stats(path)
 
 
-def partial_reason(run_dir: Path) -> str | None:
-    """Return why ``pushsim run`` ended early, from its run-status.json, or None for a whole run."""
+def _run_status(run_dir: Path) -> dict:
+    """Return the run's run-status.json, or {} when ``pushsim run`` did not write one."""
     try:
         status = json.loads((run_dir / RUN_STATUS).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def partial_reason(run_dir: Path) -> str | None:
+    """Return why ``pushsim run`` ended early, from its run-status.json, or None for a whole run."""
+    status = _run_status(run_dir)
     if not status.get("partial"):
         return None
     return str(status.get("reason") or "the run ended early")
+
+
+def backend_under_test(run_dir: Path) -> dict | None:
+    """Return ``{backend, naive}`` from run-status.json, or None for a run without them.
+
+    ``backend`` is "reference" for the embedded reference backend, else the ``--target`` URL,
+    and ``naive`` lists the reference backend's naive switches that were on.
+    """
+    status = _run_status(run_dir)
+    if "backend" not in status:
+        return None
+    return {"backend": str(status["backend"]), "naive": [str(s) for s in status.get("naive", [])]}
+
+
+def describe_backend(backend: dict | None) -> str | None:
+    """Return the backend under test in words, or None when the run did not record it.
+
+    For example "the reference backend with naive switch no_exit_check".
+    """
+    if backend is None:
+        return None
+    if backend["backend"] != "reference":
+        return f"your backend at {backend['backend']}"
+    naive = backend["naive"]
+    if not naive:
+        return "the reference backend"
+    noun = "switch" if len(naive) == 1 else "switches"
+    return f"the reference backend with naive {noun} {', '.join(naive)}"
 
 
 def write_report(result: OracleResult, run_dir: str | Path) -> Path:
@@ -77,6 +111,8 @@ def write_report(result: OracleResult, run_dir: str | Path) -> Path:
     summary = to_summary(result)
     summary["partial"] = partial is not None
     summary["partial_reason"] = partial
+    backend = backend_under_test(run_dir)
+    summary["backend"] = backend
     load = backend_load(run_dir)
     summary["backend_load"] = [asdict(row) for row in load] or None
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -87,7 +123,14 @@ def write_report(result: OracleResult, run_dir: str | Path) -> Path:
         (out / (title.lower().replace(" ", "_") + ".png")).write_bytes(png)
 
     html_path = out / "report.html"
-    html = render(result, figures, [p.name for p in csv_paths], partial=partial, load=load)
+    html = render(
+        result,
+        figures,
+        [p.name for p in csv_paths],
+        partial=partial,
+        load=load,
+        backend=describe_backend(backend),
+    )
     html_path.write_text(html, encoding="utf-8")
     log.info("report written to %s", html_path)
     return html_path

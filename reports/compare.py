@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from reports.build import REPORT_DIR, build_report
+from reports.build import REPORT_DIR, build_report, describe_backend
 from sim.oracle.outcomes import FAILURES
 
 # Gate metrics where a higher value is better; every other metric is better lower.
@@ -83,6 +83,12 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
         lines.append(
             "note: the runs used different scenario files or seeds, so a difference below may "
             "come from the scenario rather than from the backend"
+        )
+    backends = [describe_backend(summary.get("backend")) for summary in (a, b)]
+    if backends[0] != backends[1]:
+        lines.append(
+            f"note: the backends under test differ: A ran {backends[0] or 'an unrecorded backend'}"
+            f", B ran {backends[1] or 'an unrecorded backend'}"
         )
     for label, summary in (("A", a), ("B", b)):
         if summary.get("partial"):

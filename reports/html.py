@@ -279,11 +279,12 @@ def render(
     *,
     partial: str | None = None,
     load: list[EndpointLoad] | None = None,
+    backend: str | None = None,
 ) -> str:
     """Return the report as one HTML document.
 
-    ``partial`` is the reason a run ended early, and ``load`` contains Locust's rows of SDK request
-    load and latency, when the run has them.
+    ``partial`` is the reason a run ended early, ``load`` contains Locust's rows of SDK request
+    load and latency, and ``backend`` names the backend under test, when the run has them.
     """
     banner = ""
     if partial is not None:
@@ -311,6 +312,7 @@ def render(
 <p class="muted">{result.duration / 3600:g} simulated hours at time scale
 {result.time_scale:g}, {result.push_requests:,} push requests,
 {result.unattributed_pushes:,} not tied to any trigger. Written {created}.</p>
+{f"<p>Backend under test: <b>{escape(backend)}</b>.</p>" if backend else ""}
 <div class="grid">
 <section class="gates"><h2>Gates</h2>{_gates(result)}</section>
 <section><h2>Waterfall</h2>{_waterfalls(result)}</section>

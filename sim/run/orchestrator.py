@@ -359,7 +359,13 @@ class Rehearsal:
         self.say(f"copied {count} ledger rows of this run from {ledger}")
 
     def finish(self) -> int:
-        marker = {"partial": self.partial_reason is not None, "reason": self.partial_reason}
+        marker = {
+            "partial": self.partial_reason is not None,
+            "reason": self.partial_reason,
+            # What the report names as the backend under test: "reference", or --target's URL.
+            "backend": self.options.target or "reference",
+            "naive": list(self.options.backend_naive),
+        }
         (self.run_dir / "run-status.json").write_text(json.dumps(marker, indent=2))
         if not (self.run_dir / "epoch.json").exists():
             print(

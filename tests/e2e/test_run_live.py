@@ -156,6 +156,8 @@ def test_no_pruning_after_410_detected(tmp_path):
     )
     assert naive.returncode == 1, naive.stdout[-3000:] + naive.stderr[-3000:]
     assert "FAIL  sends_after_unregistered == 0" in naive.stdout
+    summary = json.loads((tmp_path / "naive" / "report" / "summary.json").read_text())
+    assert summary["backend"] == {"backend": "reference", "naive": ["no_pruning_after_410"]}
 
 
 def test_single_device_per_person_detected(tmp_path):

@@ -19,7 +19,7 @@ SUMMARY_KEYS = {
     "summary_version", "scenario", "clock", "gates_passed", "gates", "metrics", "journeys",
     "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
     "push_requests", "unattributed_pushes", "partial", "partial_reason", "backend_load",
-    "sdk_errors",
+    "sdk_errors", "backend",
 }  # fmt: skip
 
 
@@ -279,6 +279,34 @@ def test_compare_missing_value_is_not_comparable(tmp_path, good_run):
     assert delivery.split()[2:] == ["n/a", "not", "comparable"]
     assert comparison.worse_figures == 0
     assert comparison.text.endswith("nothing worse in B")
+
+
+def test_naive_switches_named_in_report(tmp_path, good_run):
+    naive = tmp_path / "naive"
+    shutil.copytree(good_run, naive)
+    status = {"partial": False, "reason": None, "backend": "reference", "naive": ["no_exit_check"]}
+    (naive / "run-status.json").write_text(json.dumps(status))
+
+    html = build_report(naive).read_text(encoding="utf-8")
+    summary = json.loads((naive / "report" / "summary.json").read_text())
+    text = compare_runs(good_run, naive).text
+
+    assert summary["backend"] == {"backend": "reference", "naive": ["no_exit_check"]}
+    assert "the reference backend with naive switch no_exit_check" in html
+    # good_run has no run-status.json, so its backend is unrecorded.
+    assert ("note: the backends under test differ: A ran an unrecorded backend, B ran the "
+            "reference backend with naive switch no_exit_check") in text  # fmt: skip
+
+
+def test_own_backend_named_in_report(tmp_path, good_run):
+    own = tmp_path / "own"
+    shutil.copytree(good_run, own)
+    status = {"partial": False, "reason": None, "backend": "http://127.0.0.1:9000", "naive": []}
+    (own / "run-status.json").write_text(json.dumps(status))
+
+    html = build_report(own).read_text(encoding="utf-8")
+
+    assert "Backend under test: <b>your backend at http://127.0.0.1:9000</b>" in html
 
 
 def test_compare_notes_partial_run(tmp_path, good_run):
