@@ -107,6 +107,8 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     if failed:
         print(f"{len(failed)} of {len(result.gates)} gate(s) failed", file=sys.stderr)
         return EXIT_GATES_FAILED
+    if result.gates:
+        print(f"all {len(result.gates)} gate(s) passed")
     return 0
 
 

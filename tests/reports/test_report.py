@@ -348,6 +348,16 @@ def test_report_command_exit_codes(tmp_path, good_run, capsys):
     output = capsys.readouterr()
     assert "FAIL  delivery_rate >= 1.5  (value 1, threshold 1.5)" in output.out
     assert "pass  wrong_person_pushes == 0" in output.out
+    assert "1 of 2 gate(s) failed" in output.err
+
+    passing = tmp_path / "passing"
+    shutil.copytree(failing, passing)
+    scenario = passing / "scenario.yaml"
+    scenario.write_text(
+        scenario.read_text().replace("delivery_rate >= 1.5", "delivery_rate >= 0.5")
+    )
+    assert main(["report", str(passing)]) == 0
+    assert capsys.readouterr().out.endswith("all 2 gate(s) passed\n")
 
 
 def test_report_warns_when_no_push_arrived(tmp_path, good_run, capsys):
