@@ -120,7 +120,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
             label = {True: "pass", False: "FAIL", None: "-"}
             lines.append(f"  {gate:<{width + 10}}{label[before]:>6}{label[after]:>6}  {flag}")
 
-    lines += ["", "outcomes (share of eligible triggers; a failure outcome that grew is WORSE)"]
+    lines += [
+        "",
+        "outcomes (share of eligible triggers and count; a failure outcome that grew is WORSE)",
+    ]
     outcome_lines, outcome_regressions = _outcome_lines(a["journeys"], b["journeys"])
     lines += outcome_lines
     regressions += outcome_regressions
@@ -136,7 +139,7 @@ def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list
     Only failure outcomes are flagged. The delivered ones move between each other (a push shown
     in A may be opened in B) and add up to ``delivery_rate``, which is flagged above.
     """
-    rows: list[tuple[str, float, float, str]] = []
+    rows: list[tuple[str, str, str, str]] = []
     notes: list[str] = []
     by_name_b = {journey["name"]: journey for journey in journeys_b}
     names_a = {journey["name"] for journey in journeys_a}
@@ -150,14 +153,18 @@ def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list
             share_b = _outcome_share(other, outcome)
             if share_a or share_b:
                 flag = "WORSE" if outcome in FAILURES and share_b > share_a else ""
-                rows.append((f"{journey['name']}.{outcome}", share_a, share_b, flag))
+                # The count beside the share shows a change that one decimal hides, 1 to 2 of
+                # 1,500 triggers say.
+                cells = [
+                    f"{share:.1%} ({run['outcomes'].get(outcome, 0):,})"
+                    for share, run in ((share_a, journey), (share_b, other))
+                ]
+                rows.append((f"{journey['name']}.{outcome}", *cells, flag))
     notes += [f"  {journey['name']}: only in B" for journey in journeys_b
               if journey["name"] not in names_a]  # fmt: skip
 
     width = max((len(label) for label, *_ in rows), default=0) + 2
-    lines = [
-        f"  {label:<{width}}{a:>12.1%}{b:>14.1%}  {flag}".rstrip() for label, a, b, flag in rows
-    ]
+    lines = [f"  {label:<{width}}{a:>16}{b:>16}  {flag}".rstrip() for label, a, b, flag in rows]
     return lines + notes, sum(1 for *_, flag in rows if flag)
 
 
