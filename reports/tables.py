@@ -85,6 +85,8 @@ def write_tables(result: OracleResult, directory: Path) -> list[Path]:
     ))  # fmt: skip
     conduct = dataclasses.asdict(result.conduct)
     conduct.pop("examples")
-    conduct["connections"] = " ".join(f"{k}={v}" for k, v in conduct["connections"].items())
+    # One number per row, so the value column loads as numbers: connections.apns, ...
+    connections = conduct.pop("connections")
+    conduct.update({f"connections.{service}": count for service, count in connections.items()})
     written.append(_write(directory / "conduct.csv", ("figure", "value"), conduct.items()))
     return written

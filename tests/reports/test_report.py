@@ -153,6 +153,17 @@ def test_backend_load_absent_without_locust(good_run):
     assert "No Locust statistics" in html.read_text()
 
 
+def test_conduct_csv_one_number_per_row(good_run):
+    build_report(good_run)
+    with (good_run / "report" / "conduct.csv").open(newline="") as handle:
+        rows = {row["figure"]: row["value"] for row in csv.DictReader(handle)}
+    summary = json.loads((good_run / "report" / "summary.json").read_text())
+    for service, count in summary["backend_conduct"]["connections"].items():
+        assert int(rows[f"connections.{service}"]) == count
+    assert "connections" not in rows
+    assert int(rows["retries"]) == summary["backend_conduct"]["retries"]
+
+
 def test_trigger_csv_one_row_per_trigger(good_run):
     html = build_report(good_run)
     summary = json.loads((html.parent / "summary.json").read_text())
