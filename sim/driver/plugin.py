@@ -48,6 +48,9 @@ class DriverState:
         self.counters: dict[str, dict[str, int]] = {}
         self.run: LiveRun | None = None
         self.plan: RunPlan | None = None
+        # A worker's plan from the master, kept until the master's options have arrived.
+        self.pending_plan: RunPlan | None = None
+        self.options_from_master = False
         self.assigned: dict[str, int] = {}
         self.done: set[str] = set()
         self.scenario = None
@@ -164,9 +167,17 @@ def _gateways(environment) -> ControlClient | None:
 
 @events.init.add_listener
 def on_init(environment, **kwargs) -> None:
+    worker = isinstance(environment.runner, WorkerRunner)
+    if worker:
+        environment.runner.register_message(PLAN_MESSAGE, _on_plan)
     try:
         state.scenario = _load(environment)
     except (ScenarioError, FileNotFoundError) as error:
+        if worker:
+            # A worker runs with the master's options, which arrive when the test starts.
+            log.info("pushsim: this worker's own options do not load (%s); it waits for the "
+                     "master's", error)  # fmt: skip
+            return
         log.error("pushsim cannot start: %s", error)
         state.failure = str(error)
         if environment.runner is not None:
@@ -176,8 +187,6 @@ def on_init(environment, **kwargs) -> None:
         install_web_ui(environment, state)
     if isinstance(environment.runner, MasterRunner):
         environment.runner.register_message(DONE_MESSAGE, _on_worker_done)
-    if isinstance(environment.runner, WorkerRunner):
-        environment.runner.register_message(PLAN_MESSAGE, _on_plan)
 
 
 def _announce_epoch(environment, shard_count: int) -> Epoch:
@@ -211,12 +220,12 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
 
 @events.test_start.add_listener
 def on_test_start(environment, **kwargs) -> None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        _take_master_options(environment)
+        return
     if state.failure or state.scenario is None:
         return
-    runner = environment.runner
-
-    if isinstance(runner, WorkerRunner):
-        return  # the master's plan message starts this worker's shard
 
     if isinstance(runner, MasterRunner):
         clients = sorted(runner.clients.keys())
@@ -252,6 +261,26 @@ def _fail(environment, message: str) -> None:
         gevent.spawn_later(0.1, environment.runner.quit)
 
 
+def _take_master_options(environment) -> None:
+    """Load the scenario from the master's options, then start a plan that came before them.
+
+    Locust copies the master's own command-line options into a worker's options with its
+    spawn message, which arrives after the master's plan message and just before the worker's
+    test_start. So a worker started with only ``--worker`` runs the master's scenario, seed,
+    overrides, gateways config and run directory.
+    """
+    try:
+        state.scenario = _load(environment)
+    except (ScenarioError, FileNotFoundError) as error:
+        state.failure = f"the worker cannot load the master's scenario: {error}"
+        log.error("pushsim: %s", state.failure)
+        environment.runner.send_message(DONE_MESSAGE, {"failure": state.failure})
+        return
+    state.options_from_master = True
+    if state.pending_plan is not None and state.plan is None:
+        _start_shard(environment, state.pending_plan)
+
+
 def _on_plan(environment, msg, **kwargs) -> None:
     plan = RunPlan.from_message(msg.data)
     if state.plan is not None and state.plan.shard_index != plan.shard_index:
@@ -263,8 +292,10 @@ def _on_plan(environment, msg, **kwargs) -> None:
         log.error("pushsim: %s", state.failure)
         environment.runner.send_message(DONE_MESSAGE, {"failure": state.failure})
         return
-    if state.plan is None:
+    if state.plan is None and state.options_from_master:
         _start_shard(environment, plan)
+    elif state.plan is None:
+        state.pending_plan = plan
 
 
 def _start_shard(environment, plan: RunPlan) -> None:

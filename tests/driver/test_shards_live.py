@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 
 import pytest
 
 from sim.model.plan import run_plan
 from sim.scenario import load_scenario
-from tests.driver.locust_harness import run_locust, truth_records
+from tests.driver.locust_harness import LOCUSTFILE, run_locust, truth_records
 
 OVERRIDES = (
     "clock.duration=3h",
@@ -58,3 +61,44 @@ def test_two_processes_match_one(stalling_backend, tmp_path):
 def truth_records_file(path) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_worker_takes_master_options(stalling_backend, tmp_path):
+    single = run_locust(tmp_path / "one", stalling_backend, overrides=OVERRIDES, users=20)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    # The worker gets no pushsim option and runs from another directory, so its own defaults
+    # (cart_recovery, runs/locust-<time>) would show if it ignored the master's.
+    port = str(free_port())
+    worker_dir = tmp_path / "worker-cwd"
+    worker_dir.mkdir()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+         "--master-host", "127.0.0.1", "--master-port", port],
+        cwd=worker_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        master = run_locust(
+            tmp_path / "master", stalling_backend, overrides=OVERRIDES, users=20,
+            extra=("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+                   "--expect-workers", "1"),
+        )  # fmt: skip
+        worker_errors = worker.communicate(timeout=60)[1]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+    assert master.returncode == 0, master.stderr[-3000:]
+    assert worker.returncode == 0, worker_errors[-3000:]
+    assert not (worker_dir / "runs").exists()
+    assert len(list((tmp_path / "master").glob("truth-*.jsonl"))) == 1
+    one = scheduled_calls(truth_records(tmp_path / "one"))
+    assert scheduled_calls(truth_records(tmp_path / "master")) == one
