@@ -20,7 +20,13 @@ from pathlib import Path
 from sim.driver.control import ControlClient
 from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
-from sim.run.components import Component, ComponentError, ComponentGroup, answers_ok
+from sim.run.components import (
+    STOP_GRACE,
+    Component,
+    ComponentError,
+    ComponentGroup,
+    answers_ok,
+)
 from sim.run.instructions import target_instructions
 from sim.run.preflight import read_running_gateways, same_seed_as_last_run
 from sim.run.progress import ConversionCounter, accepted_pushes, progress_line
@@ -326,9 +332,35 @@ class Rehearsal:
             self.partial_reason = f"the run failed: {error}"
             print(f"pushsim: the run failed: {error}", file=sys.stderr)
         finally:
-            self.group.stop_all()
+            self.stop_components()
             signal.signal(signal.SIGTERM, previous)
         return self.finish()
+
+    def stop_components(self) -> None:
+        """Stop every component, and let a repeated Ctrl-C or SIGTERM not cut that short.
+
+        An interrupt raised inside the stop would leave the components running and no
+        run-status.json, so the run would later read as complete.
+        """
+        told = False
+
+        def patience(signum, frame) -> None:
+            nonlocal told
+            if not told:
+                told = True
+                print(
+                    f"pushsim: still stopping the components (up to {STOP_GRACE:g} s each); "
+                    "the partial report follows",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        previous = {sig: signal.signal(sig, patience) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.group.stop_all()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def shared_gateways_healthy(self) -> bool:
         """Check the health of gateways of --gateways-config; True for the run's own gateways.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -89,6 +90,9 @@ def test_interrupt_gives_partial_report(tmp_path):
             for name in ("gateways.json", "backend.json")
         ]
         interrupt(process)
+        # An impatient second Ctrl-C while the components stop must not cut the stop short.
+        time.sleep(0.3)
+        interrupt(process)
         output, _ = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
@@ -96,6 +100,9 @@ def test_interrupt_gives_partial_report(tmp_path):
 
     assert process.returncode == 3, output[-3000:]
     assert "interrupted" in output
+    assert "still stopping the components" in output
+    assert "Traceback" not in output
+    assert json.loads((run_dir / "run-status.json").read_text())["partial"] is True
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     assert summary["partial"] is True
     assert "PARTIAL RUN" in (run_dir / "report" / "report.html").read_text()
