@@ -178,15 +178,27 @@ def on_init(environment, **kwargs) -> None:
             log.info("pushsim: this worker's own options do not load (%s); it waits for the "
                      "master's", error)  # fmt: skip
             return
-        log.error("pushsim cannot start: %s", error)
-        state.failure = str(error)
-        if environment.runner is not None:
-            environment.runner.quit()
+        _refuse_start(environment, str(error))
         return
+    if not worker:
+        try:
+            _gateways(environment)
+        except ValueError as error:
+            _refuse_start(environment, str(error))
+            return
     if environment.web_ui is not None:
         install_web_ui(environment, state)
     if isinstance(environment.runner, MasterRunner):
         environment.runner.register_message(DONE_MESSAGE, _on_worker_done)
+
+
+def _refuse_start(environment, message: str) -> None:
+    """Record why pushsim cannot start, and quit Locust before any user runs."""
+    log.error("pushsim cannot start: %s", message)
+    state.failure = message
+    environment.process_exit_code = 1
+    if environment.runner is not None:
+        environment.runner.quit()
 
 
 def _announce_epoch(environment, shard_count: int) -> Epoch:

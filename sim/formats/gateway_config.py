@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 CONFIG_VERSION = 1
@@ -81,13 +81,44 @@ class GatewayConfig:
             ) from None
         except json.JSONDecodeError as error:
             raise ValueError(f"gateways config {path} is not valid JSON: {error}") from None
-        if data.get("version", CONFIG_VERSION) > CONFIG_VERSION:
-            raise ValueError(f"gateways config {path} is newer than this pushsim: upgrade it")
-        try:
-            return cls(
-                **{k: v for k, v in data.items() if k not in ("apns", "fcm")},
-                apns=ApnsEndpoint(**data.get("apns", {})),
-                fcm=FcmEndpoint(**data.get("fcm", {})),
+        hint = f"give the file that `pushsim gateways --config-out {path}` wrote"
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"invalid gateways config {path}: a JSON {type(data).__name__}, not an "
+                f"object; {hint}"
             )
-        except TypeError as error:
-            raise ValueError(f"gateways config {path} has an unknown key: {error}") from None
+        version = data.get("version", CONFIG_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(
+                f"gateways config {path} has an invalid version {version!r}: it must be an "
+                f"integer such as {CONFIG_VERSION}; {hint}"
+            )
+        if version > CONFIG_VERSION:
+            raise ValueError(f"gateways config {path} is newer than this pushsim: upgrade it")
+
+        sections = {"apns": ApnsEndpoint, "fcm": FcmEndpoint}
+        problems = _unknown_keys(data, cls, sections)
+        for name, section in sections.items():
+            if not isinstance(data.get(name, {}), dict):
+                problems.append(f"{name!r} must be an object")
+            else:
+                problems += _unknown_keys(data.get(name, {}), section, {}, prefix=f"{name}.")
+        if problems:
+            if "url" in data and "control_url" not in data:
+                hint += ", not a backend's ready file"
+            raise ValueError(f"gateways config {path}: {'; '.join(problems)}; {hint}")
+        return cls(
+            **{k: v for k, v in data.items() if k not in sections},
+            apns=ApnsEndpoint(**data.get("apns", {})),
+            fcm=FcmEndpoint(**data.get("fcm", {})),
+        )
+
+
+def _unknown_keys(data: dict, kind: type, nested: dict, prefix: str = "") -> list[str]:
+    """Return a problem for each key of ``data`` that ``kind`` has no field for."""
+    known = {item.name for item in fields(kind)} | set(nested)
+    unknown = sorted(key for key in data if key not in known)
+    if not unknown:
+        return []
+    names = ", ".join(repr(f"{prefix}{key}") for key in unknown)
+    return [f"unknown key {names}"]

@@ -102,3 +102,24 @@ def test_worker_takes_master_options(stalling_backend, tmp_path):
     assert len(list((tmp_path / "master").glob("truth-*.jsonl"))) == 1
     one = scheduled_calls(truth_records(tmp_path / "one"))
     assert scheduled_calls(truth_records(tmp_path / "master")) == one
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (("--scenario", "no_such_scenario"), "no_such_scenario"),
+        (("--gateways-config", "CONFIG"), "a JSON list, not an object"),
+    ],
+)
+def test_bad_pushsim_option_stops_locust(stalling_backend, tmp_path, option, expected):
+    config = tmp_path / "gateways.json"
+    config.write_text("[1, 2]")
+    option = tuple(str(config) if value == "CONFIG" else value for value in option)
+
+    # run_locust passes --scenario minimal first; a later --scenario replaces it.
+    result = run_locust(tmp_path / "run", stalling_backend, users=2, extra=option, timeout=60)
+
+    assert result.returncode == 1
+    assert "pushsim cannot start: " in result.stderr
+    assert expected in result.stderr
+    assert not list((tmp_path / "run").glob("truth-*.jsonl"))

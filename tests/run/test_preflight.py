@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from sim.formats.gateway_config import GatewayConfig
 from sim.formats.tokens import derive_run_key, run_key_id
 from sim.run.preflight import read_running_gateways, same_seed_as_last_run, target_unreachable
@@ -64,6 +66,28 @@ def test_run_missing_gateways_config_exits_2(tmp_path):
     assert result.returncode == 2
     assert f"--gateways-config {missing} not found" in result.stderr
     assert f"pushsim gateways --config-out {missing}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("[1, 2]", "a JSON list, not an object"),
+        ('{"version": "2"}', "invalid version '2': it must be an integer"),
+        ('{"url": "http://127.0.0.1:1", "control_token": "t"}', "unknown key 'url'"),
+        ('{"apns": {"hots": "127.0.0.1"}}', "unknown key 'apns.hots'"),
+        ('{"fcm": []}', "'fcm' must be an object"),
+    ],
+)
+def test_run_malformed_gateways_config_exits_2(tmp_path, content, expected):
+    config = tmp_path / "gateways.json"
+    config.write_text(content)
+
+    result = pushsim("run", "minimal", "--gateways-config", str(config))
+
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert f"give the file that `pushsim gateways --config-out {config}` wrote" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_run_stopped_gateways_exits_2(tmp_path):
