@@ -87,7 +87,10 @@ async def post_epoch(request: web.Request) -> web.Response:
         return _error(400, str(error))
 
     await install_clock(services, clock)
-    return web.json_response(_clock_json(clock))
+    # The journeys this backend runs, so that a driver can tell when they are not the ones of
+    # the scenario it simulates.
+    journeys = [journey.name for journey in services.config.journeys]
+    return web.json_response({**_clock_json(clock), "journeys": journeys})
 
 
 async def install_clock(services: Services, clock: RunClock) -> None:

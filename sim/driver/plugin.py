@@ -226,8 +226,28 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
     backend_url = getattr(options, "backend_control", "") or ""
     if backend_url:
         token = getattr(options, "backend_control_token", "") or ""
-        ControlClient(backend_url, token).request("POST", "/control/epoch", body["epoch"])
+        # backend.json's control_url names the route itself; the option takes the base URL.
+        backend_url = backend_url.rstrip("/").removesuffix("/control/epoch")
+        answer = ControlClient(backend_url, token).request("POST", "/control/epoch", body["epoch"])
+        _check_backend_journeys(answer)
     return epoch
+
+
+def _check_backend_journeys(answer: object) -> None:
+    """Warn when the reference backend runs other journeys than the scenario describes."""
+    if not isinstance(answer, dict) or "journeys" not in answer:
+        return  # a backend that does not report its journeys
+    running = sorted(answer["journeys"])
+    expected = sorted(journey.name for journey in state.scenario.journeys)
+    if running != expected:
+        log.warning(
+            "pushsim: the backend runs the journeys %s, but the scenario %s has %s, so the report "
+            "will judge pushes the backend was never asked to send; start pushsim backend with "
+            "--scenario and the same scenario file",
+            ", ".join(running) or "(none)",
+            state.scenario.name,
+            ", ".join(expected) or "(none)",
+        )
 
 
 @events.test_start.add_listener

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -123,3 +125,45 @@ def test_bad_pushsim_option_stops_locust(stalling_backend, tmp_path, option, exp
     assert "pushsim cannot start: " in result.stderr
     assert expected in result.stderr
     assert not list((tmp_path / "run").glob("truth-*.jsonl"))
+
+
+@pytest.fixture
+def reference_backend(tmp_path):
+    """The reference backend with its default journeys, started as `pushsim backend` is."""
+    ready = tmp_path / "backend.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sim.cli", "backend", "--db", str(tmp_path / "backend.db"),
+         "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(300):
+            if ready.exists() and ready.read_text().strip():
+                break
+            assert process.poll() is None, "pushsim backend exited while starting"
+            time.sleep(0.1)
+        yield json.loads(ready.read_text())
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_backend_with_other_journeys_warns(reference_backend, tmp_path):
+    # backend.json's control_url, route included, works as --backend-control too.
+    result = run_locust(
+        tmp_path / "run", reference_backend["url"], scenario="launch_broadcast",
+        overrides=("clock.duration=1h", "clock.time_scale=3600", "population.installs=20"),
+        users=4,
+        extra=("--backend-control", reference_backend["control_url"],
+               "--backend-control-token", reference_backend["control_token"]),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        "the backend runs the journeys cart_recovery, but the scenario launch_broadcast has "
+        "launch, launch_reminder"
+    ) in result.stderr
