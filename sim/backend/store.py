@@ -187,22 +187,11 @@ class Store:
         future = loop.create_future()
         self._outbox_ops.append(op)
         self._outbox_futures.append(future)
-        if not self._flush_scheduled and self._may_send():
+        if not self._flush_scheduled:
             # Every write made in this iteration of the loop goes out in one frame.
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await future
-
-    def _may_send(self) -> bool:
-        """Tell whether the outbox should go to the writer now rather than wait.
-
-        While a batch is in flight, new writes wait for its outcome and then go out in one
-        frame, because the writer cannot start them earlier. One pipe write per batch, instead
-        of one per loop iteration, cut the backend's CPU by 10 to 16 µs a request in three
-        alternating runs of tests/bench/bench_backend.py. A lingering writer reads frames while
-        it waits, so with a linger the outbox goes out at once.
-        """
-        return not self._sent or self.linger_seconds > 0 or len(self._outbox_ops) >= self.batch_max
 
     async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``query`` inside one read transaction, so it sees a single consistent snapshot."""
@@ -367,9 +356,6 @@ class Store:
                     future.set_result(result)
             if self._on_batch is not None:
                 self._on_batch(len(results))
-        if not sent and self._outbox_ops and not self._flush_scheduled:
-            # The writer is idle now, so the writes that waited for this outcome go out.
-            self._flush()
 
     def _writer_gone(self) -> None:
         """Fail every write in flight, and every later one, after the writer process exited."""

@@ -273,41 +273,6 @@ def test_writer_death_fails_writes(tmp_path):
     assert later is in_flight
 
 
-def test_writes_wait_for_batch_in_flight(tmp_path):
-    async def scenario():
-        store = Store(tmp_path / "s.db")
-        store.open()
-        frames: list[bytes] = []
-        send = store._send
-
-        def counting_send(data: bytes) -> None:
-            frames.append(data)
-            send(data)
-
-        store._send = counting_send
-        try:
-            slow = asyncio.ensure_future(
-                store.write(functools.partial(insert_slowly, key="slow", seconds=0.3))
-            )
-            await asyncio.sleep(0.1)
-            # Ten writes over ten loop iterations while the slow one commits.
-            waiting = []
-            for n in range(10):
-                waiting.append(asyncio.ensure_future(
-                    store.write(functools.partial(insert_meta, key=f"w{n}"))))  # fmt: skip
-                await asyncio.sleep(0)
-            frames_while_busy = len(frames)
-            await asyncio.gather(slow, *waiting)
-            return frames_while_busy, len(frames)
-        finally:
-            await store.close()
-
-    frames_while_busy, frames_in_all = asyncio.run(scenario())
-    # The slow write's frame alone while it is in flight, then one frame for the ten.
-    assert frames_while_busy == 1
-    assert frames_in_all == 2
-
-
 def test_lone_write_ends_the_linger_early(tmp_path):
     # With a 2 s linger, a write that waited out the whole linger would take 2 s. The writer
     # commits once a look at its queue finds nothing new.
