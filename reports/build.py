@@ -82,7 +82,7 @@ def backend_under_test(run_dir: Path) -> dict | None:
     status = _run_status(run_dir)
     if "backend" not in status:
         return None
-    return {"backend": str(status["backend"]), "naive": [str(s) for s in status.get("naive", [])]}
+    return {"backend": str(status["backend"]), "naive": [str(s) for s in status.get("naive") or []]}
 
 
 def describe_backend(backend: dict | None) -> str | None:

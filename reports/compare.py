@@ -153,8 +153,8 @@ def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list
             share_b = _outcome_share(other, outcome)
             if share_a or share_b:
                 flag = "WORSE" if outcome in FAILURES and share_b > share_a else ""
-                # The count beside the share shows a change that one decimal hides, 1 to 2 of
-                # 1,500 triggers say.
+                # The count beside the share shows a change that one decimal hides, such as 1
+                # against 2 of 1,500 triggers.
                 cells = [
                     f"{share:.1%} ({run['outcomes'].get(outcome, 0):,})"
                     for share, run in ((share_a, journey), (share_b, other))
