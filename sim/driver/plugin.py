@@ -55,6 +55,8 @@ class DriverState:
         self.done: set[str] = set()
         self.scenario = None
         self.failure: str | None = None
+        # The Locust environment of this process, for handlers that Locust does not give it to.
+        self.environment = None
 
 
 state = DriverState()
@@ -167,6 +169,7 @@ def _gateways(environment) -> ControlClient | None:
 
 @events.init.add_listener
 def on_init(environment, **kwargs) -> None:
+    state.environment = environment
     worker = isinstance(environment.runner, WorkerRunner)
     if worker:
         environment.runner.register_message(PLAN_MESSAGE, _on_plan)
@@ -384,11 +387,17 @@ def _finish(environment) -> None:
 @events.worker_connect.add_listener
 def on_worker_connect(client_id, **kwargs) -> None:
     if state.assigned and client_id not in state.assigned:
-        state.failure = (
+        # Locust would move lanes onto the late worker, which has no shard, so the run stops
+        # now rather than go on with fewer lanes and fail at its end.
+        message = (
             f"worker {client_id} connected after the shards were assigned; its shoppers would "
             "be missing or duplicated. Start every worker before the test, then restart the run."
         )
-        log.error("pushsim: %s", state.failure)
+        if state.environment is not None:
+            _fail(state.environment, message)
+        else:
+            state.failure = message
+            log.error("pushsim: %s", message)
 
 
 @events.report_to_master.add_listener

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,47 @@ def test_backend_with_other_journeys_warns(reference_backend, tmp_path):
         "the backend runs the journeys cart_recovery, but the scenario launch_broadcast has "
         "launch, launch_reminder"
     ) in result.stderr
+
+
+def start_worker(port: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+         "--master-host", "127.0.0.1", "--master-port", port],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_late_worker_stops_the_run(stalling_backend, tmp_path):
+    port = str(free_port())
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # Twelve simulated hours at 1440: 30 wall seconds if the run went on.
+    overrides = ("clock.duration=12h", "clock.time_scale=1440", "population.installs=100")
+    master_command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "8",
+        "-r", "8", "--host", stalling_backend, "--scenario", "minimal", "--run-dir",
+        str(run_dir), "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+        "--expect-workers", "1", "--only-summary",
+    ]  # fmt: skip
+    for override in overrides:
+        master_command += ["--set", override]
+    master = subprocess.Popen(master_command, stderr=subprocess.PIPE, text=True)
+    workers = [start_worker(port, tmp_path)]
+    try:
+        deadline = time.monotonic() + 60
+        while not list(run_dir.glob("truth-*.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(run_dir.glob("truth-*.jsonl")), "the run did not start"
+        started = time.monotonic()
+        workers.append(start_worker(port, tmp_path))
+        errors = master.communicate(timeout=60)[1]
+        stopped_after = time.monotonic() - started
+    finally:
+        for process in [master, *workers]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    assert master.returncode == 1, errors[-3000:]
+    assert "connected after the shards were assigned" in errors
+    assert stopped_after < 20, f"the run went on for {stopped_after:.0f} s"
