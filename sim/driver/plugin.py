@@ -231,16 +231,18 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
         token = getattr(options, "backend_control_token", "") or ""
         # backend.json's control_url names the route itself; the option takes the base URL.
         backend_url = backend_url.rstrip("/").removesuffix("/control/epoch")
-        answer = ControlClient(backend_url, token).request("POST", "/control/epoch", body["epoch"])
-        _check_backend_journeys(answer)
+        response = ControlClient(backend_url, token).request(
+            "POST", "/control/epoch", body["epoch"]
+        )
+        _check_backend_journeys(response)
     return epoch
 
 
-def _check_backend_journeys(answer: object) -> None:
+def _check_backend_journeys(response: object) -> None:
     """Warn when the reference backend runs other journeys than the scenario describes."""
-    if not isinstance(answer, dict) or "journeys" not in answer:
+    if not isinstance(response, dict) or "journeys" not in response:
         return  # a backend that does not report its journeys
-    running = sorted(answer["journeys"])
+    running = sorted(response["journeys"])
     expected = sorted(journey.name for journey in state.scenario.journeys)
     if running != expected:
         log.warning(
@@ -389,15 +391,12 @@ def on_worker_connect(client_id, **kwargs) -> None:
     if state.assigned and client_id not in state.assigned:
         # Locust would move lanes onto the late worker, which has no shard, so the run stops
         # now rather than go on with fewer lanes and fail at its end.
-        message = (
+        # on_init stored the master's environment before any worker could connect.
+        _fail(
+            state.environment,
             f"worker {client_id} connected after the shards were assigned; its shoppers would "
-            "be missing or duplicated. Start every worker before the test, then restart the run."
+            "be missing or duplicated. Start every worker before the test, then restart the run.",
         )
-        if state.environment is not None:
-            _fail(state.environment, message)
-        else:
-            state.failure = message
-            log.error("pushsim: %s", message)
 
 
 @events.report_to_master.add_listener

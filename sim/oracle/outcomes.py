@@ -38,7 +38,7 @@ def late_tolerance(journey: Journey, send_window: float = 0.0) -> float:
     """Return the simulated seconds a push may arrive after its due time and its window.
 
     ``send_window`` is a broadcast's send window in simulated seconds. Broadcast and inactivity
-    journeys never wait their ``delay``, so its default of 30 minutes does not widen theirs. An
+    journeys do not wait their ``delay``, so its default of 30 minutes does not widen theirs. An
     inactivity trigger's own window is already a tenth of its inactivity period.
     """
     if journey.kind == "broadcast":

@@ -342,12 +342,12 @@ class Rehearsal:
         An interrupt raised inside the stop would leave the components running and no
         run-status.json, so the run would later read as complete.
         """
-        told = False
+        notice_printed = False
 
         def patience(signum, frame) -> None:
-            nonlocal told
-            if not told:
-                told = True
+            nonlocal notice_printed
+            if not notice_printed:
+                notice_printed = True
                 print(
                     f"pushsim: still stopping the components (up to {STOP_GRACE:g} s each); "
                     "the partial report follows",

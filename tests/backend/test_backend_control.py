@@ -43,7 +43,7 @@ def test_post_epoch_stored_and_returned(backend):
 
     assert posted.status_code == 200
     assert current.json() == body
-    # The answer names the journeys the backend runs, which a driver compares with its own.
+    # The response names the journeys the backend runs, which a driver compares with its own.
     assert posted.json() == dict(body, journeys=[j.name for j in backend.config.journeys])
     [row] = backend.query("SELECT * FROM epochs")
     assert row["time_scale"] == 60.0

@@ -103,8 +103,8 @@ def test_worker_takes_master_options(stalling_backend, tmp_path):
     assert worker.returncode == 0, worker_errors[-3000:]
     assert not (worker_dir / "runs").exists()
     assert len(list((tmp_path / "master").glob("truth-*.jsonl"))) == 1
-    one = scheduled_calls(truth_records(tmp_path / "one"))
-    assert scheduled_calls(truth_records(tmp_path / "master")) == one
+    single_calls = scheduled_calls(truth_records(tmp_path / "one"))
+    assert scheduled_calls(truth_records(tmp_path / "master")) == single_calls
 
 
 @pytest.mark.parametrize(
