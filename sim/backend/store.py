@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from sim.backend.checkpoints import RESTART_FRAMES
 from sim.backend.store_schema import SCHEMA, SCHEMA_VERSION, connect, create_schema
 from sim.backend.store_writer import (
     READ_SIZE,
@@ -88,8 +89,10 @@ class Store:
         quiet_seconds: float = QUIET_SECONDS,
         on_batch: Callable[[int], None] | None = None,
         readers: int = 2,
+        wal_restart_frames: int = RESTART_FRAMES,
     ) -> None:
         self.path = Path(path)
+        self.wal_restart_frames = wal_restart_frames
         self.batch_max = batch_max
         self.linger_seconds = linger_seconds
         self.quiet_seconds = quiet_seconds
@@ -141,6 +144,7 @@ class Store:
             batch_max=self.batch_max,
             linger_seconds=self.linger_seconds,
             quiet_seconds=self.quiet_seconds,
+            wal_restart_frames=self.wal_restart_frames,
         )
         # A command line rather than multiprocessing: a spawned child imports the parent's main
         # module again, and the backend may be started from any script, guarded or not.

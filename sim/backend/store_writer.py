@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.backend.checkpoints import Checkpointer
+from sim.backend.checkpoints import RESTART_FRAMES, Checkpointer, finish_for_restart
 from sim.backend.store_batches import commit_batch
 from sim.backend.store_schema import connect
 
@@ -49,12 +49,16 @@ READ_SIZE = 1 << 20
 
 @dataclass(frozen=True)
 class WriterOptions:
-    """Settings of a writer process: the database, the batch size and the linger (seconds)."""
+    """Settings of a writer process: the database, the batch size and the linger (seconds).
+
+    ``wal_restart_frames`` is the WAL size, in frames, at which the writer starts the WAL over.
+    """
 
     path: str
     batch_max: int
     linger_seconds: float
     quiet_seconds: float
+    wal_restart_frames: int = RESTART_FRAMES
 
 
 class StoreWriteError(RuntimeError):
@@ -239,7 +243,7 @@ def serve(options: WriterOptions, ops_fd: int, results_fd: int) -> None:
     # Track API mix of tests/bench/bench_backend.py the identities and events indexes outgrow
     # 2 MiB within seconds, and py-spy then put 20% of the writer's samples in pread64.
     connection.execute("PRAGMA cache_size = -65536")
-    checkpointer = Checkpointer(path, connect)
+    checkpointer = Checkpointer(path, connect, restart_frames=options.wal_restart_frames)
     checkpointer.start()
 
     ops = _OpsPipe(ops_fd)
@@ -255,6 +259,9 @@ def serve(options: WriterOptions, ops_fd: int, results_fd: int) -> None:
             outcome = commit_batch(connection, batch)
             payload = encode_outcome(outcome.results, outcome.errors)
             _write_all(results_fd, frame(payload, len(batch)))
+            if checkpointer.restart_requested.is_set():
+                checkpointer.restart_requested.clear()
+                finish_for_restart(connection)
     except BrokenPipeError:
         # The backend died. Every batch written so far is committed, and no caller is left to
         # read the rest of the outcomes.

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -429,3 +430,52 @@ def test_checkpoints_run_off_writer(tmp_path):
 
     size = asyncio.run(scenario())
     assert size > 50 * 2000
+
+
+def _wal_restarts(wal: Path) -> int:
+    """The checkpoint sequence number in a WAL header, which grows each time the WAL restarts."""
+    with wal.open("rb") as file:
+        header = file.read(16)
+    return int.from_bytes(header[12:16], "big") if len(header) == 16 else 0
+
+
+def test_busy_writer_starts_the_wal_over(tmp_path):
+    """Under steady concurrent writes the writer keeps starting the WAL over.
+
+    A passive checkpoint alone copies frames but never lets the writer start the WAL over while
+    commits keep coming, so the file would grow by every frame written.
+    """
+
+    async def scenario():
+        store = Store(tmp_path / "s.db", wal_restart_frames=64)
+        store.open()
+        wal = tmp_path / "s.db-wal"
+        restarts = largest = 0
+        try:
+            # The first write waits for the writer process to start.
+            await store.write(functools.partial(insert_meta, key="first"))
+            deadline = time.monotonic() + 1.0
+
+            async def write_rows(writer: int) -> None:
+                for n in range(20_000):
+                    if time.monotonic() > deadline:
+                        return
+                    await store.write(functools.partial(insert_meta, key=f"w{writer}-{n}"))
+
+            async def watch_wal() -> None:
+                nonlocal restarts, largest
+                while True:
+                    restarts = max(restarts, _wal_restarts(wal))
+                    largest = max(largest, wal.stat().st_size)
+                    await asyncio.sleep(0.01)
+
+            watcher = asyncio.create_task(watch_wal())
+            await asyncio.gather(*(write_rows(writer) for writer in range(4)))
+            watcher.cancel()
+            return restarts, largest
+        finally:
+            await store.close()
+
+    restarts, largest = asyncio.run(scenario())
+    # Checkpoints run every 0.1 s, so a second of writes gives several chances to start over.
+    assert restarts >= 3, (restarts, largest)
