@@ -1,4 +1,9 @@
-"""Put two runs' summaries side by side and flag the figures that got worse."""
+"""Put two runs' summaries side by side and flag the figures that got worse.
+
+A figure is WORSE when it moved the wrong way by more than chance explains (``reports.noise``).
+A smaller move the wrong way is shown as "worse, within noise" and not counted. Percentiles and
+the lowest reachable share have no noise estimate here, so any move the wrong way is WORSE.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reports.build import REPORT_DIR, build_report, describe_backend
-from sim.oracle.outcomes import FAILURES
+from reports.noise import SIGNIFICANT_Z, count_z, share_z
+from sim.gates import GATE_METRICS
+from sim.oracle.outcomes import DELIVERED, FAILURES, LEGITIMATE
 
 # Gate metrics where a higher value is better; every other metric is better lower.
 HIGHER_IS_BETTER = frozenset(
@@ -35,9 +42,56 @@ def worse(metric: str, before: float | None, after: float | None) -> bool:
     return after < before if metric in HIGHER_IS_BETTER else after > before
 
 
-def _flag(metric: str, before: float | None, after: float | None) -> str:
+WITHIN_NOISE = "worse, within noise"
+
+# Outcomes counted in the part of each share metric whose whole is the triggers that expected
+# a push, as sim.oracle.gating computes them.
+_TRIGGER_SHARES = {
+    "delivery_rate": DELIVERED,
+    "conversion_rate": ("converted",),
+    "failure_rate": FAILURES,
+}
+
+
+def _share_counts(summary: dict, metric: str) -> tuple[int, int] | None:
+    """Return the (part, whole) counts behind a share metric, or None for other metrics."""
+    if metric in _TRIGGER_SHARES:
+        judged = [journey for journey in summary["journeys"] if journey.get("judged", True)]
+        part = whole = 0
+        for journey in judged:
+            outcomes = journey["outcomes"]
+            part += sum(outcomes.get(outcome, 0) for outcome in _TRIGGER_SHARES[metric])
+            whole += journey["eligible"] - sum(outcomes.get(o, 0) for o in LEGITIMATE)
+        return part, whole
+    if metric == "sdk_error_rate" and "sdk_errors" in summary:
+        errors = summary["sdk_errors"]
+        return errors["failed"], errors["sent"]
+    if metric == "generator_drops" and "generator" in summary:
+        generator = summary["generator"]
+        offered = sum(
+            count for status, count in generator["calls_by_status"].items() if status != "local"
+        )
+        return generator["dropped"], offered
+    return None
+
+
+def _metric_z(metric: str, a: dict, b: dict) -> float | None:
+    """Return the z statistic of the metric's change from A to B, or None without an estimate."""
+    counts_a, counts_b = _share_counts(a, metric), _share_counts(b, metric)
+    if counts_a is not None and counts_b is not None:
+        return share_z(*counts_a, *counts_b)
+    if GATE_METRICS[metric].unit == "count":
+        return count_z(a["metrics"][metric], b["metrics"][metric])
+    return None
+
+
+def _flag(metric: str, a: dict, b: dict) -> str:
+    before, after = a["metrics"].get(metric), b["metrics"].get(metric)
     if worse(metric, before, after):
-        return "WORSE"
+        z = _metric_z(metric, a, b) if metric in GATE_METRICS else None
+        if z is None or abs(z) >= SIGNIFICANT_Z:
+            return "WORSE"
+        return WITHIN_NOISE
     if (before is None) != (after is None):
         return "not comparable"
     return ""
@@ -99,12 +153,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     lines.append("")
     width = max(len(name) for name in a["metrics"] | b["metrics"]) + 2
     lines.append(f"{'metric':<{width}}{'A':>14}{'B':>14}  ")
-    regressions = 0
+    regressions = within_noise = 0
     failed_gates = []
     for metric in sorted(a["metrics"] | b["metrics"]):
         before, after = a["metrics"].get(metric), b["metrics"].get(metric)
-        flag = _flag(metric, before, after)
+        flag = _flag(metric, a, b)
         regressions += flag == "WORSE"
+        within_noise += flag == WITHIN_NOISE
         lines.append(f"{metric:<{width}}{_format(before):>14}{_format(after):>14}  {flag}")
 
     gates_a = {gate["gate"]: gate["passed"] for gate in a["gates"]}
@@ -122,19 +177,24 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
 
     lines += [
         "",
-        "outcomes (share of eligible triggers and count; a failure outcome that grew is WORSE)",
+        "outcomes (share of eligible triggers and count; a failure outcome that grew beyond "
+        "noise is WORSE)",
     ]
-    outcome_lines, outcome_regressions = _outcome_lines(a["journeys"], b["journeys"])
+    outcome_lines, outcome_flags = _outcome_lines(a["journeys"], b["journeys"])
     lines += outcome_lines
-    regressions += outcome_regressions
-    lines += ["", f"{regressions} figure(s) worse in B" if regressions else "nothing worse in B"]
+    regressions += outcome_flags.count("WORSE")
+    within_noise += outcome_flags.count(WITHIN_NOISE)
+    verdict = f"{regressions} figure(s) worse in B" if regressions else "nothing worse in B"
+    if within_noise:
+        verdict += f" ({within_noise} more worse within noise, not counted)"
+    lines += ["", verdict]
     if failed_gates:
         lines.append(f"gates that pass in A and fail in B: {', '.join(failed_gates)}")
     return Comparison("\n".join(lines), regressions, tuple(failed_gates), same_scenario)
 
 
-def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list[str], int]:
-    """Return each journey's outcome shares in A and B, and how many failure shares grew.
+def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list[str], list[str]]:
+    """Return each journey's outcome shares in A and B, and the flag of each row.
 
     Only failure outcomes are flagged. The delivered ones move between each other (a push shown
     in A may be opened in B) and add up to ``delivery_rate``, which is flagged above.
@@ -152,7 +212,15 @@ def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list
             share_a = _outcome_share(journey, outcome)
             share_b = _outcome_share(other, outcome)
             if share_a or share_b:
-                flag = "WORSE" if outcome in FAILURES and share_b > share_a else ""
+                flag = ""
+                if outcome in FAILURES and share_b > share_a:
+                    z = share_z(
+                        journey["outcomes"].get(outcome, 0),
+                        journey["eligible"],
+                        other["outcomes"].get(outcome, 0),
+                        other["eligible"],
+                    )
+                    flag = "WORSE" if z is None or z >= SIGNIFICANT_Z else WITHIN_NOISE
                 # The count beside the share shows a change that one decimal hides, such as 1
                 # against 2 of 1,500 triggers.
                 cells = [
@@ -165,7 +233,7 @@ def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list
 
     width = max((len(label) for label, *_ in rows), default=0) + 2
     lines = [f"  {label:<{width}}{a:>16}{b:>16}  {flag}".rstrip() for label, a, b, flag in rows]
-    return lines + notes, sum(1 for *_, flag in rows if flag)
+    return lines + notes, [flag for *_, flag in rows]
 
 
 def _outcome_share(journey: dict, outcome: str) -> float:

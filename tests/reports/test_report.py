@@ -472,3 +472,57 @@ def test_report_counts_unattributed_pushes(tmp_path):
     shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
     html = build_report(run_dir).read_text(encoding="utf-8")
     assert "pushes tied to no trigger" in html
+
+
+def _edited_copy(tmp_path, run_dir, name, edit):
+    """Copy ``run_dir``, build its summary and apply ``edit`` to the summary dict."""
+    copy = tmp_path / name
+    shutil.copytree(run_dir, copy)
+    build_report(copy)
+    path = copy / "report" / "summary.json"
+    summary = json.loads(path.read_text())
+    edit(summary)
+    path.write_text(json.dumps(summary))
+    return copy
+
+
+def _line(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
+def test_compare_count_change_within_noise(tmp_path, good_run):
+    def one_more(summary):
+        summary["metrics"]["wrong_person_pushes"] += 1
+
+    def four_more(summary):
+        summary["metrics"]["wrong_person_pushes"] += 4
+
+    assert load_summary(good_run)["metrics"]["wrong_person_pushes"] == 0
+    small = compare_runs(good_run, _edited_copy(tmp_path, good_run, "one", one_more))
+    large = compare_runs(good_run, _edited_copy(tmp_path, good_run, "four", four_more))
+
+    # 0 against 1 is 1 standard error, 0 against 4 is 2.
+    assert _line(small.text, "wrong_person_pushes").endswith("worse, within noise")
+    assert small.worse_figures == 0
+    assert small.text.endswith("nothing worse in B (1 more worse within noise, not counted)")
+    assert _line(large.text, "wrong_person_pushes").endswith("WORSE")
+    assert large.worse_figures == 1
+
+
+def test_compare_share_change_within_noise(tmp_path, good_run):
+    def one_not_sent(summary):
+        journey = summary["journeys"][0]
+        journey["outcomes"]["displayed"] -= 1
+        journey["outcomes"]["not_sent"] += 1
+        summary["metrics"]["delivery_rate"] -= 0.001
+        summary["metrics"]["failure_rate"] += 0.001
+
+    journey = load_summary(good_run)["journeys"][0]
+    assert journey["outcomes"]["not_sent"] == 0
+    assert journey["eligible"] > 100
+    text = compare_runs(good_run, _edited_copy(tmp_path, good_run, "b", one_not_sent)).text
+
+    assert _line(text, "delivery_rate").endswith("worse, within noise")
+    assert _line(text, "failure_rate").endswith("worse, within noise")
+    assert _line(text, f"  {journey['name']}.not_sent").endswith("worse, within noise")
+    assert text.endswith("nothing worse in B (3 more worse within noise, not counted)")
