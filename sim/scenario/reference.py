@@ -71,25 +71,35 @@ def _default_text(tp: Any, value: Any) -> str:
     return f"`{text}`" if len(text) < 90 else f"`{text[:86]} …`"
 
 
-def _section(cls: type, prefix: str, out: list[str], seen: set[tuple[type, str]]) -> None:
+def _section(
+    cls: type, prefix: str, out: list[str], seen: set[tuple[type, str]], instance: Any = None
+) -> None:
+    """Append the table of section ``cls`` at ``prefix`` and then the tables of its sections.
+
+    ``instance`` is the section's default where its parent sets one, such as the 6h median of
+    ``tokens.unregistered_delay``; the class's own defaults serve otherwise, as for a new item
+    of a list.
+    """
     if (cls, prefix) in seen:
         return
     seen.add((cls, prefix))
     hints = get_type_hints(cls, include_extras=True)
-    instance = cls()
+    if instance is None:
+        instance = cls()
     title = prefix or "top level"
     out.append(f"## `{title}`\n")
     out.append(inspect.getdoc(cls).splitlines()[0] + "\n")
     out.append("| key | type | default | meaning |")
     out.append("|---|---|---|---|")
-    nested: list[tuple[type, str]] = []
+    nested: list[tuple[type, str, Any]] = []
     for field in dataclasses.fields(cls):
         tp = hints[field.name]
         doc = field.metadata.get("doc", "")
         key = f"{prefix}.{field.name}" if prefix else field.name
         section = _dataclass_of(tp)
         type_text = _type_name(tp).replace("|", "\\|")
-        default = _default_text(tp, getattr(instance, field.name))
+        value = getattr(instance, field.name)
+        default = _default_text(tp, value)
         out.append(f"| `{key}` | {type_text} | {default} | {doc} |")
         if section is not None:
             origin = get_origin(tp)
@@ -98,10 +108,11 @@ def _section(cls: type, prefix: str, out: list[str], seen: set[tuple[type, str]]
                 suffix = "[]"
             elif origin is dict:
                 suffix = ".<key>"
-            nested.append((section, key + suffix))
+            section_default = value if dataclasses.is_dataclass(value) else None
+            nested.append((section, key + suffix, section_default))
     out.append("")
-    for section, key in nested:
-        _section(section, key, out, seen)
+    for section, key, section_default in nested:
+        _section(section, key, out, seen, section_default)
 
 
 def render() -> str:

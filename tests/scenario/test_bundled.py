@@ -60,3 +60,14 @@ def test_reference_is_current():
     assert REFERENCE_PATH.read_text(encoding="utf-8") == render(), (
         "docs/scenario-reference.md is stale: run python -m sim.scenario.reference --write"
     )
+
+
+def test_reference_shows_nested_defaults():
+    # A section's defaults come from its parent where the parent sets them, so a lognormal
+    # setting shows its own median and sigma, not those of a bare LogNormal.
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip(" `")
+            for line in render().splitlines() if line.startswith("| `")}  # fmt: skip
+    assert rows["tokens.unregistered_delay.median"] == "6h"
+    assert rows["tokens.unregistered_delay.sigma"] == "0.5"
+    assert rows["sessions.event_gap.median"] == "20s"
+    assert rows["funnel.products.price.median"] == "35.0"
