@@ -163,6 +163,27 @@ def broadcast_start(journey: Journey, origin: float) -> float:
     return journey.at.timestamp() - origin if journey.at is not None else 0.0
 
 
+def broadcast_pushes(
+    journey: Journey, members: set[str], registrations: dict[str, dict | None]
+) -> int:
+    """Estimate the pushes of a broadcast: one per registered device of a member.
+
+    The backend paces pushes, not people, and a member without a registered device gets none.
+    A device counts when its last registration before the start came from a member and, when
+    the journey needs push permission, carried ``push_enabled``. A token that died since still
+    counts, because the backend sends to it until the push service reports it unregistered.
+    """
+    pushes = 0
+    for call in registrations.values():
+        if call is None or call["person"] not in members:
+            continue
+        attributes = call.get("attributes") or {}
+        if journey.eligibility.push_permission and not attributes.get("push_enabled"):
+            continue
+        pushes += 1
+    return pushes
+
+
 def _broadcast_triggers(
     journey: Journey, index: TruthIndex, origin: float, time_scale: float
 ) -> TriggerSet:
@@ -170,6 +191,8 @@ def _broadcast_triggers(
     latest: dict[str, dict] = {}
     known: set[str] = set()
     purchasers: set[str] = set()
+    # Each device's last token registration before the start, or None after a deletion.
+    registrations: dict[str, dict | None] = {}
     for call in index.calls:
         if call["at"] > start:
             break  # calls are in time order
@@ -177,14 +200,19 @@ def _broadcast_triggers(
             continue
         person = call["person"]
         latest[person] = call
-        if call["method"] == "identify":
+        method = call["method"]
+        if method == "identify":
             known.add(person)
-        is_track = call["method"] in TRACK_METHODS
+        elif method == "register_token":
+            registrations[call["device"]] = call
+        elif method == "delete_token":
+            registrations[call["device"]] = None
+        is_track = method in TRACK_METHODS
         if is_track and canonical_name(call.get("event") or "") == ORDER_EVENT:
             purchasers.add(person)
 
     members = {"all": set(latest), "known": known, "purchasers": purchasers}[journey.segment]
-    window = len(members) / journey.send_rate * time_scale
+    window = broadcast_pushes(journey, members, registrations) / journey.send_rate * time_scale
     triggers = []
     for person in sorted(members):
         # The person's last call before the start shows which profile the backend files them

@@ -81,8 +81,11 @@ class Story:
         if user_id:
             self.call("identify", at, device, person, user_id=user_id, anonymous_id=anonymous_id)
         if register:
+            # The SDK sends the device's permission with its token, as the model's apps do.
+            attributes = {"platform": "ios", "push_enabled": permission == "granted"}
             self.call("register_token", at, device, person, user_id=user_id,
-                      anonymous_id=anonymous_id, token=apns_token(token))  # fmt: skip
+                      anonymous_id=anonymous_id, token=apns_token(token),
+                      attributes=attributes)  # fmt: skip
         return apns_token(token)
 
     def add_to_cart(self, at: float, cart: str = "c1-1", *, device="d1-0", person="p1-0",

@@ -6,6 +6,7 @@ import json
 
 from sim.oracle.judge import judge_run
 from sim.oracle.outcomes import late_tolerance
+from sim.oracle.triggers import broadcast_pushes
 from sim.scenario import load_scenario
 from tests.oracle.ledgers import SCENARIO, Story
 
@@ -136,11 +137,30 @@ def test_broadcast_judges_segment_at_start(tmp_path):
     assert rows["p1-0"].outcome == "displayed"
     assert rows["p2-0"].outcome == "no_permission"
     assert rows["p3-0"].outcome == "not_sent"
-    # Three recipients at one push per wall second, at 1440 simulated seconds per wall second,
-    # then a tenth of that window.
+    # Two pushes (p2's device has no permission) at one push per wall second, at 1440
+    # simulated seconds per wall second, then a tenth of that window.
     assert rows["p1-0"].due_at == START
-    assert rows["p1-0"].deadline_at == START + 3 * 1440.0 + 432.0
+    assert rows["p1-0"].deadline_at == START + 2 * 1440.0 + 288.0
     assert result.journeys[0].judged
+
+
+def test_broadcast_window_counts_devices():
+    journey = first_journey(BROADCAST.replace("SEGMENT", "all"))
+
+    def registration(person: str, push_enabled: bool = True) -> dict:
+        return {"person": person, "attributes": {"push_enabled": push_enabled}}
+
+    registrations = {
+        "d1-0": registration("p1-0"),
+        "d1-1": registration("p1-0"),  # a second phone of p1 gets its own push
+        "d2-0": registration("p2-0", push_enabled=False),
+        "d3-0": None,  # its token was deleted
+        "d5-0": registration("p5-0"),  # not in the segment
+    }
+    members = {"p1-0", "p2-0", "p3-0", "p4-0"}  # p4 never registered a device
+
+    assert journey.eligibility.push_permission
+    assert broadcast_pushes(journey, members, registrations) == 2
 
 
 def test_broadcast_tolerance_ignores_delay():
