@@ -301,6 +301,11 @@ def render(
                    f"{errors.failed:,} of {errors.sent:,} ({errors.error_rate:.1%}) got no 2xx "
                    f"response ({escape(errors.describe_failures())}). The backend missed that "
                    "share of the shoppers' activity.</div>")  # fmt: skip
+    for journey in result.journeys:
+        warning = journey.exclusion_warning()
+        if warning is not None:
+            banner += (f'<div class="banner" role="alert">NOT JUDGED: {escape(warning)}. The '
+                       "gates do not cover these triggers.</div>")  # fmt: skip
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     csv_list = ", ".join(f'<a href="{escape(name)}">{escape(name)}</a>' for name in csv_names)
     return f"""<!DOCTYPE html>

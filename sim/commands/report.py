@@ -78,13 +78,9 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
             f"journey {journey.name}: {journey.triggers} triggers, {journey.excluded} excluded "
             f"near the end, {eligible} eligible. Final outcomes: {outcomes or 'none'}"
         )
-        if journey.excluded > eligible:
-            print(
-                f"warning: journey {journey.name}: {journey.excluded} of {journey.triggers} "
-                "triggers were due within clock.drain of the end and were not judged; a longer "
-                "clock.duration judges more of them",
-                file=sys.stderr,
-            )
+        warning = journey.exclusion_warning()
+        if warning is not None:
+            print(f"warning: {warning}", file=sys.stderr)
 
     expected = sum(dict(journey.waterfall())["push expected"] for journey in result.journeys
                    if journey.judged)  # fmt: skip

@@ -38,6 +38,24 @@ class JourneyResult:
     def eligible(self) -> int:
         return self.triggers - self.excluded
 
+    def exclusion_warning(self) -> str | None:
+        """Return a warning when most of the journey's triggers were excluded near the end."""
+        if not self.judged or self.excluded <= self.eligible:
+            return None
+        fix = "a longer clock.duration judges more of them"
+        if self.kind == "broadcast":
+            # A broadcast's triggers all share its start and its send window, pushes over
+            # send_rate, so they are all judged or all excluded.
+            fix = (
+                "a broadcast is judged when its start plus its send window (its pushes over "
+                "send_rate) plus clock.drain fits in clock.duration: lengthen clock.duration, "
+                "raise send_rate or move at earlier"
+            )
+        return (
+            f"journey {self.name}: {self.excluded} of {self.triggers} triggers were due within "
+            f"clock.drain of the end and were not judged; {fix}"
+        )
+
     def waterfall(self) -> list[tuple[str, int]]:
         """Return the funnel steps from eligible to converted, each with its trigger count."""
         expected = self.eligible - sum(self.outcomes[o] for o in LEGITIMATE)

@@ -188,9 +188,37 @@ def _check_journeys(scenario: Scenario, collector: Collector) -> None:
             continue
         path: Path = ("journeys", index)
         _check_journey(journey, path, collector)
+        if journey.kind == "broadcast" and journey.at is not None:
+            _check_broadcast_time(journey, scenario, (*path, "at"), collector)
         if journey.name in seen:
             collector.error((*path, "name"), f"duplicate journey name {journey.name!r}")
         seen.add(journey.name)
+
+
+def _check_broadcast_time(
+    journey: Journey, scenario: Scenario, path: Path, collector: Collector
+) -> None:
+    """Warn when a broadcast falls outside the part of the run that the report judges."""
+    assert journey.at is not None
+    clock = scenario.clock
+    offset = (journey.at - clock.start).total_seconds()
+    judged_until = clock.duration - clock.drain
+    if offset < 0:
+        collector.warning(
+            path,
+            f"the broadcast starts {format_duration(-offset)} before clock.start, when no "
+            "shopper has installed yet, so its segment is empty: move at into the run",
+        )
+    elif offset >= judged_until:
+        where = (
+            "after the run ends" if offset >= clock.duration else "within clock.drain of the end"
+        )
+        collector.warning(
+            path,
+            f"the broadcast starts {format_duration(offset)} into the run, {where}, so the "
+            f"report never judges it: set clock.duration to at least "
+            f"{format_duration(offset + clock.drain)} plus the send window, or move at earlier",
+        )
 
 
 def _check_target(scenario: Scenario, collector: Collector) -> None:

@@ -405,6 +405,9 @@ def test_report_warns_when_most_triggers_excluded(tmp_path, good_run, capsys):
     assert "not judged" not in quiet
     assert "warning: journey cart_recovery:" in warned
     assert "were due within clock.drain of the end and were not judged" in warned
+    html = (late / "report" / "report.html").read_text(encoding="utf-8")
+    assert "NOT JUDGED: journey cart_recovery:" in html
+    assert "NOT JUDGED" not in (good_run / "report" / "report.html").read_text(encoding="utf-8")
 
 
 def test_report_command_missing_run(tmp_path, capsys):

@@ -181,6 +181,34 @@ def test_long_fault_window_passes():
     assert problems(text) == []
 
 
+BROADCAST_AT = """
+clock: {start: 2026-11-26T00:00:00Z, duration: DURATION, drain: 2h}
+journeys:
+  - {name: launch, kind: broadcast, at: AT}
+"""
+
+
+@pytest.mark.parametrize(
+    ("duration", "at", "phrase"),
+    [
+        ("12h", "2026-11-26T16:00:00Z", "16h into the run, after the run ends"),
+        ("17h", "2026-11-26T16:00:00Z", "16h into the run, within clock.drain of the end"),
+        ("1d", "2026-11-25T16:00:00Z", "8h before clock.start"),
+    ],
+)
+def test_broadcast_outside_judged_run_warns(duration, at, phrase):
+    text = BROADCAST_AT.replace("DURATION", duration).replace("AT", at)
+    (warning,) = problems(text)
+    assert warning.severity == "warning"
+    assert warning.path == "journeys[0].at"
+    assert phrase in warning.message
+
+
+def test_broadcast_inside_judged_run_passes():
+    text = BROADCAST_AT.replace("DURATION", "1d").replace("AT", "2026-11-26T16:00:00Z")
+    assert problems(text) == []
+
+
 def test_yaml_syntax_error_has_line():
     (finding,) = problems("seed: 1\nclock: {duration: 2d\n")
     assert finding.line is not None
