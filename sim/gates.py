@@ -82,7 +82,7 @@ GATE_METRICS: dict[str, GateMetric] = {
         ),
         GateMetric(
             "pushes_without_permission",
-            "pushes accepted for a live device token whose device had no push permission",
+            "pushes accepted for a live device token whose installed app had no push permission",
             "count",
         ),
         GateMetric(

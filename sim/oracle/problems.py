@@ -88,6 +88,10 @@ def find_problems(
     for push in pushes:
         if not push.accepted or push.owner_device is None:
             continue
+        # An uninstalled app whose token still lives (a reinstall may keep it) drops the push
+        # on the phone, and nothing told the backend, so that push is not a permission problem.
+        if not index.view.installed(push.owner_device, push.at):
+            continue
         if not index.view.permission_granted(push.owner_device, push.at):
             problems["push_without_permission"].note(
                 push.at, f"{push.row.delivery_id or push.row.seq} to {push.owner_device}"

@@ -82,6 +82,18 @@ def test_push_without_permission(tmp_path):
     assert result.problems["push_without_permission"].count == 1
 
 
+def test_push_to_uninstalled_app_not_permission(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    # The app goes without its token dying, as when a reinstall will keep the token.
+    story.record("uninstall", DUE - 60, device="d1-0", platform="ios", anonymous_id="anon-1")
+    story.push(DUE, token)
+    result = judge_run(story.write(tmp_path))
+    assert result.problems["push_without_permission"].count == 0
+    assert result.metrics["pushes_without_permission"] == 0
+
+
 def test_retry_honours_retry_after(tmp_path):
     story = Story()
     token = story.shopper()
