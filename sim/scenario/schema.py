@@ -72,14 +72,6 @@ class LogNormal:
 
 
 @dataclass
-class PriceDistribution:
-    """A lognormal distribution of prices in the shop's currency."""
-
-    median: Positive = setting(35.0, "median price")
-    sigma: NonNegative = setting(0.7, "standard deviation of the natural logarithm")
-
-
-@dataclass
 class Spike:
     """A burst of installs, such as a launch at 09:00 local time."""
 
@@ -208,7 +200,12 @@ class Products:
 
     count: Count = setting(200, "number of products (SKUs)")
     categories: Count = setting(10, "number of product categories")
-    price: PriceDistribution = setting(PriceDistribution(), "product price in the shop's currency")
+    # NOTE: the median is typed as a duration, so dumps and the reference write 35 as "35s".
+    # A plain number type would make the scenario.yaml of every earlier run directory invalid.
+    price: LogNormal = setting(
+        LogNormal(median=35.0, sigma=0.7),
+        "product price in the shop's currency (the median is a price here, not a duration)",
+    )
 
 
 # Tuned so that, solved as an absorbing Markov chain, 70.0% of carts end their session without

@@ -70,4 +70,4 @@ def test_reference_shows_nested_defaults():
     assert rows["tokens.unregistered_delay.median"] == "6h"
     assert rows["tokens.unregistered_delay.sigma"] == "0.5"
     assert rows["sessions.event_gap.median"] == "20s"
-    assert rows["funnel.products.price.median"] == "35.0"
+    assert rows["funnel.products.price.median"] == "35s"
