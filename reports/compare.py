@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from reports.build import REPORT_DIR, build_report, describe_backend
 from reports.noise import SIGNIFICANT_Z, count_z, share_z
 from sim.gates import GATE_METRICS
@@ -43,6 +45,9 @@ def worse(metric: str, before: float | None, after: float | None) -> bool:
 
 
 WITHIN_NOISE = "worse, within noise"
+
+# Differing scenario keys named in the note before "and N more".
+SHOWN_KEYS = 6
 
 # Outcomes counted in the part of each share metric whose whole is the triggers that expected
 # a push, as sim.oracle.gating computes them.
@@ -121,10 +126,73 @@ def _scenario_fingerprint(run_dir: str | Path) -> str | None:
     if not scenario.exists():
         return None
     digest = hashlib.sha256(scenario.read_bytes())
-    epoch = Path(run_dir) / "epoch.json"
-    if epoch.exists():
-        digest.update(str(json.loads(epoch.read_text(encoding="utf-8")).get("seed")).encode())
+    digest.update(str(_seed(run_dir)).encode())
     return digest.hexdigest()
+
+
+def _seed(run_dir: str | Path) -> object:
+    epoch = Path(run_dir) / "epoch.json"
+    if not epoch.exists():
+        return None
+    return json.loads(epoch.read_text(encoding="utf-8")).get("seed")
+
+
+def _differing_keys(a: object, b: object, path: str = "") -> list[str]:
+    """Return the key paths, as ``--set`` writes them, where two parsed YAML values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(dict.fromkeys([*a, *b]))
+        return [
+            found
+            for key in keys
+            for found in _differing_keys(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        ]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            found
+            for index, (item_a, item_b) in enumerate(zip(a, b, strict=True))
+            for found in _differing_keys(item_a, item_b, f"{path}[{index}]")
+        ]
+    return [] if a == b else [path or "(whole file)"]
+
+
+def _scenario_note(run_a: str | Path, run_b: str | Path) -> str:
+    """Say how the two runs' scenarios and seeds differ, naming the keys where it can."""
+    parts = []
+    paths = [Path(run) / "scenario.yaml" for run in (run_a, run_b)]
+    if all(path.exists() for path in paths):
+        try:
+            texts = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in paths]
+        except yaml.YAMLError:
+            texts = None
+        keys = _differing_keys(*texts) if texts is not None else []
+        if keys:
+            shown = ", ".join(keys[:SHOWN_KEYS])
+            more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+            parts.append(f"the scenarios differ in {shown}{more}")
+    seeds = (_seed(run_a), _seed(run_b))
+    if seeds[0] != seeds[1]:
+        parts.append(f"the seeds differ (A {seeds[0]}, B {seeds[1]})")
+    if not parts:
+        parts.append("the runs used different scenario files or seeds")
+    return (
+        f"note: {'; '.join(parts)}, so a difference below may come from the scenario rather "
+        "than from the backend"
+    )
+
+
+def _judged_notes(journeys_a: list[dict], journeys_b: list[dict]) -> list[str]:
+    """Note each journey that one run judged for fewer than half of its triggers."""
+    notes = []
+    for label, journeys in (("A", journeys_a), ("B", journeys_b)):
+        for journey in journeys:
+            eligible, excluded = journey["eligible"], journey["excluded_near_end"]
+            if journey.get("judged", True) and excluded > eligible:
+                notes.append(
+                    f"note: run {label} judged {eligible} of {journey['triggers']} triggers of "
+                    f"journey {journey['name']} (the rest were due within clock.drain of the "
+                    "end), so its shares rest on few or no triggers"
+                )
+    return notes
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
@@ -134,10 +202,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     fingerprints = (_scenario_fingerprint(run_a), _scenario_fingerprint(run_b))
     same_scenario = fingerprints[0] == fingerprints[1]
     if not same_scenario:
-        lines.append(
-            "note: the runs used different scenario files or seeds, so a difference below may "
-            "come from the scenario rather than from the backend"
-        )
+        lines.append(_scenario_note(run_a, run_b))
+    lines += _judged_notes(a["journeys"], b["journeys"])
     backends = [describe_backend(summary.get("backend")) for summary in (a, b)]
     if backends[0] != backends[1]:
         lines.append(

@@ -529,3 +529,29 @@ def test_compare_share_change_within_noise(tmp_path, good_run):
     assert _line(text, "failure_rate").endswith("worse, within noise")
     assert _line(text, f"  {journey['name']}.not_sent").endswith("worse, within noise")
     assert text.endswith("nothing worse in B (3 more worse within noise, not counted)")
+
+
+def test_compare_names_differing_scenario_keys(tmp_path, good_run):
+    other = tmp_path / "other"
+    shutil.copytree(good_run, other)
+    scenario = other / "scenario.yaml"
+    assert "drain: 1h" in scenario.read_text()
+    scenario.write_text(scenario.read_text().replace("drain: 1h", "drain: 2h"))
+
+    text = compare_runs(good_run, other).text
+
+    assert "note: the scenarios differ in clock.drain, so a difference below may come" in text
+
+
+def test_compare_notes_journey_barely_judged(tmp_path, good_run):
+    def exclude_most(summary):
+        journey = summary["journeys"][0]
+        journey["excluded_near_end"] = journey["triggers"] - 1
+        journey["eligible"] = 1
+
+    name = load_summary(good_run)["journeys"][0]["name"]
+    text = compare_runs(good_run, _edited_copy(tmp_path, good_run, "b", exclude_most)).text
+
+    assert "note: run B judged 1 of" in text
+    assert f"triggers of journey {name} (the rest were due within clock.drain" in text
+    assert "note: run A judged" not in text
