@@ -125,6 +125,8 @@ def _waterfalls(result: OracleResult) -> str:
             f"{split.get('pulled_forward', 0)} pulled forward (split by the model's latent "
             f"buy-anyway draw).</p>"
         )
+        if journey.pacing is not None:
+            parts.append(f"<p>Pacing: {escape(journey.pacing.describe())}.</p>")
     return "".join(parts)
 
 

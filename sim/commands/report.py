@@ -78,6 +78,8 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
             f"journey {journey.name}: {journey.triggers} triggers, {journey.excluded} excluded "
             f"near the end, {eligible} eligible. Final outcomes: {outcomes or 'none'}"
         )
+        if journey.pacing is not None:
+            print(f"  broadcast {journey.name} pacing: {journey.pacing.describe()}")
         warning = journey.exclusion_warning()
         if warning is not None:
             print(f"warning: {warning}", file=sys.stderr)

@@ -21,6 +21,7 @@ from sim.oracle.generator import judge_generator
 from sim.oracle.inputs import RunInputs
 from sim.oracle.ledger import TruthIndex
 from sim.oracle.outcomes import DELIVERED, EXCLUDED, OUTCOMES, JudgeContext, TriggerRow, judge
+from sim.oracle.pacing import broadcast_pacing
 from sim.oracle.problems import PROBLEM_KINDS, find_problems
 from sim.oracle.pushes import Push, link_value, place_pushes
 from sim.oracle.reach import reach_over_time, sample_times
@@ -96,7 +97,11 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         attributed_all.extend(
             (trigger, attributed.get(trigger.trigger_id, [])) for trigger in triggers.triggers
         )
-        journey_results.append(_journey_result(triggers, judged))
+        journey_result = _journey_result(triggers, judged)
+        if journey.kind == "broadcast":
+            sent = [push for attempts in attributed.values() for push in attempts]
+            journey_result.pacing = broadcast_pacing(journey.send_rate, sent)
+        journey_results.append(journey_result)
 
     problems = find_problems(attributed_all, pushes, exits_by_journey, index)
     # Lateness is measured where a push reached the person: delivered outcomes and sent_late.

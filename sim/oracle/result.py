@@ -12,6 +12,7 @@ from typing import Any
 from sim.oracle.conduct import Conduct
 from sim.oracle.generator import GeneratorHealth
 from sim.oracle.outcomes import DELIVERED, LEGITIMATE, OUTCOMES, TriggerRow
+from sim.oracle.pacing import Pacing
 from sim.oracle.problems import Problem
 from sim.oracle.reach import ReachSeries
 from sim.oracle.sdk_errors import SdkErrors
@@ -33,6 +34,7 @@ class JourneyResult:
     excluded: int
     outcomes: dict[str, int]
     conversions: dict[str, int]
+    pacing: Pacing | None = None  # a broadcast's send rate in wall time
 
     @property
     def eligible(self) -> int:
@@ -132,6 +134,7 @@ def to_summary(result: OracleResult) -> dict[str, Any]:
                 "outcomes": {name: journey.outcomes.get(name, 0) for name in OUTCOMES},
                 "conversions": journey.conversions,
                 "waterfall": [{"step": s, "triggers": n} for s, n in journey.waterfall()],
+                "pacing": dataclasses.asdict(journey.pacing) if journey.pacing else None,
             }
         )
     reach = dataclasses.asdict(result.reach)

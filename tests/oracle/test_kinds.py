@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sim.oracle.judge import judge_run
 from sim.oracle.outcomes import late_tolerance
+from sim.oracle.result import to_summary
 from sim.oracle.triggers import broadcast_pushes
 from sim.scenario import load_scenario
-from tests.oracle.ledgers import SCENARIO, Story
+from tests.oracle.ledgers import SCENARIO, TIME_SCALE, WALL_T0, Story, apns_token
 
 BROWSE = """
 name: browse
@@ -282,3 +285,27 @@ def test_inactivity_near_run_end(tmp_path):
     # 70000 s + 6 h is past the 1 d clock, so p1's spell never reached the period in the run.
     # p3's did at 81600 s, but its window and the 1 h drain run past the end.
     assert [(row.person, row.outcome) for row in result.rows] == [("p3-0", "excluded_near_end")]
+
+
+@pytest.mark.parametrize(("spacing", "peak", "kept"), [(0.05, 3, False), (1.5, 1, True)])
+def test_broadcast_pacing_busiest_second(tmp_path, spacing, peak, kept):
+    story, token = broadcast_story()
+    wall = WALL_T0 + (START + 100.0) / TIME_SCALE
+    # The scenario's send_rate is 1 push per wall second. p2's token gets a push too, although
+    # p2 has no permission, because pacing counts every push the backend sent.
+    for number, push_token in enumerate((token, apns_token(2), apns_token(3))):
+        broadcast_push(story, START + 100.0, push_token)
+        story.rows[-1]["wall_time"] = wall + number * spacing
+    retry = dict(story.rows[-1], wall_time=wall + 2 * spacing + 0.01, retry_of=3)
+    retry.update(message_id="m-retry", delivery_id=None, status=503, reason="ServiceUnavailable")
+    story.rows.append(retry)
+
+    result = judge_run(story.write(tmp_path, BROADCAST.replace("SEGMENT", "all")))
+    pacing = result.journeys[0].pacing
+
+    assert pacing is not None
+    assert pacing.pushes == 3  # the retry is not paced
+    assert pacing.peak_per_second == peak
+    assert pacing.within_limit is kept
+    summary = to_summary(result)
+    assert summary["journeys"][0]["pacing"]["peak_per_second"] == peak
