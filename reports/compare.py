@@ -241,6 +241,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
             label = {True: "pass", False: "FAIL", None: "-"}
             lines.append(f"  {gate:<{width + 10}}{label[before]:>6}{label[after]:>6}  {flag}")
 
+    lines += _conduct_lines(a, b, width)
+
     lines += [
         "",
         "outcomes (share of eligible triggers and count; a failure outcome that grew beyond "
@@ -257,6 +259,41 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     if failed_gates:
         lines.append(f"gates that pass in A and fail in B: {', '.join(failed_gates)}")
     return Comparison("\n".join(lines), regressions, tuple(failed_gates), same_scenario)
+
+
+# Backend conduct counts shown side by side for context; the gate metrics above flag the
+# faults among them.
+CONDUCT_FIGURES = (
+    "retryable_errors",
+    "retries",
+    "errors_never_retried",
+    "unregistered_responses",
+    "prunes_after_unregistered",
+    "prunes_against_timestamp",
+    "requests_per_connection",
+)
+
+
+def _conduct_lines(a: dict, b: dict, width: int) -> list[str]:
+    """Return the push requests, backend conduct counts and broadcast pacing of A and B."""
+    lines = ["", "backend conduct (for context, not flagged)"]
+    rows = [("push_requests", a.get("push_requests"), b.get("push_requests"))]
+    conduct_a, conduct_b = a.get("backend_conduct") or {}, b.get("backend_conduct") or {}
+    rows += [(name, conduct_a.get(name), conduct_b.get(name)) for name in CONDUCT_FIGURES]
+    pacing_b = {journey["name"]: journey.get("pacing") for journey in b["journeys"]}
+    for journey in a["journeys"]:
+        paced = journey.get("pacing"), pacing_b.get(journey["name"])
+        if any(paced):
+            rows.append(
+                (
+                    f"{journey['name']} peak pushes per wall second",
+                    *(pacing["peak_per_second"] if pacing else None for pacing in paced),
+                )
+            )
+    label_width = max(width + 10, *(len(name) + 2 for name, *_ in rows))
+    for name, before, after in rows:
+        lines.append(f"  {name:<{label_width}}{_format(before):>12}{_format(after):>12}")
+    return lines
 
 
 def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list[str], list[str]]:

@@ -555,3 +555,15 @@ def test_compare_notes_journey_barely_judged(tmp_path, good_run):
     assert "note: run B judged 1 of" in text
     assert f"triggers of journey {name} (the rest were due within clock.drain" in text
     assert "note: run A judged" not in text
+
+
+def test_compare_shows_backend_conduct(good_run, flawed_run):
+    text = compare_runs(good_run, flawed_run).text
+    a, b = load_summary(good_run), load_summary(flawed_run)
+
+    assert "backend conduct (for context, not flagged)" in text
+    pushes = _line(text, "  push_requests").split()
+    assert pushes[1:] == [str(a["push_requests"]), str(b["push_requests"])]
+    retries = _line(text, "  retries ").split()
+    assert retries[1:] == [str(a["backend_conduct"]["retries"]),
+                           str(b["backend_conduct"]["retries"])]  # fmt: skip
