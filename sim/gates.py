@@ -41,7 +41,8 @@ GATE_METRICS: dict[str, GateMetric] = {
         ),
         GateMetric(
             "trigger_lateness_p99",
-            "99th percentile of push arrival after trigger plus delay, in simulated time",
+            "99th percentile of push arrival after trigger plus delay, in simulated time "
+            "(broadcasts left out)",
             "seconds",
         ),
         GateMetric(
@@ -102,7 +103,8 @@ GATE_METRICS: dict[str, GateMetric] = {
         ),
         GateMetric(
             "trigger_lateness_p99_wall_ms",
-            "99th percentile of push arrival after trigger plus delay, in wall time",
+            "99th percentile of push arrival after trigger plus delay, in wall time (broadcasts "
+            "left out)",
             "milliseconds",
         ),
         GateMetric(

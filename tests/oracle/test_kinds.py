@@ -147,6 +147,20 @@ def test_broadcast_judges_segment_at_start(tmp_path):
     assert result.journeys[0].judged
 
 
+def test_broadcast_lateness_left_out_of_summary(tmp_path):
+    story, token = broadcast_story()
+    delivery = broadcast_push(story, START + 2000.0, token)
+    story.react(START + 2000.0, delivery, "displayed")
+    result = judge_run(story.write(tmp_path, BROADCAST.replace("SEGMENT", "all")))
+
+    row = next(row for row in result.rows if row.person == "p1-0")
+    # The row keeps the push's place in the send window, and the run's lateness leaves it out.
+    assert row.outcome == "displayed"
+    assert row.lateness_s == 2000.0
+    assert result.lateness_s["count"] == 0
+    assert result.metrics["trigger_lateness_p99"] is None
+
+
 def test_broadcast_window_counts_devices():
     journey = first_journey(BROADCAST.replace("SEGMENT", "all"))
 
