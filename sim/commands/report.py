@@ -106,7 +106,12 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
         print(f"{len(failed)} of {len(result.gates)} gate(s) failed", file=sys.stderr)
         return EXIT_GATES_FAILED
     if result.gates:
-        print(f"all {len(result.gates)} gate(s) passed")
+        unjudged = [j.name for j in result.journeys if j.exclusion_warning() is not None]
+        caveat = ""
+        if unjudged:
+            # The gates saw none or few of these journeys' triggers, so a pass says little.
+            caveat = f", but journey(s) {', '.join(unjudged)} were mostly not judged (see above)"
+        print(f"all {len(result.gates)} gate(s) passed{caveat}")
     return 0
 
 

@@ -40,6 +40,8 @@ class Pacing:
         return self.peak_per_second <= allowed
 
     def describe(self) -> str:
+        if not self.pushes:
+            return f"no push request sent (send_rate {self.send_rate:g})"
         verdict = "within" if self.within_limit else "OVER"
         return (
             f"{self.pushes} push(es) in {self.seconds:.2f} wall s, at most "

@@ -394,17 +394,22 @@ def test_report_warns_when_most_triggers_excluded(tmp_path, good_run, capsys):
     late = tmp_path / "late"
     shutil.copytree(good_run, late)
     scenario = late / "scenario.yaml"
-    scenario.write_text(scenario.read_text().replace("drain: 1h", "drain: 20h"))
+    text = scenario.read_text().replace("drain: 1h", "drain: 20h")
+    scenario.write_text(text.replace("gates: []", "gates: ['wrong_person_pushes == 0']"))
 
     capsys.readouterr()
     main(["report", str(good_run)])
     quiet = capsys.readouterr().err
     main(["report", str(late)])
-    warned = capsys.readouterr().err
+    output = capsys.readouterr()
+    warned = output.err
 
     assert "not judged" not in quiet
     assert "warning: journey cart_recovery:" in warned
     assert "were due within clock.drain of the end and were not judged" in warned
+    assert output.out.endswith(
+        "gate(s) passed, but journey(s) cart_recovery were mostly not judged (see above)\n"
+    )
     html = (late / "report" / "report.html").read_text(encoding="utf-8")
     assert "NOT JUDGED: journey cart_recovery:" in html
     assert "NOT JUDGED" not in (good_run / "report" / "report.html").read_text(encoding="utf-8")
