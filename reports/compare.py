@@ -279,7 +279,16 @@ def _conduct_lines(a: dict, b: dict, width: int) -> list[str]:
     lines = ["", "backend conduct (for context, not flagged)"]
     rows = [("push_requests", a.get("push_requests"), b.get("push_requests"))]
     conduct_a, conduct_b = a.get("backend_conduct") or {}, b.get("backend_conduct") or {}
-    rows += [(name, conduct_a.get(name), conduct_b.get(name)) for name in CONDUCT_FIGURES]
+    for name in CONDUCT_FIGURES:
+        values = [conduct.get(name) for conduct in (conduct_a, conduct_b)]
+        if name.startswith("prunes_"):
+            # Without the embedded backend's store nothing checks pruning, and 0 would read
+            # as a backend that never pruned.
+            values = [
+                value if conduct.get("pruning_checked") else None
+                for value, conduct in zip(values, (conduct_a, conduct_b), strict=True)
+            ]
+        rows.append((name, *values))
     pacing_b = {journey["name"]: journey.get("pacing") for journey in b["journeys"]}
     for journey in a["journeys"]:
         paced = journey.get("pacing"), pacing_b.get(journey["name"])

@@ -303,6 +303,10 @@ def render(
                    f"{errors.failed:,} of {errors.sent:,} ({errors.error_rate:.1%}) got no 2xx "
                    f"response ({escape(errors.describe_failures())}). The backend missed that "
                    "share of the shoppers' activity.</div>")  # fmt: skip
+    no_push = result.no_push_warning()
+    if no_push is not None:
+        banner += (f'<div class="banner" role="alert">NO PUSHES: {escape(no_push)}. Gates on '
+                   "bad pushes pass when nothing is sent.</div>")  # fmt: skip
     for journey in result.journeys:
         warning = journey.exclusion_warning()
         if warning is not None:

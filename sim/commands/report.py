@@ -84,16 +84,9 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
         if warning is not None:
             print(f"warning: {warning}", file=sys.stderr)
 
-    expected = sum(dict(journey.waterfall())["push expected"] for journey in result.journeys
-                   if journey.judged)  # fmt: skip
-    if expected and not result.push_requests:
-        print(
-            f"warning: no push request reached the gateways, although {expected} triggers "
-            "expected a push: check that the backend sends to the gateways of this run's "
-            "gateways.json, and that it does not remember these shoppers from an earlier run "
-            "with the same seed (give each run a new one with --set seed=N)",
-            file=sys.stderr,
-        )
+    no_push = result.no_push_warning()
+    if no_push is not None:
+        print(f"warning: {no_push}", file=sys.stderr)
 
     failed = [gate for gate in result.gates if not gate.passed]
     if not result.gates:
@@ -108,7 +101,10 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     if result.gates:
         unjudged = [j.name for j in result.journeys if j.exclusion_warning() is not None]
         caveat = ""
-        if unjudged:
+        if no_push is not None:
+            # Gates on counts of bad pushes pass trivially when no push was sent at all.
+            caveat = ", but no push request reached the gateways (see above)"
+        elif unjudged:
             # The gates saw none or few of these journeys' triggers, so a pass says little.
             caveat = f", but journey(s) {', '.join(unjudged)} were mostly not judged (see above)"
         print(f"all {len(result.gates)} gate(s) passed{caveat}")

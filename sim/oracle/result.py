@@ -111,6 +111,22 @@ class OracleResult:
     metrics: dict[str, float | None] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
 
+    def no_push_warning(self) -> str | None:
+        """Return a warning when triggers expected pushes and none reached the gateways."""
+        expected = sum(
+            dict(journey.waterfall())["push expected"]
+            for journey in self.journeys
+            if journey.judged
+        )
+        if not expected or self.push_requests:
+            return None
+        return (
+            f"no push request reached the gateways, although {expected} triggers expected a "
+            "push: check that the backend sends to the gateways of this run's gateways.json, "
+            "and that it does not remember these shoppers from an earlier run with the same "
+            "seed (give each run a new one with --set seed=N)"
+        )
+
     @property
     def gates_passed(self) -> bool:
         return all(gate.passed for gate in self.gates)

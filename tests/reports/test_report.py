@@ -388,6 +388,19 @@ def test_report_warns_when_no_push_arrived(tmp_path, good_run, capsys):
     assert "no push request reached the gateways" not in quiet
     assert "no push request reached the gateways, although" in warned
     assert "check that the backend sends to the gateways" in warned
+    html = (silent / "report" / "report.html").read_text(encoding="utf-8")
+    assert "NO PUSHES: no push request reached the gateways" in html
+    assert "NO PUSHES" not in (good_run / "report" / "report.html").read_text(encoding="utf-8")
+
+
+def test_compare_prunes_unchecked_not_zero(tmp_path, good_run):
+    def unchecked(summary):
+        summary["backend_conduct"]["pruning_checked"] = False
+        summary["backend_conduct"]["prunes_after_unregistered"] = 0
+
+    text = compare_runs(good_run, _edited_copy(tmp_path, good_run, "own", unchecked)).text
+
+    assert _line(text, "  prunes_after_unregistered").split()[-1] == "n/a"
 
 
 def test_report_warns_when_most_triggers_excluded(tmp_path, good_run, capsys):
