@@ -212,10 +212,14 @@ def sweep_inactive(
 
 
 def start_broadcast(
-    connection: sqlite3.Connection, journey: Journey, due_at: float, now: float
+    connection: sqlite3.Connection, journey: Journey, epoch: Epoch, due_at: float, now: float
 ) -> int:
-    """Create a waiting run per profile of the segment; return their number, 0 if done before."""
-    flag = f"journeys.broadcast_started.{journey.name}"
+    """Create a waiting run per profile of the segment; return their number, 0 if done before.
+
+    A broadcast starts once per epoch, so each run that a backend serves gets its own, and a
+    restart under the same epoch does not send it twice.
+    """
+    flag = f"journeys.broadcast_started.{journey.name}.{epoch.wall_t0!r}.{epoch.time_scale!r}"
     if connection.execute("SELECT 1 FROM meta WHERE key = ?", (flag,)).fetchone():
         return 0
     connection.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (flag, str(now)))

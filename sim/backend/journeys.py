@@ -29,6 +29,7 @@ from sim.backend.push import FAILED, PruneRequest, PushJob, PushOutcome, SenderF
 from sim.backend.queries import events_after, get_device
 from sim.backend.services import WALL_EPOCH, Services
 from sim.backend.store import StoreClosedError
+from sim.formats.epoch import Epoch
 from sim.scenario.schema import Journey
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 # Wall seconds a broadcast whose start passed before the backend started waits for an epoch
 # before the backend warns. pushsim run posts the epoch within a few seconds of the start.
 EPOCH_WAIT_WARNING_SECONDS = 30.0
+
+# Wall seconds by which a broadcast's start may precede the moment the engine saw the epoch and
+# still be sent: pushsim run posts its epoch within seconds of the run's start.
+STALE_EPOCH_SECONDS = 30.0
 
 CURSOR_KEY = "journeys.last_event_id"
 
@@ -232,16 +237,32 @@ class JourneyEngine:
             await self._pause(interval)
 
     async def _start_broadcast(self, journey: Journey) -> None:
+        """Start the broadcast once per run's epoch, when its start time comes under it.
+
+        A backend that serves several runs gets a new epoch for each, from POST /control/epoch
+        or from the gateways. An epoch under which the start had passed well before the engine
+        saw it belongs to a run that is over, such as the last run's epoch that a backend reads
+        from the gateways at startup. The broadcast then waits for the next epoch, because the
+        new run has not filled the store yet.
+        """
         assert journey.at is not None
         at = journey.at.timestamp()
         poll = self._services.config.journey_poll_seconds
         waiting_since: float | None = None
         warned = False
+        current: Epoch | None = None
+        seen_at = 0.0
+        done_for: Epoch | None = None
 
         while not self._stopping.is_set():
             epoch = self._epoch()
-            due = epoch.wall_at(at)
             now = time.time()
+            if epoch != current:
+                current, seen_at = epoch, now
+            if epoch == done_for:
+                await self._pause(10 * poll)
+                continue
+            due = epoch.wall_at(at)
             if due > now:
                 await self._pause(min(due - now, 10 * poll))
                 continue
@@ -269,14 +290,28 @@ class JourneyEngine:
                     warned = True
                 await self._pause(10 * poll)
                 continue
+            if epoch != WALL_EPOCH and due < seen_at - STALE_EPOCH_SECONDS:
+                log.info(
+                    "broadcast %s: its start passed %.0f s before the backend read the epoch "
+                    "wall_t0=%s, so that epoch's run is over; waiting for the next run's epoch",
+                    journey.name,
+                    seen_at - due,
+                    epoch.wall_t0,
+                )
+                done_for = epoch
+                continue
 
             started = False
 
-            async def step(due=due, now=now) -> None:
+            async def step(due=due, now=now, epoch=epoch) -> None:
                 nonlocal started
                 created = await self._services.store.write(
                     functools.partial(
-                        journey_store.start_broadcast, journey=journey, due_at=due, now=now
+                        journey_store.start_broadcast,
+                        journey=journey,
+                        epoch=epoch,
+                        due_at=due,
+                        now=now,
                     )
                 )
                 started = True
@@ -284,8 +319,10 @@ class JourneyEngine:
                     self._services.metrics.count_journey_runs(journey.name, "started", created)
                     log.info("broadcast %s started for %d profiles", journey.name, created)
 
-            if not await self._guarded(step, f"start of broadcast {journey.name}") or started:
+            if not await self._guarded(step, f"start of broadcast {journey.name}"):
                 return
+            if started:
+                done_for = epoch
 
     async def _work(self, journey: Journey) -> None:
         """Decide and send the due runs of one journey until the engine stops."""

@@ -257,3 +257,43 @@ def test_broadcast_past_start_warns_late(make_journey_backend, caplog, monkeypat
     assert "still waiting after" in warning
     assert "set the journey's at to a future time" in warning
     assert sender.submitted == []
+
+
+def test_broadcast_once_per_epoch(make_journey_backend):
+    # A backend that serves two runs sends the broadcast in each, and once in each.
+    at = datetime.datetime.fromtimestamp(SIM_START + 60.0, datetime.UTC)
+    backend, sender = make_journey_backend([broadcast(at, 100.0)])
+    with backend.track() as track:
+        add_device(track, "ann", "ann-iphone", "ios")
+
+    post_epoch(backend, SIM_START)
+    wait_until(lambda: len(sender.submitted) == 1)
+    time.sleep(0.3)
+    assert len(sender.submitted) == 1
+
+    post_epoch(backend, SIM_START)
+    wait_until(lambda: len(sender.submitted) == 2)
+    time.sleep(0.3)
+    assert len(sender.submitted) == 2
+    assert 'stage="started"} 2' in metrics_text(backend)
+
+
+def test_broadcast_skips_stale_epoch(make_journey_backend, caplog):
+    caplog.set_level(logging.INFO, logger="sim.backend.journeys")
+    at = datetime.datetime.fromtimestamp(SIM_START, datetime.UTC)
+    backend, sender = make_journey_backend([broadcast(at, 100.0)])
+    with backend.track() as track:
+        add_device(track, "ann", "ann-iphone", "ios")
+
+    # An epoch under which the start passed 100 wall seconds ago belongs to a run that is over,
+    # such as the last run's epoch that a restarted backend reads from the gateways.
+    post_epoch(backend, SIM_START + 100.0 * TIME_SCALE)
+    [stale] = wait_until(
+        lambda: [r.getMessage() for r in caplog.records if "run is over" in r.getMessage()]
+    )
+    assert "waiting for the next run's epoch" in stale
+    time.sleep(0.3)
+    assert sender.submitted == []
+
+    post_epoch(backend, SIM_START)
+    wait_until(lambda: len(sender.submitted) == 1)
