@@ -117,7 +117,9 @@ class Rehearsal:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        (self.run_dir / "scenario.yaml").write_text(dump_scenario(self.scenario))
+        scenario_path = self.run_dir / "scenario.yaml"
+        scenario_path.write_text(dump_scenario(self.scenario))
+        scenario_path.chmod(0o600)  # target.api_key and target.write_key are secrets
 
         started = time.monotonic()
         plan = run_plan(self.scenario)

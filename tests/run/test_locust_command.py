@@ -14,3 +14,15 @@ def test_failed_requests_leave_exit_code_zero(tmp_path):
     option = command.index("--exit-code-on-error")
     assert command[option + 1] == "0"
     assert command[command.index("--host") + 1] == "http://127.0.0.1:8080"
+
+
+def test_run_scenario_file_is_private(tmp_path):
+    options = RunOptions(out=tmp_path / "run", target="http://127.0.0.1:8080")
+    loaded = load_scenario("minimal", ["population.installs=20", "clock.duration=1h"])
+    rehearsal = Rehearsal(loaded, options)
+    rehearsal.prepare()
+
+    # The copy contains target.api_key and target.write_key.
+    path = tmp_path / "run" / "scenario.yaml"
+    assert "api_key" in path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o600
