@@ -36,6 +36,9 @@ ORDER_EVENT = "order_completed"
 APP_OPENED = "Application Opened"
 # Share of the inactivity period a winback push may come after the spell reached it.
 INACTIVITY_WINDOW_SHARE = 0.10
+# Wall seconds a backend may take to start a broadcast's sends (a poll, the segment's query),
+# added to its send window. The window is in wall time, so it does not shrink with the time scale.
+BROADCAST_START_WALL_SECONDS = 1.0
 TRACK_METHODS = frozenset({"track", "anonymous_track"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -212,7 +215,8 @@ def _broadcast_triggers(
             purchasers.add(person)
 
     members = {"all": set(latest), "known": known, "purchasers": purchasers}[journey.segment]
-    window = broadcast_pushes(journey, members, registrations) / journey.send_rate * time_scale
+    sending = broadcast_pushes(journey, members, registrations) / journey.send_rate
+    window = (BROADCAST_START_WALL_SECONDS + sending) * time_scale
     triggers = []
     for person in sorted(members):
         # The person's last call before the start shows which profile the backend files them

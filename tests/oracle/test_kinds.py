@@ -140,10 +140,10 @@ def test_broadcast_judges_segment_at_start(tmp_path):
     assert rows["p1-0"].outcome == "displayed"
     assert rows["p2-0"].outcome == "no_permission"
     assert rows["p3-0"].outcome == "not_sent"
-    # Two pushes (p2's device has no permission) at one push per wall second, at 1440
-    # simulated seconds per wall second, then a tenth of that window.
+    # One wall second to start, then two pushes (p2's device has no permission) at one push
+    # per wall second, at 1440 simulated seconds per wall second, then a tenth of that window.
     assert rows["p1-0"].due_at == START
-    assert rows["p1-0"].deadline_at == START + 2 * 1440.0 + 288.0
+    assert rows["p1-0"].deadline_at == START + 3 * 1440.0 + 432.0
     assert result.journeys[0].judged
 
 
