@@ -131,7 +131,9 @@ def sdk_errors_line(errors) -> str:
         return ""
     if not errors.failed:
         return f"SDK calls: {errors.sent:,} sent, none failed"
-    return (
+    line = (
         f"SDK calls: {errors.sent:,} sent, {errors.failed:,} failed ({errors.error_rate:.1%}) "
         f"by response: {errors.describe_failures()}"
     )
+    fix = errors.likely_fix() if errors.over_limit else ""
+    return f"{line}; {fix}" if fix else line

@@ -120,6 +120,12 @@ class OracleResult:
         )
         if not expected or self.push_requests:
             return None
+        if self.sdk_errors.over_limit:
+            return (
+                f"no push request reached the gateways, although {expected} triggers expected "
+                f"a push, and {self.sdk_errors.error_rate:.0%} of the SDK calls failed: the "
+                "backend missed that activity, so fix the failed calls first (see SDK calls)"
+            )
         return (
             f"no push request reached the gateways, although {expected} triggers expected a "
             "push: check that the backend sends to the gateways of this run's gateways.json, "

@@ -59,6 +59,26 @@ class SdkErrors:
         """Return the failed calls by response, such as ``404: 6,941, no response: 3``."""
         return ", ".join(f"{label}: {count:,}" for label, count in self.failed_responses.items())
 
+    def likely_fix(self) -> str:
+        """Return the usual fix for the response that failed most calls, or "" when none fits."""
+        if not self.failed_responses:
+            return ""
+        label = max(self.failed_responses, key=self.failed_responses.__getitem__)
+        return FIXES.get(label, "")
+
+
+# The usual cause of a response that fails most SDK calls, by response label.
+FIXES = {
+    "401": "the backend rejected the credentials: check target.site_id, target.api_key and "
+    "target.write_key in the scenario",
+    "403": "the backend rejected the credentials: check target.site_id, target.api_key and "
+    "target.write_key in the scenario",
+    "404": "the backend has no such route: check that --target is the backend's base URL, "
+    "without a path",
+    "no response": "the backend did not answer: check that it runs, and that --target uses its "
+    "scheme (http or https) and port",
+}
+
 
 def _order(http_status: int | None) -> tuple[int, int]:
     # Real statuses first in ascending order, then no response, then not recorded.

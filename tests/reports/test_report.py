@@ -218,6 +218,7 @@ def test_rejected_sdk_calls_reported(tmp_path, good_run, capsys):
         in output
     )
     assert "FAIL  sdk_error_rate <= 0.01  (value 1, threshold 0.01)" in output
+    assert "the backend has no such route: check that --target is the backend's base URL" in output
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     assert summary["metrics"]["sdk_error_rate"] == 1.0
     assert summary["sdk_errors"]["failed_responses"] == {"404": rejected}
