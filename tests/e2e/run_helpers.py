@@ -21,9 +21,21 @@ def pushsim_run(
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
+def _default_sigint() -> None:
+    # A shell without job control starts a background job with SIGINT ignored, and the child
+    # inherits that, so Python would install no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_pushsim_run(run_dir: Path, scenario: str, *options: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "sim.cli", "run", scenario, "--out", str(run_dir), *options]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
 
 
 def interrupt(process: subprocess.Popen) -> None:
