@@ -166,9 +166,9 @@ def _scenario_note(run_a: str | Path, run_b: str | Path) -> str:
             texts = None
         keys = _differing_keys(*texts) if texts is not None else []
         if keys:
-            shown = ", ".join(keys[:SHOWN_KEYS])
+            listed = ", ".join(keys[:SHOWN_KEYS])
             more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
-            parts.append(f"the scenarios differ in {shown}{more}")
+            parts.append(f"the scenarios differ in {listed}{more}")
     seeds = (_seed(run_a), _seed(run_b))
     if seeds[0] != seeds[1]:
         parts.append(f"the seeds differ (A {seeds[0]}, B {seeds[1]})")

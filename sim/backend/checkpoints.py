@@ -32,7 +32,7 @@ CHECKPOINT_INTERVAL_SECONDS = 0.1
 
 # WAL frames (pages of 4 KiB) after which the writer finishes a checkpoint and starts the WAL
 # over, so the WAL file stays near 128 MiB. The writer's checkpoint syncs the database and delays
-# its next batch by 2 to 9 ms, so a smaller WAL costs tail latency: under bench_backend.py the
+# its next batch by 2 to 9 ms, so a smaller WAL costs tail latency. Under bench_backend.py the
 # p99 latency was 16 to 18 ms at 4,096 frames, 13.5 ms at 32,768 and 11 ms with a WAL that grew.
 RESTART_FRAMES = 32768
 

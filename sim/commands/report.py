@@ -105,7 +105,7 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
             # Gates on counts of bad pushes pass trivially when no push was sent at all.
             caveat = ", but no push request reached the gateways (see above)"
         elif unjudged:
-            # The gates saw none or few of these journeys' triggers, so a pass says little.
+            # The gates saw few or none of these journeys' triggers, so a pass means little.
             caveat = f", but journey(s) {', '.join(unjudged)} were mostly not judged (see above)"
         print(f"all {len(result.gates)} gate(s) passed{caveat}")
     return 0

@@ -106,7 +106,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     problems = find_problems(attributed_all, pushes, exits_by_journey, index)
     # Lateness is measured where a push reached the person: delivered outcomes and sent_late.
     # A broadcast's pushes are paced across its send window by design, so their lateness would
-    # be each push's place in the queue; sent_late and the pacing figures judge them instead.
+    # be each push's place in the queue. The sent_late outcome and the pacing figures judge them.
     broadcasts = {journey.name for journey in scenario.journeys if journey.kind == "broadcast"}
     reached = [
         row

@@ -1,4 +1,4 @@
-"""How fast a broadcast's pushes went out in wall time, against its send_rate.
+"""The pacing of a broadcast's pushes in wall time, against its send_rate.
 
 A launch rehearsal checks whether the backend kept its send-rate limit. The gateways stamp each
 push request with its wall arrival time, so the oracle can count the busiest wall second. Only

@@ -88,8 +88,8 @@ def find_problems(
     for push in pushes:
         if not push.accepted or push.owner_device is None:
             continue
-        # An uninstalled app whose token still lives (a reinstall may keep it) drops the push
-        # on the phone, and nothing told the backend, so that push is not a permission problem.
+        # An uninstalled app whose token still lives (a reinstall may keep it) drops the push on
+        # the phone. The backend had no way to know, so that push is not a permission problem.
         if not index.view.installed(push.owner_device, push.at):
             continue
         if not index.view.permission_granted(push.owner_device, push.at):

@@ -77,7 +77,7 @@ def _section(
     """Append the table of section ``cls`` at ``prefix`` and then the tables of its sections.
 
     ``instance`` is the section's default where its parent sets one, such as the 6h median of
-    ``tokens.unregistered_delay``; the class's own defaults serve otherwise, as for a new item
+    ``tokens.unregistered_delay``. Otherwise the class's own defaults apply, as for a new item
     of a list.
     """
     if (cls, prefix) in seen:
