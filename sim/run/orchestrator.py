@@ -30,8 +30,15 @@ from sim.run.components import (
 from sim.run.instructions import target_instructions
 from sim.run.preflight import read_running_gateways, same_seed_as_last_run
 from sim.run.progress import ConversionCounter, accepted_pushes, progress_line
+from sim.run.run_dir import (
+    epoch_record,
+    read_epoch,
+    scenario_faults,
+    write_epoch,
+    write_scenario,
+    write_status,
+)
 from sim.scenario import LoadedScenario
-from sim.scenario.dump import dump_scenario
 from sim.scenario.types import format_duration
 
 log = logging.getLogger(__name__)
@@ -117,9 +124,7 @@ class Rehearsal:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        scenario_path = self.run_dir / "scenario.yaml"
-        scenario_path.write_text(dump_scenario(self.scenario))
-        scenario_path.chmod(0o600)  # target.api_key and target.write_key are secrets
+        write_scenario(self.run_dir, self.scenario)
 
         started = time.monotonic()
         plan = run_plan(self.scenario)
@@ -199,11 +204,8 @@ class Rehearsal:
             sim_t0=scenario.clock.start.timestamp(),
             time_scale=scenario.clock.time_scale,
         )
-        epoch_body = {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0,
-                      "time_scale": epoch.time_scale}  # fmt: skip
-        shard_count = max(1, self.options.processes)
-        record = {"epoch": epoch_body, "seed": scenario.seed, "shard_count": shard_count}
-        (self.run_dir / "epoch.json").write_text(json.dumps(record, indent=2))
+        record = epoch_record(epoch, scenario.seed, max(1, self.options.processes))
+        write_epoch(self.run_dir, record)
 
         gateways = ControlClient(self.gateways.control_url, self.gateways.control_token)
         gateways.request(
@@ -212,10 +214,9 @@ class Rehearsal:
             {**record, "mode": scenario.gateways.mode},
         )
         if self.options.gateways_config is not None:
-            # Gateways started without this scenario still run an earlier run's faults, or none.
             gateways.request("POST", "/control/faults", scenario_faults(scenario))
         if self.backend_control is not None:
-            self.backend_control.request("POST", "/control/epoch", epoch_body)
+            self.backend_control.request("POST", "/control/epoch", record["epoch"])
         return epoch
 
     def locust_command(self) -> list[str]:
@@ -375,32 +376,24 @@ class Rehearsal:
 
     def copy_run_ledger(self) -> None:
         """Copy this run's rows from the running gateways' ledger into the run directory."""
-        from sim.run.run_ledger import copy_run_rows, wait_for_commit
+        from sim.run.run_ledger import copy_run_ledger
 
-        epoch = Epoch.from_mapping(
-            json.loads((self.run_dir / "epoch.json").read_text(encoding="utf-8"))["epoch"]
-        )
-        until = time.time()
         ledger = Path(self.gateways.ledger)
         # Stopped gateways commit nothing more, so waiting for their writer is pointless.
-        if self.shared_gateways_healthy() and not wait_for_commit(ledger, until):
-            print(
-                f"pushsim: the gateways' ledger {ledger} has not committed up to the run's end; "
-                "the report may miss the last pushes",
-                file=sys.stderr,
-            )
-        count = copy_run_rows(ledger, self.run_dir / "deliveries.sqlite", epoch.wall_t0, until)
+        count, warning = copy_run_ledger(
+            ledger, self.run_dir, read_epoch(self.run_dir), wait=self.shared_gateways_healthy()
+        )
+        if warning is not None:
+            print(f"pushsim: {warning}", file=sys.stderr)
         self.say(f"copied {count} ledger rows of this run from {ledger}")
 
     def finish(self) -> int:
-        marker = {
-            "partial": self.partial_reason is not None,
-            "reason": self.partial_reason,
-            # What the report names as the backend under test: "reference", or --target's URL.
-            "backend": self.options.target or "reference",
-            "naive": list(self.options.backend_naive),
-        }
-        (self.run_dir / "run-status.json").write_text(json.dumps(marker, indent=2))
+        write_status(
+            self.run_dir,
+            self.partial_reason,
+            backend=self.options.target or "reference",
+            naive=self.options.backend_naive,
+        )
         if not (self.run_dir / "epoch.json").exists():
             print(
                 f"pushsim: no report: the run stopped before its first action "
@@ -432,17 +425,6 @@ class Rehearsal:
             print(f"pushsim: the run is partial: {self.partial_reason}", file=sys.stderr)
             return EXIT_PARTIAL
         return EXIT_PASSED if gates_status == 0 else EXIT_GATE_FAILED
-
-
-def scenario_faults(scenario) -> dict:
-    """Return the /control/faults body that replaces the timeline with the scenario's faults."""
-    import yaml
-
-    from sim.scenario.dump import dump_scenario
-
-    # The dump writes each fault as a scenario file does, which the control API validates.
-    written = yaml.safe_load(dump_scenario(scenario))
-    return {"faults": written["gateways"]["faults"], "replace": True, "anchor": "run"}
 
 
 def default_run_dir(name: str) -> Path:

@@ -15,6 +15,10 @@ import time
 from pathlib import Path
 
 from sim.formats.delivery import COLUMNS, META_LAST_FLUSH, META_POSSIBLE_GAPS, create_schema
+from sim.formats.epoch import Epoch
+
+# The run's own copy, which the oracle reads before the gateways' directory of the run.
+DELIVERIES_FILE = "deliveries.sqlite"
 
 # Wall seconds past the run's end that the writer's last commit must reach before the copy.
 # While the writer keeps up, a push the gateways respond to before the end reaches it within
@@ -90,3 +94,23 @@ def copy_run_rows(source: Path, destination: Path, since: float, until: float) -
     finally:
         reader.close()
         writer.close()
+
+
+def copy_run_ledger(
+    ledger: Path, run_dir: Path, epoch: Epoch, *, wait: bool
+) -> tuple[int, str | None]:
+    """Copy the run's rows, from its first action until now, into ``run_dir``.
+
+    With ``wait``, first wait for the ledger's writer to commit past now; pass False for
+    gateways that stopped, which commit nothing more. Returns the rows copied and a warning when
+    the writer had not committed that far.
+    """
+    until = time.time()
+    warning = None
+    if wait and not wait_for_commit(ledger, until):
+        warning = (
+            f"the gateways' ledger {ledger} has not committed up to the run's end; the report "
+            "may miss the last pushes"
+        )
+    count = copy_run_rows(ledger, run_dir / DELIVERIES_FILE, epoch.wall_t0, until)
+    return count, warning

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sim.gateways.world import GatewayWorld
-from sim.run.orchestrator import scenario_faults
+from sim.run.run_dir import scenario_faults
 from sim.scenario import load_scenario
 from tests.gateways.worldkit import control_client, run, run_config
 
