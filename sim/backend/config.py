@@ -7,6 +7,16 @@ from pathlib import Path
 
 from sim.scenario.schema import Journey
 
+# The fields of BackendConfig that switch on a naive behaviour, each with what it does.
+# `pushsim backend` has an option for each, named after the field.
+NAIVE_SWITCHES = {
+    "no_exit_check": "send a journey's push even after its exit event",
+    "retry_without_backoff": "retry 429 and 503 at once",
+    "no_pruning_after_410": "never prune a token the gateway reports gone",
+    "no_anonymous_merge": "never stitch anonymous profiles into people",
+    "single_device_per_person": "a new token deletes the person's other tokens",
+}
+
 
 @dataclass(frozen=True)
 class TrackCredential:
@@ -64,6 +74,10 @@ class BackendConfig:
     journey_poll_seconds: float = 0.05
     # Wall seconds between two sweeps for inactive people (inactivity journeys).
     inactivity_sweep_seconds: float = 1.0
+
+    def naive_switches(self) -> list[str]:
+        """Return the names of the naive switches that are on, in the order declared here."""
+        return [name for name in NAIVE_SWITCHES if getattr(self, name)]
 
     def __post_init__(self) -> None:
         if self.rate_limit_per_second is not None and not self.rate_limit_per_second > 0:

@@ -88,9 +88,10 @@ async def post_epoch(request: web.Request) -> web.Response:
 
     await install_clock(services, clock)
     # The journeys this backend runs, so that a driver can tell when they are not the ones of
-    # the scenario it simulates.
+    # the scenario it simulates, and its naive switches that are on, which a report names.
     journeys = [journey.name for journey in services.config.journeys]
-    return web.json_response({**_clock_json(clock), "journeys": journeys})
+    naive = services.config.naive_switches()
+    return web.json_response({**_clock_json(clock), "journeys": journeys, "naive": naive})
 
 
 async def install_clock(services: Services, clock: RunClock) -> None:

@@ -20,7 +20,7 @@ from sim.backend.__main__ import (
     parse_track_credentials,
 )
 from sim.backend.app import DEFAULT_HOST, BackendServer
-from sim.backend.config import BackendConfig, TrackCredential
+from sim.backend.config import NAIVE_SWITCHES, BackendConfig, TrackCredential
 from sim.backend.epoch_follower import follow_gateways_epoch
 from sim.backend.push import SenderFactory
 from sim.backend.push_gateways import sender_factory_from_file
@@ -34,20 +34,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = "pushsim-backend.db"
 
 # Naive switches: (option, BackendConfig field, help).
-SWITCHES = (
-    ("--no-exit-check", "no_exit_check", "send a journey's push even after its exit event"),
-    ("--retry-without-backoff", "retry_without_backoff", "retry 429 and 503 at once"),
-    (
-        "--no-pruning-after-410",
-        "no_pruning_after_410",
-        "never prune a token the gateway reports gone",
-    ),
-    ("--no-anonymous-merge", "no_anonymous_merge", "never stitch anonymous profiles into people"),
-    (
-        "--single-device-per-person",
-        "single_device_per_person",
-        "a new token deletes the person's other tokens",
-    ),
+SWITCHES = tuple(
+    ("--" + name.replace("_", "-"), name, text) for name, text in NAIVE_SWITCHES.items()
 )
 
 

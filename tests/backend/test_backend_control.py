@@ -43,8 +43,10 @@ def test_post_epoch_stored_and_returned(backend):
 
     assert posted.status_code == 200
     assert current.json() == body
-    # The response names the journeys the backend runs, which a driver compares with its own.
-    assert posted.json() == dict(body, journeys=[j.name for j in backend.config.journeys])
+    # The response names the journeys the backend runs, which a driver compares with its own,
+    # and the naive switches that are on (none here), which a report names.
+    journeys = [j.name for j in backend.config.journeys]
+    assert posted.json() == dict(body, journeys=journeys, naive=[])
     [row] = backend.query("SELECT * FROM epochs")
     assert row["time_scale"] == 60.0
     assert row["run_key"] == "run-42"
