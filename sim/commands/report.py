@@ -22,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RUN_DIR/report/ (report.html, summary.json, one CSV per table, every figure as PNG). "
         "Exits 0 when every gate passes, 1 when any fails, and 2 when the run cannot be read.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="directory written by pushsim run")
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="run directory written by pushsim run or by a plain Locust run",
+    )
     parser.set_defaults(handler=run)
 
 

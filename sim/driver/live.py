@@ -131,7 +131,10 @@ class LiveRun:
         self._invalidations: list[dict] = []
         self._greenlets: list[gevent.Greenlet] = []
         self._stopping = False
+        # finished: the model makes no more calls; completed: it got there by reaching its
+        # horizon, not because the run was stopped or the model failed.
         self.finished = False
+        self.completed = False
 
         target = scenario.target
         if target.protocol == "cdp_batch":
@@ -304,10 +307,10 @@ class LiveRun:
     # Lifecycle.
 
     def _run_model(self) -> None:
-        horizon = self.scenario.clock.duration + self.scenario.clock.drain
         try:
             self.world.start()
-            self.env.run_scaled(until=horizon)
+            self.env.run_scaled(until=self.horizon)
+            self.completed = not self._stopping
         except Exception:
             log.exception("the shopper model of shard %d failed", self.plan.shard_index)
             raise
@@ -342,6 +345,11 @@ class LiveRun:
         gevent.killall(self._greenlets, timeout=5)
         release_frozen()
         self.truth.close()
+
+    @property
+    def horizon(self) -> float:
+        """Simulated seconds from the run's start at which the model ends: duration and drain."""
+        return self.scenario.clock.duration + self.scenario.clock.drain
 
     def live_counters(self) -> dict[str, int]:
         """Return the counters shown beside Locust's request statistics."""

@@ -25,11 +25,14 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 from sim.driver.control import ControlClient, ControlError
 from sim.driver.http import LaneClient
 from sim.driver.live import LiveRun, RunPlan
+from sim.driver.run_record import RunRecord
 from sim.driver.timing import TimingTable
 from sim.driver.webui import install_web_ui, print_summary, write_timing_csv
 from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
+from sim.run.run_dir import epoch_record, scenario_faults
 from sim.scenario import ScenarioError, load_scenario
+from sim.scenario.types import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,10 @@ class DriverState:
         self.options_from_master = False
         self.assigned: dict[str, int] = {}
         self.done: set[str] = set()
+        # Workers whose model reached its horizon, as opposed to being stopped early.
+        self.completed: set[str] = set()
+        # The run directory's records, written by the process that announces the epoch.
+        self.record: RunRecord | None = None
         self.scenario = None
         self.failure: str | None = None
         # The Locust environment of this process, for handlers that Locust does not give it to.
@@ -109,8 +116,9 @@ def add_arguments(parser) -> None:
         type=str,
         env_var="PUSHSIM_RUN_DIR",
         default="",
-        help="directory for the truth ledgers (default: runs/locust-<start time>); on several "
-        "machines, a directory every worker and the master share",
+        help="run directory for the truth ledgers and the records pushsim report reads (default: "
+        "runs/locust-<start time>); on several machines, one that every worker and the master "
+        "share",
     )
     parser.add_argument(
         "--backend-control",
@@ -152,11 +160,14 @@ def _load(environment):
 
 
 def _run_dir(environment) -> Path:
-    configured = getattr(_options(environment), "run_dir", "") or ""
-    if configured:
-        return Path(configured)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return Path("runs") / f"locust-{stamp}"
+    """Return the run directory, choosing the default once so every worker gets the same one."""
+    options = _options(environment)
+    configured = getattr(options, "run_dir", "") or ""
+    if not configured:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        # Workers take the master's options, this one included, with the test's start.
+        configured = options.run_dir = str(Path("runs") / f"locust-{stamp}")
+    return Path(configured)
 
 
 def _gateways(environment) -> ControlClient | None:
@@ -217,24 +228,28 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
         sim_t0=scenario.clock.start.timestamp(),
         time_scale=scenario.clock.time_scale,
     )
-    body = {
-        "epoch": {"wall_t0": epoch.wall_t0, "sim_t0": epoch.sim_t0, "time_scale": epoch.time_scale},
-        "seed": scenario.seed,
-        "shard_count": shard_count,
-        "mode": scenario.gateways.mode,
-    }
-    gateways = _gateways(environment)
+    record = epoch_record(epoch, scenario.seed, shard_count)
+    config_path = getattr(options, "gateways_config", "") or ""
+    gateways = GatewayConfig.read(config_path) if config_path else None
+    run_record = RunRecord(_run_dir(environment), scenario, gateways, environment.host or "")
     if gateways is not None:
-        gateways.request("POST", "/control/run", body)
+        control = ControlClient(gateways.control_url, gateways.control_token)
+        control.request("POST", "/control/run", {**record, "mode": scenario.gateways.mode})
+        # Gateways started without this scenario still run an earlier run's faults, or none.
+        control.request("POST", "/control/faults", scenario_faults(scenario))
     backend_url = getattr(options, "backend_control", "") or ""
     if backend_url:
         token = getattr(options, "backend_control_token", "") or ""
         # backend.json's control_url names the route itself; the option takes the base URL.
         backend_url = backend_url.rstrip("/").removesuffix("/control/epoch")
         response = ControlClient(backend_url, token).request(
-            "POST", "/control/epoch", body["epoch"]
+            "POST", "/control/epoch", record["epoch"]
         )
         _check_backend_journeys(response)
+        if isinstance(response, dict) and "naive" in response:
+            run_record.reference_backend(response["naive"])
+    run_record.start(epoch, record)
+    state.record = run_record
     return epoch
 
 
@@ -273,6 +288,7 @@ def on_test_start(environment, **kwargs) -> None:
             return
         state.assigned.clear()
         state.done.clear()
+        state.completed.clear()
         for index, client_id in enumerate(clients):
             plan = RunPlan(epoch, index, len(clients))
             state.assigned[client_id] = index
@@ -363,7 +379,9 @@ def _watch_finish(environment) -> None:
     run.stop()
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
-        runner.send_message(DONE_MESSAGE, {"shard": run.plan.shard_index})
+        runner.send_message(
+            DONE_MESSAGE, {"shard": run.plan.shard_index, "completed": run.completed}
+        )
     elif isinstance(runner, LocalRunner):
         _finish(environment)
 
@@ -374,6 +392,8 @@ def _on_worker_done(environment, msg, **kwargs) -> None:
         state.failure = failure
         environment.process_exit_code = 1
     state.done.add(msg.node_id)
+    if (msg.data or {}).get("completed"):
+        state.completed.add(msg.node_id)
     if failure or state.done >= set(state.assigned):
         _finish(environment)
 
@@ -441,6 +461,8 @@ def on_quitting(environment, **kwargs) -> None:
         write_timing_csv(state.timing, Path(f"{csv_prefix}_pushsim_timing.csv"))
     if state.failure:
         environment.process_exit_code = 1
+    if state.record is not None:
+        state.record.finish(_partial_reason(environment))
 
     runner = environment.runner
     if runner is not None and runner.exceptions and environment.process_exit_code is None:
@@ -450,6 +472,26 @@ def on_quitting(environment, **kwargs) -> None:
         raised = sum(row["count"] for row in runner.exceptions.values())
         log.error("pushsim: the lanes raised %d exception(s); see their tracebacks above", raised)
         environment.process_exit_code = getattr(_options(environment), "exit_code_on_error", 1) or 1
+
+
+def _partial_reason(environment) -> str | None:
+    """Return why the run ended before the scenario's end, or None for a whole run."""
+    if state.failure:
+        return state.failure
+    if isinstance(environment.runner, MasterRunner):
+        stopped = len(set(state.assigned) - state.completed)
+        if stopped:
+            return f"{stopped} of {len(state.assigned)} worker(s) stopped before the scenario's end"
+        return None
+    run = state.run
+    if run is None:
+        return "Locust stopped before the run's first action"
+    if not run.completed:
+        return (
+            f"Locust stopped before the scenario's end, at simulated "
+            f"{format_duration(run.env.now)} of {format_duration(run.horizon)}"
+        )
+    return None
 
 
 class ShopperLanes(User):

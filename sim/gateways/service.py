@@ -142,7 +142,7 @@ class GatewayService:
             control_token=self.world.control_token,
             proxy_url=f"http://{options.host}:{proxy_port}",
             mode=self.world.default_mode,
-            ledger=str(self.ledger_path),
+            ledger=str(self.ledger_path.resolve()),  # readable from any working directory
             apns=ApnsEndpoint(
                 host=options.host,
                 tls_port=ports["tls"],

@@ -45,7 +45,8 @@ def load_run(run_dir: str | Path) -> RunInputs:
     for required in (scenario_path, epoch_path):
         if not required.exists():
             raise FileNotFoundError(
-                f"{required} not found: point at a run directory written by pushsim run"
+                f"{required} not found: point at a run directory written by pushsim run or by "
+                "Locust with pushsim's locustfile"
             )
     # truth.jsonl.gz is the name pushsim plan --truth writes; live workers write truth-N.jsonl.
     truth_paths = sorted(run_dir.glob("truth*.jsonl")) + sorted(run_dir.glob("truth*.jsonl.gz"))

@@ -98,3 +98,38 @@ def wait_for_line(process: subprocess.Popen, needle: str, timeout: float) -> lis
         if needle in line:
             return lines
     raise AssertionError(f"{needle!r} not printed within {timeout} s; output: {''.join(lines)}")
+
+
+def start_pushsim(command: list[str], log_path: Path) -> subprocess.Popen:
+    """Start ``pushsim COMMAND...``, such as gateways or backend, logging to ``log_path``."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sim.cli", *command],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def wait_for_json(path: Path, process: subprocess.Popen, log_path, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log_path.read_text()
+        if path.exists():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                pass  # still being written
+        time.sleep(0.1)
+    raise AssertionError(f"{path} not written within {timeout} s: {log_path.read_text()}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a component with Ctrl-C, as a user would, and kill it when that does not work."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
 
-from tests.e2e.run_helpers import epoch_of, pushsim_run, query, truth
+from tests.e2e.run_helpers import (
+    epoch_of,
+    pushsim_run,
+    query,
+    start_pushsim,
+    stop,
+    truth,
+    wait_for_json,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -19,60 +23,12 @@ pytestmark = pytest.mark.slow
 SHORT = ("--set", "clock.duration=4h", "--set", "population.installs=500")
 
 
-def start(command: list[str], log_path) -> subprocess.Popen:
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sim.cli", *command],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def wait_for_json(path, process: subprocess.Popen, log_path, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log_path.read_text()
-        if path.exists():
-            try:
-                return json.loads(path.read_text())
-            except json.JSONDecodeError:
-                pass  # still being written
-        time.sleep(0.1)
-    raise AssertionError(f"{path} not written within {timeout} s: {log_path.read_text()}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-@pytest.fixture
-def running_gateways(tmp_path):
-    config_path = tmp_path / "gateways.json"
-    log_path = tmp_path / "gateways.log"
-    process = start(
-        ["gateways", "--dir", str(tmp_path / "gateways"), "--config-out", str(config_path)],
-        log_path,
-    )
-    try:
-        config = wait_for_json(config_path, process, log_path)
-        yield config_path, config, process
-    finally:
-        stop(process)
-
-
 @pytest.fixture
 def external_backend(tmp_path, running_gateways):
     config_path, _, _ = running_gateways
     ready = tmp_path / "backend.json"
     log_path = tmp_path / "backend.log"
-    process = start(
+    process = start_pushsim(
         ["backend", "--scenario", "minimal", *SHORT, "--gateways-config", str(config_path),
          "--epoch-from-gateways", "--db", str(tmp_path / "backend.sqlite"),
          "--ready-file", str(ready)],
