@@ -1,8 +1,10 @@
 """Put two runs' summaries side by side and flag the figures that got worse.
 
 A figure is WORSE when it moved the wrong way by more than chance explains (``reports.noise``).
-A smaller move the wrong way is shown as "worse, within noise" and not counted. Percentiles and
-the lowest reachable share have no noise estimate here, so any move the wrong way is WORSE.
+A smaller move the wrong way is shown as "worse, within noise" and not counted. A lateness p99 is
+tested with the confidence intervals in both summaries. The lowest reachable share has no noise
+estimate, so any move the wrong way is WORSE: it is the lowest of up to 49 shares of one
+population sampled over time, which are not independent samples.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from pathlib import Path
 import yaml
 
 from reports.build import REPORT_DIR, build_report, describe_backend
-from reports.noise import SIGNIFICANT_Z, count_z, share_z
+from reports.noise import SIGNIFICANT_Z, PercentileInterval, count_z, percentile_z, share_z
 from sim.gates import GATE_METRICS
 from sim.oracle.outcomes import DELIVERED, FAILURES, LEGITIMATE
+from sim.oracle.stats import fewest_samples_for_upper_bound
 
 # Gate metrics where a higher value is better; every other metric is better lower.
 HIGHER_IS_BETTER = frozenset(
@@ -58,6 +61,27 @@ _TRIGGER_SHARES = {
 }
 
 
+# Percentile metrics, each with its samples' key under summary.json's trigger_lateness and the
+# percentile, whose confidence interval sits beside it as p{percentile}_interval.
+_PERCENTILES = {
+    "trigger_lateness_p99": ("sim_s", 99),
+    "trigger_lateness_p99_wall_ms": ("wall_ms", 99),
+}
+
+
+def _percentile_interval(summary: dict, metric: str) -> PercentileInterval | None:
+    """Return the confidence interval of a percentile metric, or None when the summary has none.
+
+    Summaries written before the intervals have the percentile alone.
+    """
+    samples, percentile = _PERCENTILES[metric]
+    statistics = (summary.get("trigger_lateness") or {}).get(samples) or {}
+    interval = statistics.get(f"p{percentile}_interval")
+    if interval is None:
+        return None
+    return PercentileInterval(interval["lower"], interval["upper"], interval["z"])
+
+
 def _share_counts(summary: dict, metric: str) -> tuple[int, int] | None:
     """Return the (part, whole) counts behind a share metric, or None for other metrics."""
     if metric in _TRIGGER_SHARES:
@@ -82,6 +106,13 @@ def _share_counts(summary: dict, metric: str) -> tuple[int, int] | None:
 
 def _metric_z(metric: str, a: dict, b: dict) -> float | None:
     """Return the z statistic of the metric's change from A to B, or None without an estimate."""
+    if metric in _PERCENTILES:
+        return percentile_z(
+            a["metrics"][metric],
+            _percentile_interval(a, metric),
+            b["metrics"][metric],
+            _percentile_interval(b, metric),
+        )
     counts_a, counts_b = _share_counts(a, metric), _share_counts(b, metric)
     if counts_a is not None and counts_b is not None:
         return share_z(*counts_a, *counts_b)
@@ -195,6 +226,70 @@ def _judged_notes(journeys_a: list[dict], journeys_b: list[dict]) -> list[str]:
     return notes
 
 
+def _percentile_notes(a: dict, b: dict, run_a: str | Path, run_b: str | Path) -> list[str]:
+    """Note what the noise test of each percentile that got worse lacked, run by run.
+
+    A summary from before the intervals leaves the test to the other run's interval, or to no
+    test when the other run has no bound that faces this one either.
+    """
+    summaries, runs = {"A": a, "B": b}, {"A": run_a, "B": run_b}
+    got_worse = [
+        metric
+        for metric in _PERCENTILES
+        if worse(metric, a["metrics"].get(metric), b["metrics"].get(metric))
+    ]
+    notes = []
+    for label, other in (("A", "B"), ("B", "A")):
+        predating = [m for m in got_worse if _percentile_interval(summaries[label], m) is None]
+        if not predating:
+            continue
+        # The other run's interval alone tests a metric unless its facing bound is unset too.
+        tested = [m for m in predating if _metric_z(m, a, b) is not None]
+        untested = [m for m in predating if m not in tested]
+        tests = []
+        if tested:
+            tests.append(
+                f"the noise test of {' and '.join(tested)} used run {other}'s interval alone, "
+                "which flags smaller moves than both intervals would"
+            )
+        if untested:
+            tests.append(f"{' and '.join(untested)} got no noise test")
+        notes.append(
+            f"note: run {label}'s summary.json predates the percentile confidence intervals, "
+            f"so {', and '.join(tests)}; `pushsim report {runs[label]}` adds them"
+        )
+    return notes + _unbounded_notes(got_worse, a, b)
+
+
+def _unbounded_notes(metrics: list[str], a: dict, b: dict) -> list[str]:
+    """Note each run whose samples were too few to set the bound that faces the other run."""
+    # Metrics by run, sample count, percentile, side and the samples that side needs.
+    grouped: dict[tuple[str, int, int, str, int], list[str]] = {}
+    for metric in metrics:
+        samples, percentile = _PERCENTILES[metric]
+        rising = b["metrics"][metric] > a["metrics"][metric]
+        for label, summary, above in (("A", a, rising), ("B", b, not rising)):
+            interval = _percentile_interval(summary, metric)
+            if interval is None or (interval.upper if above else interval.lower) is not None:
+                continue
+            # A bound below the p-th percentile needs as many samples as one above the
+            # (100 - p)-th.
+            side_percentile = percentile if above else 100 - percentile
+            needed = fewest_samples_for_upper_bound(side_percentile, interval.z)
+            count = summary["trigger_lateness"][samples]["count"]
+            side = "above" if above else "below"
+            grouped.setdefault((label, count, percentile, side, needed), []).append(metric)
+
+    notes = []
+    for (label, count, percentile, side, needed), names in grouped.items():
+        notes.append(
+            f"note: run {label} has {count} lateness samples, too few to bound its "
+            f"p{percentile} from {side} ({needed} are needed), so {' and '.join(names)} got no "
+            "noise test"
+        )
+    return notes
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     """Return both runs' metrics, gates and outcomes side by side, marking what got worse in B."""
     a, b = load_summary(run_a), load_summary(run_b)
@@ -216,6 +311,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
                 f"note: run {label} is partial ({summary.get('partial_reason') or 'no reason'}), "
                 "so its figures cover only what it collected before it ended"
             )
+    lines += _percentile_notes(a, b, run_a, run_b)
     lines.append("")
     width = max(len(name) for name in a["metrics"] | b["metrics"]) + 2
     lines.append(f"{'metric':<{width}}{'A':>14}{'B':>14}  ")

@@ -8,11 +8,14 @@ import re
 import shutil
 import sqlite3
 
+import numpy as np
+
 from reports.build import build_report
 from reports.compare import compare_runs, load_summary
 from sim.cli import main
 from sim.gates import GATE_METRICS
 from sim.oracle.outcomes import OUTCOMES
+from sim.oracle.stats import summarise
 from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
 
 SUMMARY_KEYS = {
@@ -548,6 +551,115 @@ def test_compare_share_change_within_noise(tmp_path, good_run):
     assert _line(text, "failure_rate").endswith("worse, within noise")
     assert _line(text, f"  {journey['name']}.not_sent").endswith("worse, within noise")
     assert text.endswith("nothing worse in B (3 more worse within noise, not counted)")
+
+
+def _lateness(seed: int, scale: float = 1.0, count: int = 2_000) -> dict:
+    """Return trigger_lateness.sim_s as the oracle writes it, for lognormal lateness in s."""
+    # A p99 near 9 simulated seconds, like a backend that sends most pushes within seconds.
+    samples = np.random.default_rng(seed).lognormal(1.0, 0.5, size=count) * scale
+    return summarise(list(samples), intervals=(99,))
+
+
+def _with_lateness(lateness: dict):
+    """Return an edit that puts ``lateness`` in a summary as trigger_lateness.sim_s."""
+
+    def edit(summary):
+        summary["trigger_lateness"]["sim_s"] = lateness
+        summary["metrics"]["trigger_lateness_p99"] = lateness["p99"]
+
+    return edit
+
+
+def _compare_lateness(tmp_path, run_dir, before: dict, after: dict):
+    """Compare two copies of ``run_dir`` whose trigger_lateness.sim_s are replaced."""
+    a = _edited_copy(tmp_path, run_dir, "a", _with_lateness(before))
+    b = _edited_copy(tmp_path, run_dir, "b", _with_lateness(after))
+    return compare_runs(a, b)
+
+
+def test_compare_lateness_p99_within_noise(tmp_path, good_run):
+    # Two draws of one distribution: B's p99 is higher by chance alone.
+    before, after = _lateness(seed=5), _lateness(seed=6)
+    assert after["p99"] > before["p99"]
+
+    comparison = _compare_lateness(tmp_path, good_run, before, after)
+
+    assert _line(comparison.text, "trigger_lateness_p99 ").endswith("worse, within noise")
+    assert comparison.worse_figures == 0
+    assert comparison.text.endswith("nothing worse in B (1 more worse within noise, not counted)")
+    assert "got no noise test" not in comparison.text
+
+
+def test_compare_lateness_p99_beyond_noise(tmp_path, good_run):
+    # B's lateness is 20% longer throughout, so its p99 moves about 3 standard errors.
+    before, after = _lateness(seed=5), _lateness(seed=6, scale=1.2)
+
+    comparison = _compare_lateness(tmp_path, good_run, before, after)
+
+    assert _line(comparison.text, "trigger_lateness_p99 ").endswith("WORSE")
+    assert comparison.worse_figures == 1
+    assert comparison.text.endswith("1 figure(s) worse in B")
+
+
+def test_compare_lateness_p99_older_summaries(tmp_path, good_run):
+    before, after = _lateness(seed=5), _lateness(seed=6)
+    old_before = {key: value for key, value in before.items() if key != "p99_interval"}
+    old_after = {key: value for key, value in after.items() if key != "p99_interval"}
+    new_a = _edited_copy(tmp_path, good_run, "new_a", _with_lateness(before))
+    old_a = _edited_copy(tmp_path, good_run, "old_a", _with_lateness(old_before))
+    old_b = _edited_copy(tmp_path, good_run, "old_b", _with_lateness(old_after))
+
+    # Neither summary has intervals: any rise is WORSE, as before the intervals.
+    neither = compare_runs(old_a, old_b).text
+    assert _line(neither, "trigger_lateness_p99 ").endswith("WORSE")
+    assert (
+        "note: run A's summary.json predates the percentile confidence intervals, so "
+        f"trigger_lateness_p99 got no noise test; `pushsim report {old_a}` adds them"
+    ) in neither
+
+    # One interval: the older run's value counts as exact against the newer run's interval.
+    one = compare_runs(new_a, old_b).text
+    assert "the noise test of trigger_lateness_p99 used run A's interval alone" in one
+    assert f"`pushsim report {old_b}` adds them" in one
+    assert "note: run A's summary.json predates" not in one
+
+
+def test_compare_value_against_interval(tmp_path, good_run):
+    after = _lateness(seed=6)
+    lower = after["p99_interval"]["lower"]
+
+    def old_with_p99(p99):
+        def edit(summary):
+            summary["trigger_lateness"]["sim_s"] = {"count": 2_000, "p99": p99}
+            summary["metrics"]["trigger_lateness_p99"] = p99
+
+        return edit
+
+    b = _edited_copy(tmp_path, good_run, "b", _with_lateness(after))
+    # B's lower side spans 2 standard errors, so halfway to its lower bound is 1 of them.
+    near = _edited_copy(tmp_path, good_run, "near", old_with_p99((after["p99"] + lower) / 2))
+    far = _edited_copy(tmp_path, good_run, "far", old_with_p99(lower - 1.0))
+
+    assert _line(compare_runs(near, b).text, "trigger_lateness_p99 ").endswith(
+        "worse, within noise"
+    )
+    assert _line(compare_runs(far, b).text, "trigger_lateness_p99 ").endswith("WORSE")
+
+
+def test_compare_notes_too_few_lateness_samples(good_run, flawed_run):
+    a = load_summary(good_run)
+    count = a["trigger_lateness"]["sim_s"]["count"]
+    assert count < 377
+    assert a["trigger_lateness"]["sim_s"]["p99_interval"]["upper"] is None
+
+    text = compare_runs(good_run, flawed_run).text
+
+    assert _line(text, "trigger_lateness_p99 ").endswith("WORSE")
+    assert (
+        f"note: run A has {count} lateness samples, too few to bound its p99 from above "
+        "(377 are needed), so trigger_lateness_p99 and trigger_lateness_p99_wall_ms got no "
+        "noise test"
+    ) in text
 
 
 def test_compare_names_differing_scenario_keys(tmp_path, good_run):
