@@ -81,12 +81,18 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozens
 
 
 def _gates(result: OracleResult) -> str:
+    if not result.gates and result.no_push_warning() is not None:
+        return ('<div class="verdict fail">RUN FAILED: no push reached the gateways</div>'
+                "<p>The scenario sets no gates.</p>")  # fmt: skip
     if not result.gates:
         return '<div class="verdict pass">NO GATES</div><p>The scenario sets no gates.</p>'
     failed = [gate for gate in result.gates if not gate.passed]
     if failed:
         verdict = (f'<div class="verdict fail">GATES FAILED: {len(failed)} of '
                    f"{len(result.gates)}</div>")  # fmt: skip
+    elif result.no_push_warning() is not None:
+        verdict = (f'<div class="verdict fail">RUN FAILED: no push reached the gateways, so all '
+                   f"{len(result.gates)} gates passed with no push to judge</div>")  # fmt: skip
     else:
         verdict = f'<div class="verdict pass">GATES PASSED: all {len(result.gates)}</div>'
     rows = []
@@ -306,7 +312,7 @@ def render(
     no_push = result.no_push_warning()
     if no_push is not None:
         banner += (f'<div class="banner" role="alert">NO PUSHES: {escape(no_push)}. Gates on '
-                   "bad pushes pass when nothing is sent.</div>")  # fmt: skip
+                   "bad pushes pass when nothing is sent, so the run fails.</div>")  # fmt: skip
     for journey in result.journeys:
         warning = journey.exclusion_warning()
         if warning is not None:

@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="judge a run directory and write report.html, summary.json, CSV and PNG files",
         description="Judge the run in RUN_DIR against its truth ledgers and write "
         "RUN_DIR/report/ (report.html, summary.json, one CSV per table, every figure as PNG). "
-        "Exits 0 when every gate passes, 1 when any fails, and 2 when the run cannot be read.",
+        "Exits 0 when every gate passes, 1 when any fails or when no push reached the gateways "
+        "although triggers expected some, and 2 when the run cannot be read.",
     )
     parser.add_argument(
         "run_dir",
@@ -102,13 +103,19 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     if failed:
         print(f"{len(failed)} of {len(result.gates)} gate(s) failed", file=sys.stderr)
         return EXIT_GATES_FAILED
+    if no_push is not None:
+        # Gates on counts of bad pushes pass trivially when no push was sent at all, and a push
+        # rehearsal whose backend sent nothing has not shown that the pipeline works.
+        print(
+            f"the run fails: no push request reached the gateways (see above), so the "
+            f"{len(result.gates)} gate(s) had no push to judge",
+            file=sys.stderr,
+        )
+        return EXIT_GATES_FAILED
     if result.gates:
         unjudged = [j.name for j in result.journeys if j.exclusion_warning() is not None]
         caveat = ""
-        if no_push is not None:
-            # Gates on counts of bad pushes pass trivially when no push was sent at all.
-            caveat = ", but no push request reached the gateways (see above)"
-        elif unjudged:
+        if unjudged:
             # The gates saw few or none of these journeys' triggers, so a pass means little.
             caveat = f", but journey(s) {', '.join(unjudged)} were mostly not judged (see above)"
         print(f"all {len(result.gates)} gate(s) passed{caveat}")

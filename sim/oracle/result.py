@@ -137,6 +137,14 @@ class OracleResult:
     def gates_passed(self) -> bool:
         return all(gate.passed for gate in self.gates)
 
+    @property
+    def passed(self) -> bool:
+        """True when every gate passed and, if triggers expected pushes, some push was sent.
+
+        Gates on counts of bad pushes pass trivially when the backend sent nothing.
+        """
+        return self.gates_passed and self.no_push_warning() is None
+
 
 def to_summary(result: OracleResult) -> dict[str, Any]:
     """Return the result as the JSON-ready ``summary.json`` object (rows go to CSV instead)."""
@@ -170,6 +178,7 @@ def to_summary(result: OracleResult) -> dict[str, Any]:
             "time_scale": result.time_scale,
             "origin_unix": result.origin,
         },
+        "passed": result.passed,
         "gates_passed": result.gates_passed,
         "gates": [dataclasses.asdict(gate) for gate in result.gates],
         "metrics": result.metrics,

@@ -19,8 +19,8 @@ from sim.oracle.stats import summarise
 from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
 
 SUMMARY_KEYS = {
-    "summary_version", "scenario", "clock", "gates_passed", "gates", "metrics", "journeys",
-    "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
+    "summary_version", "scenario", "clock", "passed", "gates_passed", "gates", "metrics",
+    "journeys", "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
     "push_requests", "unattributed_pushes", "partial", "partial_reason", "backend_load",
     "sdk_errors", "backend",
 }  # fmt: skip
@@ -384,17 +384,27 @@ def test_report_warns_when_no_push_arrived(tmp_path, good_run, capsys):
     connection.close()
 
     capsys.readouterr()
-    main(["report", str(good_run)])
+    good_status = main(["report", str(good_run)])
     quiet = capsys.readouterr().err
-    main(["report", str(silent)])
+    silent_status = main(["report", str(silent)])
     warned = capsys.readouterr().err
 
+    assert good_status == 0
     assert "no push request reached the gateways" not in quiet
+    # The gates on bad pushes pass with nothing sent, so the verdict itself fails the run.
+    assert silent_status == 1
     assert "no push request reached the gateways, although" in warned
     assert "check that the backend sends to the gateways" in warned
+    assert "the run fails: no push request reached the gateways (see above)" in warned
     html = (silent / "report" / "report.html").read_text(encoding="utf-8")
     assert "NO PUSHES: no push request reached the gateways" in html
+    assert "RUN FAILED: no push reached the gateways" in html
     assert "NO PUSHES" not in (good_run / "report" / "report.html").read_text(encoding="utf-8")
+    summaries = [
+        json.loads((run / "report" / "summary.json").read_text()) for run in (good_run, silent)
+    ]
+    assert [summary["passed"] for summary in summaries] == [True, False]
+    assert [summary["gates_passed"] for summary in summaries] == [True, True]
 
 
 def test_compare_prunes_unchecked_not_zero(tmp_path, good_run):
