@@ -29,7 +29,12 @@ from sim.run.components import (
 )
 from sim.run.instructions import target_instructions
 from sim.run.preflight import read_running_gateways, same_seed_as_last_run
-from sim.run.progress import ConversionCounter, accepted_pushes, progress_line
+from sim.run.progress import (
+    ConversionCounter,
+    accepted_pushes,
+    progress_line,
+    rejection_warning,
+)
 from sim.run.run_dir import (
     epoch_record,
     read_epoch,
@@ -256,6 +261,7 @@ class Rehearsal:
         pushes_before = accepted_pushes(metrics_url) or 0
         next_progress = time.time() + PROGRESS_EVERY
         health_misses = 0
+        rejection_warned = False
 
         while component.alive():
             crashed = [c for c in self.group.crashed() if c is not component]
@@ -290,6 +296,11 @@ class Rehearsal:
                         pushes_before=pushes_before,
                     )  # fmt: skip
                 )
+                if not rejection_warned:
+                    warning = rejection_warning(self.run_dir)
+                    if warning is not None:
+                        print(f"warning: {warning}", file=sys.stderr, flush=True)
+                        rejection_warned = True
                 next_progress += PROGRESS_EVERY
             time.sleep(0.2)
         code = component.exit_code()

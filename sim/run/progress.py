@@ -3,28 +3,89 @@
 from __future__ import annotations
 
 import csv
+import re
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 from sim.formats.epoch import Epoch
+from sim.oracle.sdk_errors import FIXES
+
+# The run warns once at least this many SDK requests were sent and this share of them failed.
+REJECTION_MIN_REQUESTS = 200
+REJECTION_SHARE = 0.99
+_BAD_STATUS = re.compile(r"BadStatus\((\d+)\)")
 
 
-def _locust_load(run_dir: Path) -> tuple[float, int] | None:
-    """Return the current requests/s and the failed requests so far of Locust's Aggregated row.
+class LocustLoad(NamedTuple):
+    """Locust's Aggregated row so far: requests/s now, and requests and failures since the start.
 
-    Failed requests are those Locust counts as failures, retries included: a connection error,
-    or a status other than 2xx and the redirect codes. None until Locust wrote its CSV.
+    Failures are the requests Locust counts as failed, retries included: a connection error, or
+    a status other than 2xx and the redirect codes.
     """
+
+    requests_per_s: float
+    requests: int
+    failed: int
+
+
+def _locust_load(run_dir: Path) -> LocustLoad | None:
+    """Return Locust's Aggregated row from its stats CSV, or None until Locust wrote one."""
     path = run_dir / "locust_stats.csv"
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 if row.get("Name") == "Aggregated":
-                    return float(row.get("Requests/s") or 0.0), int(row.get("Failure Count") or 0)
+                    return LocustLoad(
+                        float(row.get("Requests/s") or 0.0),
+                        int(row.get("Request Count") or 0),
+                        int(row.get("Failure Count") or 0),
+                    )
     except (FileNotFoundError, ValueError):
         return None
     return None
+
+
+def _failures_by_response(run_dir: Path) -> Counter[str]:
+    """Count Locust's failed requests by response label: a status such as "404", or "no response".
+
+    The driver reports a failed status as ``BadStatus(404)`` and a connection error as the
+    exception itself, which Locust's failures CSV names in its Error column.
+    """
+    counts: Counter[str] = Counter()
+    try:
+        with open(run_dir / "locust_failures.csv", newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                status = _BAD_STATUS.fullmatch(row.get("Error") or "")
+                label = status.group(1) if status else "no response"
+                counts[label] += int(row.get("Occurrences") or 0)
+    except (FileNotFoundError, ValueError):
+        return Counter()
+    return counts
+
+
+def rejection_warning(run_dir: Path) -> str | None:
+    """Return a warning when the backend rejected nearly every SDK request so far, else None.
+
+    Such a run goes on to its end and fails the sdk_error_rate gate, which for a long rehearsal
+    is long after the cause, usually credentials or a URL, could have been fixed.
+    """
+    load = _locust_load(run_dir)
+    if load is None or load.requests < REJECTION_MIN_REQUESTS:
+        return None
+    if load.failed < REJECTION_SHARE * load.requests:
+        return None
+    failures = _failures_by_response(run_dir)
+    breakdown = ", ".join(f"{label}: {count:,}" for label, count in failures.most_common())
+    warning = f"the backend rejected {load.failed:,} of {load.requests:,} SDK requests so far"
+    if breakdown:
+        warning += f" ({breakdown})"
+    fix = FIXES.get(failures.most_common(1)[0][0], "") if failures else ""
+    if fix:
+        warning += f"; {fix}"
+    return f"{warning}. The run goes on; Ctrl-C stops it and writes a partial report."
 
 
 def accepted_pushes(metrics_url: str | None, token: str | None = None) -> int | None:
@@ -91,10 +152,9 @@ def progress_line(
     requests = "   - req/s"
     load = _locust_load(run_dir)
     if load is not None:
-        rps, failed = load
-        requests = f"{rps:6.1f} req/s"
-        if failed:
-            requests += f"  failed {failed:,}"
+        requests = f"{load.requests_per_s:6.1f} req/s"
+        if load.failed:
+            requests += f"  failed {load.failed:,}"
 
     pushes = accepted_pushes(metrics_url, token)
     if pushes is not None:

@@ -75,3 +75,8 @@ def test_target_answering_404_fails_gate(tmp_path):
 
     # The progress lines count Locust's failed requests as they happen.
     assert re.search(r"req/s  failed [\d,]+", result.stdout), result.stdout[-3000:]
+    # And once nearly every request failed, a warning names the cause while the run goes on.
+    warning = re.search(r"warning: the backend rejected ([\d,]+) of \1 SDK requests so far "
+                        r"\(404: \1\); (.*)", result.stderr)  # fmt: skip
+    assert warning, result.stderr[-3000:]
+    assert warning.group(2).startswith("the backend has no such route: check that --target")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sim.formats.epoch import Epoch
-from sim.run.progress import ConversionCounter, accepted_pushes, progress_line
+from sim.run.progress import ConversionCounter, accepted_pushes, progress_line, rejection_warning
 
 METRICS = (
     "# TYPE pushsim_gateway_requests_total counter\n"
@@ -44,3 +44,42 @@ def test_progress_without_metrics(tmp_path):
     assert "pushes accepted -" in text
     assert "- req/s" in text
     assert "conversions 0" in text
+
+
+def write_locust_csv(run_dir, requests: int, failed: int, failures: dict[str, int]) -> None:
+    """Write the two CSV files Locust keeps up to date during a run, as it lays them out."""
+    (run_dir / "locust_stats.csv").write_text(
+        "Type,Name,Request Count,Failure Count,Requests/s\n"
+        f"POST,/api/v1/customers/[id],{requests},{failed},12.5\n"
+        f",Aggregated,{requests},{failed},12.5\n"
+    )
+    rows = "".join(
+        f"POST,/api/v1/customers/[id],{error},{count}\n" for error, count in failures.items()
+    )
+    (run_dir / "locust_failures.csv").write_text(f"Method,Name,Error,Occurrences\n{rows}")
+
+
+def test_rejection_warning_names_fix(tmp_path):
+    write_locust_csv(tmp_path, 400, 399, {"BadStatus(401)": 390, "TimeoutError('timed out')": 9})
+
+    warning = rejection_warning(tmp_path)
+
+    assert warning.startswith("the backend rejected 399 of 400 SDK requests so far (401: 390, ")
+    assert "no response: 9)" in warning
+    assert "the backend rejected the credentials: check target.site_id" in warning
+    assert warning.endswith("Ctrl-C stops it and writes a partial report.")
+
+
+@pytest.mark.parametrize(
+    ("requests", "failed"),
+    [(150, 150), (400, 390), (400, 0)],
+    ids=["too few requests", "some accepted", "all accepted"],
+)
+def test_rejection_warning_quiet(tmp_path, requests, failed):
+    write_locust_csv(tmp_path, requests, failed, {"BadStatus(404)": failed})
+
+    assert rejection_warning(tmp_path) is None
+
+
+def test_rejection_warning_before_locust_csv(tmp_path):
+    assert rejection_warning(tmp_path) is None
