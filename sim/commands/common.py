@@ -12,6 +12,8 @@ from sim.scenario import LoadedScenario, ScenarioError, load_scenario
 EXIT_USAGE = 2
 # Exit status when a run fails a gate, or fails one that the baseline passed.
 EXIT_GATES_FAILED = 1
+# Exit status for a run that ended before the scenario's end, whatever its gates say.
+EXIT_PARTIAL = 3
 
 
 def add_set_option(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sim.commands.common import EXIT_GATES_FAILED, EXIT_USAGE, run_dir_problem
+from sim.commands.common import EXIT_GATES_FAILED, EXIT_PARTIAL, EXIT_USAGE, run_dir_problem
 from sim.scenario import ScenarioError
 
 if TYPE_CHECKING:
@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Judge the run in RUN_DIR against its truth ledgers and write "
         "RUN_DIR/report/ (report.html, summary.json, one CSV per table, every figure as PNG). "
         "Exits 0 when every gate passes, 1 when any fails or when no push reached the gateways "
-        "although triggers expected some, and 2 when the run cannot be read.",
+        "although triggers expected some, 2 when the run cannot be read, and 3 for a partial "
+        "run (one that ended before the scenario's end).",
     )
     parser.add_argument(
         "run_dir",
@@ -48,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     path = write_report(result, args.run_dir)
     print(f"wrote {path}")
     partial = partial_reason(Path(args.run_dir))
+    status = print_verdict(result, backend_load(Path(args.run_dir)), partial=partial is not None)
     if partial is not None:
-        print(f"warning: the run is partial: {partial}", file=sys.stderr)
-    return print_verdict(result, backend_load(Path(args.run_dir)), partial=partial is not None)
+        # As pushsim run does: gates that pass on part of a run do not pass the run.
+        print(f"pushsim: the run is partial: {partial}", file=sys.stderr)
+        return EXIT_PARTIAL
+    return status
 
 
 def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bool = False) -> int:
@@ -115,7 +119,9 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     if result.gates:
         unjudged = [j.name for j in result.journeys if j.exclusion_warning() is not None]
         caveat = ""
-        if unjudged:
+        if partial:
+            caveat = ", but on a partial run (see below)"
+        elif unjudged:
             # The gates saw few or none of these journeys' triggers, so a pass means little.
             caveat = f", but journey(s) {', '.join(unjudged)} were mostly not judged (see above)"
         print(f"all {len(result.gates)} gate(s) passed{caveat}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -30,9 +31,9 @@ from sim.driver.timing import TimingTable
 from sim.driver.webui import install_web_ui, print_summary, write_timing_csv
 from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
-from sim.run.run_dir import epoch_record, scenario_faults
+from sim.run.preflight import same_seed_as_last_run
+from sim.run.run_dir import EPOCH_FILE, epoch_record, scenario_faults
 from sim.scenario import ScenarioError, load_scenario
-from sim.scenario.types import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +201,34 @@ def on_init(environment, **kwargs) -> None:
         except ValueError as error:
             _refuse_start(environment, str(error))
             return
+        problem = _used_run_dir(environment)
+        if problem is not None:
+            _refuse_start(environment, problem)
+            return
     if environment.web_ui is not None:
         install_web_ui(environment, state)
     if isinstance(environment.runner, MasterRunner):
         environment.runner.register_message(DONE_MESSAGE, _on_worker_done)
+
+
+def _used_run_dir(environment) -> str | None:
+    """Return why the run directory cannot take this run, or None when it can.
+
+    A directory that contains an earlier run would mix its truth ledgers and report into this
+    run's. ``pushsim run`` makes a new directory itself and passes --epoch-file.
+    """
+    if getattr(_options(environment), "epoch_file", ""):
+        return None
+    run_dir = _run_dir(environment)
+    found = sorted(path.name for path in run_dir.glob("truth-*.jsonl"))
+    if (run_dir / EPOCH_FILE).exists():
+        found.insert(0, EPOCH_FILE)
+    if not found:
+        return None
+    return (
+        f"the run directory {run_dir} already contains a run ({', '.join(found[:3])}): give a "
+        "new --run-dir, or remove that directory"
+    )
 
 
 def _refuse_start(environment, message: str) -> None:
@@ -233,6 +258,9 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
     gateways = GatewayConfig.read(config_path) if config_path else None
     run_record = RunRecord(_run_dir(environment), scenario, gateways, environment.host or "")
     if gateways is not None:
+        repeated = same_seed_as_last_run(gateways, scenario.seed)
+        if repeated is not None:
+            log.warning("pushsim: %s", repeated)
         control = ControlClient(gateways.control_url, gateways.control_token)
         control.request("POST", "/control/run", {**record, "mode": scenario.gateways.mode})
         # Gateways started without this scenario still run an earlier run's faults, or none.
@@ -451,6 +479,13 @@ def on_test_stop(environment, **kwargs) -> None:
         state.run.stop()
 
 
+@events.quit.add_listener
+def on_quit(exit_code, **kwargs) -> None:
+    # After Locust's closing statistics, so the way to the report is the last thing shown.
+    if state.record is not None and state.record.closing_line:
+        print(state.record.closing_line, file=sys.stderr, flush=True)
+
+
 @events.quitting.add_listener
 def on_quitting(environment, **kwargs) -> None:
     if isinstance(environment.runner, WorkerRunner):
@@ -487,9 +522,11 @@ def _partial_reason(environment) -> str | None:
     if run is None:
         return "Locust stopped before the run's first action"
     if not run.completed:
+        clock = state.scenario.clock
         return (
-            f"Locust stopped before the scenario's end, at simulated "
-            f"{format_duration(run.env.now)} of {format_duration(run.horizon)}"
+            f"Locust stopped before the scenario's end, at simulated hour "
+            f"{run.env.now / 3600:.1f} of {clock.duration / 3600:g} (plus "
+            f"{clock.drain / 3600:g} h of drain)"
         )
     return None
 

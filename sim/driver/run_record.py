@@ -36,6 +36,8 @@ class RunRecord:
         self.backend = host or "unknown"
         self.naive: list[str] = []
         self.epoch: Epoch | None = None
+        # What to do with the run directory, for the last line Locust shows.
+        self.closing_line = ""
 
     def start(self, epoch: Epoch, record: dict) -> None:
         """Write the resolved scenario and the epoch announcement ``record``."""
@@ -61,18 +63,20 @@ class RunRecord:
         if self.gateways is not None and self.gateways.ledger:
             self._copy_deliveries(Path(self.gateways.ledger))
 
-        if list(self.run_dir.glob("truth-*.jsonl")):
-            log.info(
-                "pushsim: the run directory %s is complete; judge the run with: pushsim report %s",
-                self.run_dir,
-                self.run_dir,
+        if not list(self.run_dir.glob("truth-*.jsonl")):
+            self.closing_line = (
+                f"pushsim: no truth ledger in {self.run_dir}: copy each worker's truth-*.jsonl "
+                f"into it, then judge the run with: pushsim report {self.run_dir}"
+            )
+        elif partial_reason is not None:
+            self.closing_line = (
+                f"pushsim: {self.run_dir} contains a partial run ({partial_reason}); judge what "
+                f"it has with: pushsim report {self.run_dir}"
             )
         else:
-            log.warning(
-                "pushsim: no truth ledger in %s: copy each worker's truth-*.jsonl into it, then "
-                "judge the run with: pushsim report %s",
-                self.run_dir,
-                self.run_dir,
+            self.closing_line = (
+                f"pushsim: the run directory {self.run_dir} is complete; judge the run with: "
+                f"pushsim report {self.run_dir}"
             )
 
     def _copy_deliveries(self, ledger: Path) -> None:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sim.commands.common import EXIT_PARTIAL
 from sim.driver.control import ControlClient
 from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
@@ -59,7 +60,6 @@ SHARED_GATEWAYS_MISSES = 2
 
 EXIT_PASSED = 0
 EXIT_GATE_FAILED = 1
-EXIT_PARTIAL = 3
 
 
 @dataclass

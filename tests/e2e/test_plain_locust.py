@@ -101,12 +101,13 @@ def test_locust_run_is_judged(tmp_path, running_gateways, reference_backend):
 def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_backend):
     config_path, _, _ = running_gateways
     run_dir = tmp_path / "run"
+    overrides = ("clock.duration=12h", "clock.time_scale=1440", "population.installs=200")
 
     # Locust's own time limit ends the run after 6 wall seconds of a 35-second scenario.
     result = run_locust(
         run_dir,
         reference_backend["url"],
-        overrides=("clock.duration=12h", "clock.time_scale=1440", "population.installs=200"),
+        overrides=overrides,
         users=8,
         extra=(*locust_options(config_path, reference_backend), "--run-time", "6s"),
     )
@@ -115,10 +116,38 @@ def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_bac
     status = json.loads((run_dir / "run-status.json").read_text())
     assert status["partial"] is True
     assert status["reason"].startswith("Locust stopped before the scenario's end, at simulated ")
-    assert status["reason"].endswith(" of 14h")
+    assert status["reason"].endswith(" of 12 (plus 2 h of drain)")
+    # The last line Locust shows says so too.
+    assert result.stderr.rstrip().endswith(
+        f"contains a partial run ({status['reason']}); judge what it has with: "
+        f"pushsim report {run_dir}"
+    )
 
     report = pushsim_report(run_dir)
-    assert report.returncode in (0, 1), report.stderr[-3000:]
+    assert report.returncode == 3, report.stderr[-3000:]
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     assert summary["partial"] is True
     assert summary["partial_reason"] == status["reason"]
+
+    # The same directory again would mix two runs' ledgers, so Locust refuses it.
+    again = run_locust(
+        run_dir,
+        reference_backend["url"],
+        overrides=overrides,
+        users=8,
+        extra=(*locust_options(config_path, reference_backend), "--run-time", "4s"),
+        timeout=60,
+    )
+    assert again.returncode == 1
+    assert f"the run directory {run_dir} already contains a run (epoch.json, " in again.stderr
+
+    # A new directory with the same seed replays the same shoppers to a backend that kept them.
+    repeated = run_locust(
+        tmp_path / "repeated",
+        reference_backend["url"],
+        overrides=overrides,
+        users=8,
+        extra=(*locust_options(config_path, reference_backend), "--run-time", "4s"),
+    )
+    assert repeated.returncode == 0, repeated.stderr[-3000:]
+    assert "these gateways last served a run with seed 7, the seed of this run" in repeated.stderr
