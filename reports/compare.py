@@ -2,9 +2,11 @@
 
 A figure is WORSE when it moved the wrong way by more than chance explains (``reports.noise``).
 A smaller move the wrong way is shown as "worse, within noise" and not counted. A lateness p99 is
-tested with the confidence intervals in both summaries. The lowest reachable share has no noise
-estimate, so any move the wrong way is WORSE: it is the lowest of up to 49 shares of one
-population sampled over time, which are not independent samples.
+tested with the confidence intervals in both summaries. A move the wrong way that no noise test
+covers is shown as "worse, no noise test" and named in the verdict, but not counted, since two
+runs of one scenario make such moves by chance. That is the case of the lowest reachable share,
+the lowest of up to 49 shares of one population sampled over time, which are not independent
+samples, and of a lateness p99 with too few samples to bound it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def worse(metric: str, before: float | None, after: float | None) -> bool:
 
 
 WITHIN_NOISE = "worse, within noise"
+UNTESTED = "worse, no noise test"
 
 # Differing scenario keys named in the note before "and N more".
 SHOWN_KEYS = 6
@@ -125,7 +128,9 @@ def _flag(metric: str, a: dict, b: dict) -> str:
     before, after = a["metrics"].get(metric), b["metrics"].get(metric)
     if worse(metric, before, after):
         z = _metric_z(metric, a, b) if metric in GATE_METRICS else None
-        if z is None or abs(z) >= SIGNIFICANT_Z:
+        if z is None:
+            return UNTESTED
+        if abs(z) >= SIGNIFICANT_Z:
             return "WORSE"
         return WITHIN_NOISE
     if (before is None) != (after is None):
@@ -316,12 +321,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     width = max(len(name) for name in a["metrics"] | b["metrics"]) + 2
     lines.append(f"{'metric':<{width}}{'A':>14}{'B':>14}  ")
     regressions = within_noise = 0
+    untested: list[str] = []
     failed_gates = []
     for metric in sorted(a["metrics"] | b["metrics"]):
         before, after = a["metrics"].get(metric), b["metrics"].get(metric)
         flag = _flag(metric, a, b)
         regressions += flag == "WORSE"
         within_noise += flag == WITHIN_NOISE
+        if flag == UNTESTED:
+            untested.append(metric)
         lines.append(f"{metric:<{width}}{_format(before):>14}{_format(after):>14}  {flag}")
 
     gates_a = {gate["gate"]: gate["passed"] for gate in a["gates"]}
@@ -352,6 +360,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     if within_noise:
         verdict += f" ({within_noise} more worse within noise, not counted)"
     lines += ["", verdict]
+    if untested:
+        lines.append(
+            f"moved the wrong way with no noise test, not counted: {', '.join(untested)} "
+            "(runs with more shoppers, or several seeds of each, tell chance from a change)"
+        )
     if failed_gates:
         lines.append(f"gates that pass in A and fail in B: {', '.join(failed_gates)}")
     return Comparison("\n".join(lines), regressions, tuple(failed_gates), same_scenario)

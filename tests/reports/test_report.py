@@ -619,9 +619,10 @@ def test_compare_lateness_p99_older_summaries(tmp_path, good_run):
     old_a = _edited_copy(tmp_path, good_run, "old_a", _with_lateness(old_before))
     old_b = _edited_copy(tmp_path, good_run, "old_b", _with_lateness(old_after))
 
-    # Neither summary has intervals: any rise is WORSE, as before the intervals.
+    # Neither summary has intervals: a rise has no noise test, so it is named but not counted.
     neither = compare_runs(old_a, old_b).text
-    assert _line(neither, "trigger_lateness_p99 ").endswith("WORSE")
+    assert _line(neither, "trigger_lateness_p99 ").endswith("worse, no noise test")
+    assert "no noise test, not counted: trigger_lateness_p99 (runs with more shoppers" in neither
     assert (
         "note: run A's summary.json predates the percentile confidence intervals, so "
         f"trigger_lateness_p99 got no noise test; `pushsim report {old_a}` adds them"
@@ -664,7 +665,7 @@ def test_compare_notes_too_few_lateness_samples(good_run, flawed_run):
 
     text = compare_runs(good_run, flawed_run).text
 
-    assert _line(text, "trigger_lateness_p99 ").endswith("WORSE")
+    assert _line(text, "trigger_lateness_p99 ").endswith("worse, no noise test")
     assert (
         f"note: run A has {count} lateness samples, too few to bound its p99 from above "
         "(377 are needed), so trigger_lateness_p99 and trigger_lateness_p99_wall_ms got no "
