@@ -16,11 +16,14 @@ from sim.oracle.sdk_errors import FIXES
 # The run warns once at least this many SDK requests were sent and this share of them failed.
 REJECTION_MIN_REQUESTS = 200
 REJECTION_SHARE = 0.99
+# Bytes read from the end of the stats history, which holds one row a second for each request
+# name and the Aggregated row.
+_HISTORY_TAIL_BYTES = 16384
 _BAD_STATUS = re.compile(r"BadStatus\((\d+)\)")
 
 
 class LocustLoad(NamedTuple):
-    """Locust's Aggregated row so far: requests/s now, and requests and failures since the start.
+    """Locust's load: requests/s now, and requests and failures since the start.
 
     Failures are the requests Locust counts as failed, retries included: a connection error, or
     a status other than 2xx and the redirect codes.
@@ -32,19 +35,50 @@ class LocustLoad(NamedTuple):
 
 
 def _locust_load(run_dir: Path) -> LocustLoad | None:
-    """Return Locust's Aggregated row from its stats CSV, or None until Locust wrote one."""
+    """Return Locust's load so far, or None until Locust wrote its statistics.
+
+    The counts come from the stats CSV, which Locust writes together with the failures CSV, so
+    the two agree. Its requests/s is an average since the start, which trails the load for the
+    whole run, so the rate comes from the stats history's last Aggregated row where there is one.
+    """
     path = run_dir / "locust_stats.csv"
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                if row.get("Name") == "Aggregated":
-                    return LocustLoad(
-                        float(row.get("Requests/s") or 0.0),
-                        int(row.get("Request Count") or 0),
-                        int(row.get("Failure Count") or 0),
-                    )
+            rows = [row for row in csv.DictReader(handle) if row.get("Name") == "Aggregated"]
+        if not rows:
+            return None
+        average = float(rows[0].get("Requests/s") or 0.0)
+        requests = int(rows[0].get("Request Count") or 0)
+        failed = int(rows[0].get("Failure Count") or 0)
     except (FileNotFoundError, ValueError):
         return None
+    current = _current_rate(run_dir / "locust_stats_history.csv")
+    return LocustLoad(average if current is None else current, requests, failed)
+
+
+def _current_rate(path: Path) -> float | None:
+    """Return the requests/s of the stats history's last Aggregated row, reading its end only."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.readline().decode("utf-8")
+            size = handle.seek(0, 2)
+            start = max(len(header), size - _HISTORY_TAIL_BYTES)
+            handle.seek(start)
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    columns = next(csv.reader([header]), [])
+    if start > len(header):
+        lines = lines[1:]  # cut by the seek
+    # The last line may still be being written, and then fails to parse.
+    for line in reversed(lines):
+        row = dict(zip(columns, next(csv.reader([line]), []), strict=False))
+        if row.get("Name") != "Aggregated":
+            continue
+        try:
+            return float(row["Requests/s"])
+        except (KeyError, ValueError):
+            continue
     return None
 
 

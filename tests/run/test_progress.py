@@ -83,3 +83,20 @@ def test_rejection_warning_quiet(tmp_path, requests, failed):
 
 def test_rejection_warning_before_locust_csv(tmp_path):
     assert rejection_warning(tmp_path) is None
+
+
+def test_progress_shows_current_rate(tmp_path, metrics_url):
+    # The stats CSV averages since the start; the history's last Aggregated row is the rate now.
+    write_locust_csv(tmp_path, 4100, 7, {})
+    header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,Total Request Count,"
+    header += "Total Failure Count\n"
+    rows = "".join(
+        f"{second},20,,Aggregated,{rate:.1f},0.0,{total},{failed}\n"
+        f"{second},20,POST,/api/v1/customers/[id],{rate:.1f},0.0,{total},{failed}\n"
+        for second, rate, total, failed in ((1, 300.0, 300, 0), (2, 740.4, 4100, 7))
+    )
+    (tmp_path / "locust_stats_history.csv").write_text(header + rows + "3,20,,Aggreg")
+
+    text = line(tmp_path, metrics_url)
+
+    assert "740.4 req/s  failed 7" in text
