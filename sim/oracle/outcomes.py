@@ -263,8 +263,14 @@ def _failure(
     context: JudgeContext,
 ) -> tuple[str, str]:
     index = context.index
+    # The tokens of the devices that could have shown the push: the app installed and, when the
+    # journey needs it, permission granted. A device with push turned off cannot show it, so
+    # its token being on the right profile does not make the push reachable.
+    showing = [device for device in devices if index.view.installed(device, due)]
+    if context.journey.eligibility.push_permission:
+        showing = [device for device in showing if index.view.permission_granted(device, due)]
     live_tokens = [
-        token for token in (index.live_token(device, due) for device in devices) if token
+        token for token in (index.live_token(device, due) for device in showing) if token
     ]
     trigger_profile = index.profile_at(trigger.call, due)
 

@@ -130,6 +130,20 @@ def test_events_without_device(tmp_path):
     assert row.outcome == "events_without_device"
 
 
+def test_events_without_permitted_device(tmp_path):
+    # The identified phone has push turned off. The second phone allows it but browses
+    # anonymously, so its token never reaches the person's profile, as with the Track API.
+    story = Story()
+    story.shopper(permission="denied")
+    story.shopper(device="d1-1", token=2, user_id=None, register=False, anonymous_id="anon-2")
+    story.add_to_cart(CART_AT)
+    story.abandon(CART_AT + 60)
+
+    row, _ = outcome_of(story, tmp_path)
+
+    assert row.outcome == "events_without_device"
+
+
 def test_not_sent(tmp_path):
     story = Story()
     token = story.shopper()
