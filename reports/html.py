@@ -13,7 +13,7 @@ from html import escape
 from reports.locust import EndpointLoad
 from sim.gates import GATE_METRICS
 from sim.oracle.conduct import Conduct
-from sim.oracle.outcomes import FAILURES, LEGITIMATE
+from sim.oracle.outcomes import FAILURES, LEGITIMATE, MEANINGS
 from sim.oracle.result import OracleResult
 
 # Problems listed in the summary, most frequent first.
@@ -160,7 +160,9 @@ def _top_problems(result: OracleResult) -> str:
     entries.sort(key=lambda entry: -entry[0])
     rows = [[escape(kind), _number(count), escape(examples)]
             for count, kind, examples in entries[:TOP_PROBLEMS]]  # fmt: skip
-    return _table(["problem", "count", "example ids"], rows, {1})
+    table = _table(["problem", "count", "example ids"], rows, {1})
+    hint = result.stitching_hint()
+    return table + (f"<p>{escape(hint)}.</p>" if hint else "")
 
 
 def _generator(result: OracleResult) -> str:
@@ -203,13 +205,15 @@ def _figures(figures: dict[str, bytes]) -> str:
 
 def _outcome_table(result: OracleResult) -> str:
     journeys = result.journeys
-    header = ["outcome", "kind"] + [j.name for j in journeys]
+    header = ["outcome", "kind", "meaning"] + [j.name for j in journeys]
     rows = []
     for outcome in next(iter(journeys)).outcomes if journeys else []:
         kind = "legitimate" if outcome in LEGITIMATE else (
             "failure" if outcome in FAILURES else "delivered")  # fmt: skip
-        rows.append([escape(outcome), kind] + [_number(j.outcomes[outcome]) for j in journeys])
-    return _table(header, rows, set(range(2, 2 + len(journeys))))
+        meaning = escape(MEANINGS.get(outcome, ""))
+        counts = [_number(j.outcomes[outcome]) for j in journeys]
+        rows.append([escape(outcome), kind, meaning, *counts])
+    return _table(header, rows, set(range(3, 3 + len(journeys))))
 
 
 def _metrics(result: OracleResult) -> str:

@@ -93,6 +93,10 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
         if warning is not None:
             print(f"warning: {warning}", file=sys.stderr)
 
+    hint = result.stitching_hint()
+    if hint is not None:
+        print(f"note: {hint}")
+
     no_push = result.no_push_warning()
     if no_push is not None:
         print(f"warning: {no_push}", file=sys.stderr)

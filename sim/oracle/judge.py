@@ -139,6 +139,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         series=time_series(pushes, trigger_rows, problems, index, clock.duration),
         unattributed_pushes=sum(1 for push in pushes if push.row.seq not in claimed),
         push_requests=len(pushes),
+        protocol=scenario.target.protocol,
     )
     result.metrics = gate_metrics(result)
     result.gates = evaluate_gates(scenario.gates, result.metrics)

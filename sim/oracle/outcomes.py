@@ -22,6 +22,24 @@ LEGITIMATE = ("converted_before_delay", "no_permission", "no_device", "capped", 
 FAILURES = ("stranded_anonymous", "stale_token", "events_without_device", "not_sent", "sent_late")
 DELIVERED = ("delivered", "displayed", "opened", "converted")
 OUTCOMES = LEGITIMATE + FAILURES + DELIVERED
+
+# What each outcome means, in a line for the report; docs/report-format.md says it in full.
+MEANINGS = {
+    "converted_before_delay": "the shopper bought before the push was due",
+    "no_permission": "no phone that could show the push allows notifications",
+    "no_device": "the shopper had no installed app with a live token",
+    "capped": "the journey's frequency cap held the push back",
+    "quiet_hours": "due in quiet hours, and not sent",
+    "stranded_anonymous": "the phone's token stayed on an anonymous profile",
+    "stale_token": "every push went to a token that had died",
+    "events_without_device": "no token that could show the push is on the trigger's profile",
+    "not_sent": "the backend sent no accepted push",
+    "sent_late": "pushed after the due time and its tolerance",
+    "delivered": "the gateway accepted the push",
+    "displayed": "the phone showed it",
+    "opened": "the shopper opened it",
+    "converted": "the shopper bought from it",
+}
 EXCLUDED = "excluded_near_end"
 
 # A push may arrive this long after its due time and still count as on time: 60 simulated

@@ -6,12 +6,13 @@ The keys of ``to_summary`` are documented in docs/report-format.md; add keys, ne
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from sim.oracle.conduct import Conduct
 from sim.oracle.generator import GeneratorHealth
-from sim.oracle.outcomes import DELIVERED, LEGITIMATE, OUTCOMES, TriggerRow
+from sim.oracle.outcomes import DELIVERED, FAILURES, LEGITIMATE, OUTCOMES, TriggerRow
 from sim.oracle.pacing import Pacing
 from sim.oracle.problems import Problem
 from sim.oracle.reach import ReachSeries
@@ -110,6 +111,8 @@ class OracleResult:
     push_requests: int
     metrics: dict[str, float | None] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
+    # The scenario's target.protocol, which explains the commonest stitching failure.
+    protocol: str = ""
 
     def no_push_warning(self) -> str | None:
         """Return a warning when triggers expected pushes and none reached the gateways."""
@@ -131,6 +134,27 @@ class OracleResult:
             "push: check that the backend sends to the gateways of this run's gateways.json, "
             "and that it does not remember these shoppers from an earlier run with the same "
             "seed (give each run a new one with --set seed=N)"
+        )
+
+    def stitching_hint(self) -> str | None:
+        """Return why events_without_device leads the failures under the Track API, or None.
+
+        Track API v1 has no anonymous devices: the app registers a token once the shopper
+        identifies, so a cart added while browsing anonymously reaches a profile without one.
+        That is the integration's finding, not a fault of the backend or of pushsim.
+        """
+        if self.protocol != "track_v1":
+            return None
+        failures = Counter(row.outcome for row in self.rows if row.outcome in FAILURES)
+        if not failures or failures.most_common(1)[0][0] != "events_without_device":
+            return None
+        stitching, failed = failures["events_without_device"], sum(failures.values())
+        return (
+            f"events_without_device is the commonest failure ({stitching:,} of {failed:,} failed "
+            "triggers): the Track API registers a device only once the shopper identifies, so "
+            "carts added while browsing anonymously reach a profile without one. Rerun with "
+            "--set target.protocol=cdp_batch to compare a CDP integration, which registers "
+            "anonymous devices"
         )
 
     @property

@@ -319,3 +319,20 @@ def test_push_to_handed_over_phone(tmp_path):
     row, _ = outcome_of(story, tmp_path)
     assert row.outcome == "not_sent"
     assert "p1-5" in row.detail
+
+
+def test_stitching_hint_under_track_api(tmp_path):
+    story = Story()
+    story.shopper()
+    story.add_to_cart(CART_AT, user_id=None)
+    _, result = outcome_of(story, tmp_path)
+
+    hint = result.stitching_hint()
+
+    assert result.protocol == "track_v1"
+    assert hint.startswith(
+        "events_without_device is the commonest failure (1 of 1 failed triggers): the Track API"
+    )
+    assert "--set target.protocol=cdp_batch" in hint
+    result.protocol = "cdp_batch"
+    assert result.stitching_hint() is None
