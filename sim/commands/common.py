@@ -43,6 +43,10 @@ def load_or_exit(path: str | None, overrides: list[str]) -> LoadedScenario:
     return loaded
 
 
+# Run directories named when a directory given as a run turns out to contain several.
+SHOWN_RUNS = 5
+
+
 def run_dir_problem(run_dir: str) -> str | None:
     """Return why ``run_dir`` is not a run directory that pushsim run wrote, or None.
 
@@ -55,6 +59,18 @@ def run_dir_problem(run_dir: str) -> str | None:
         return f"no such run directory; {hint}"
     if path.is_file():
         return f"it is a file; {hint}"
-    if not (path / "scenario.yaml").exists() and (path.parent / "scenario.yaml").exists():
+    if (path / "scenario.yaml").exists():
+        return None
+    if (path.parent / "scenario.yaml").exists():
         return f"it has no scenario.yaml, but its parent has: give {path.parent} instead"
+    # A directory of runs, such as runs/: name the newest, which are the likeliest meant.
+    runs = sorted(
+        (child for child in path.iterdir() if (child / "scenario.yaml").exists()),
+        key=lambda child: child.stat().st_mtime,
+        reverse=True,
+    )
+    if runs:
+        names = ", ".join(str(child) for child in runs[:SHOWN_RUNS])
+        more = f" and {len(runs) - SHOWN_RUNS} more" if len(runs) > SHOWN_RUNS else ""
+        return f"it contains runs rather than being one: give one of {names}{more}"
     return None

@@ -466,6 +466,17 @@ def test_report_command_given_report_folder(good_run, capsys):
     assert f"its parent has: give {good_run} instead" in capsys.readouterr().err
 
 
+def test_report_command_given_runs_folder(tmp_path, good_run, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(good_run, runs / "first")
+
+    assert main(["report", str(runs)]) == 2
+    assert (
+        f"cannot judge {runs}: it contains runs rather than being one: give one of {runs / 'first'}"
+    ) in capsys.readouterr().err
+
+
 def test_compare_command_missing_run(tmp_path, good_run, capsys):
     missing = tmp_path / "nowhere"
     assert main(["compare", str(good_run), str(missing)]) == 2
