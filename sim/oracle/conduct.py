@@ -83,7 +83,7 @@ def judge_conduct(
         if truth_paths:
             _judge_device_sync(truth_paths, store_path, conduct)
     else:
-        conduct.pruning_note = "no backend store in the run (external backend)"
+        conduct.pruning_note = "no backend store (backend.sqlite) in the run directory"
     return conduct
 
 
