@@ -61,6 +61,8 @@ class DriverState:
         self.completed: set[str] = set()
         # The run directory's records, written by the process that announces the epoch.
         self.record: RunRecord | None = None
+        # Whether this process has started its one run: a test start after it is refused.
+        self.epoch_announced = False
         self.scenario = None
         self.failure: str | None = None
         # The Locust environment of this process, for handlers that Locust does not give it to.
@@ -306,6 +308,16 @@ def on_test_start(environment, **kwargs) -> None:
         return
     if state.failure or state.scenario is None:
         return
+    if state.epoch_announced:
+        # The model, its truth ledgers and the workers' shards belong to the first test, so a
+        # second start from the web UI would overwrite that run's records.
+        _fail(
+            environment,
+            f"this Locust process already ran the rehearsal in {_run_dir(environment)}; restart "
+            "Locust, with a new --run-dir, for another run",
+        )
+        return
+    state.epoch_announced = True
 
     if isinstance(runner, MasterRunner):
         clients = sorted(runner.clients.keys())

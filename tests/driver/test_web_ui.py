@@ -52,3 +52,45 @@ def test_web_ui_shows_pushsim_table(stalling_backend, tmp_path):
     assert rows[0]["count"] > 0
     assert "extended_tabs" in page or "extendedTabs" in page
     assert csv_text.splitlines()[0].startswith("Name,Count,Dropped")
+
+
+@pytest.mark.slow
+def test_web_ui_second_start_refused(stalling_backend, tmp_path):
+    # One rehearsal a process: a second start would overwrite the first run's records.
+    port = free_port()
+    run_dir = tmp_path / "run"
+    log_path = tmp_path / "locust.log"
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", stalling_backend,
+        "--web-host", "127.0.0.1", "--web-port", str(port), "--autostart", "-u", "4",
+        "-r", "4", "--scenario", "minimal", "--run-dir", str(run_dir),
+        "--set", "clock.duration=1h", "--set", "clock.drain=10m",
+        "--set", "population.installs=20",
+    ]  # fmt: skip
+    refusal = f"this Locust process already ran the rehearsal in {run_dir}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        # At time scale 1440 the run takes about 3 wall seconds, then the web UI stays up.
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            deadline = time.monotonic() + 60
+            state = ""
+            while time.monotonic() < deadline and state != "stopped":
+                time.sleep(1)
+                try:
+                    state = client.get("/stats/requests").json().get("state", "")
+                except (httpx.HTTPError, ValueError):
+                    continue
+            assert state == "stopped", "the first run did not finish"
+            epoch = (run_dir / "epoch.json").read_text()
+            client.post("/swarm", data={"user_count": "4", "spawn_rate": "4"})
+
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and refusal not in log_path.read_text():
+                time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    assert refusal in log_path.read_text()
+    assert (run_dir / "epoch.json").read_text() == epoch
