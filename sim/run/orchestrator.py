@@ -141,6 +141,13 @@ class Rehearsal:
         (self.run_dir / "plan.json").write_text(json.dumps(plan_info, indent=2))
         (self.run_dir / "plan-summary.json").write_text(json.dumps(plan.summary, indent=2))
         self.say(f"plan hash {plan_info['plan_hash']} (seed {self.scenario.seed})")
+        calls = plan.summary.get("sdk_calls", {}).get("total", 0)
+        wall = self.scenario.clock.duration / self.scenario.clock.time_scale
+        # The load to expect: the install profile and spikes make the busiest seconds higher.
+        self.say(
+            f"plan: {calls:,} SDK calls over {wall:,.0f} wall seconds, {calls / wall:,.0f}/s "
+            "on average"
+        )
 
     # Components.
 

@@ -33,6 +33,10 @@ def test_two_workers_end_to_end(tmp_path):
     assert (run_dir / "truth-0.jsonl").exists()
     assert (run_dir / "truth-1.jsonl").exists()
     assert (run_dir / "report" / "report.html").exists()
+    # Eight simulated hours at the time scale of 1440 are 20 wall seconds.
+    plan = json.loads((run_dir / "plan-summary.json").read_text())
+    calls = plan["sdk_calls"]["total"]
+    assert f"plan: {calls:,} SDK calls over 20 wall seconds, {calls / 20:,.0f}/s" in result.stdout
     for name in ("scenario.yaml", "epoch.json", "plan.json", "locust.html", "locust_stats.csv"):
         assert (run_dir / name).exists(), name
     for log in ("gateways", "backend", "locust"):
