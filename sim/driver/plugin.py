@@ -12,6 +12,7 @@ drops in the pushsim timing table, never as a slower population.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -32,7 +33,7 @@ from sim.driver.webui import install_web_ui, print_summary, write_timing_csv
 from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
 from sim.run.preflight import same_seed_as_last_run
-from sim.run.run_dir import EPOCH_FILE, epoch_record, scenario_faults
+from sim.run.run_dir import EPOCH_FILE, STATUS_FILE, epoch_record, scenario_faults
 from sim.scenario import ScenarioError, load_scenario
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,37 @@ class DriverState:
 
 
 state = DriverState()
+
+
+# Run directories that passed the check in this process.
+_checked_run_dirs: set[str] = set()
+
+
+def _fresh_run_dir(value: str) -> str:
+    """Check, as the option is parsed, that ``--run-dir`` holds no finished or started run.
+
+    Locust opens its --csv files before any pushsim handler runs, so a --csv prefix inside an
+    earlier run's directory would empty that run's statistics before a later refusal. A run
+    that pushsim run has only prepared (scenario.yaml and epoch.json, no truth ledger yet) is
+    the one this Locust process is about to drive, and passes.
+    """
+    if not value:
+        return value  # the default, a new directory named after the start time
+    if value in _checked_run_dirs:
+        # Locust's web UI parses the command line again to show its form, by which time this
+        # process's own run has written to the directory.
+        return value
+    run_dir = Path(value)
+    found = sorted(path.name for path in run_dir.glob("truth-*.jsonl"))
+    if (run_dir / STATUS_FILE).exists():
+        found.insert(0, STATUS_FILE)
+    if found:
+        raise argparse.ArgumentTypeError(
+            f"the run directory {value} already contains a run ({', '.join(found[:3])}): give a "
+            "new --run-dir, or remove that directory"
+        )
+    _checked_run_dirs.add(value)
+    return value
 
 
 @events.init_command_line_parser.add_listener
@@ -116,7 +148,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--run-dir",
-        type=str,
+        type=_fresh_run_dir,
         env_var="PUSHSIM_RUN_DIR",
         default="",
         help="run directory for the truth ledgers and the records pushsim report reads (default: "

@@ -129,7 +129,9 @@ def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_bac
     assert summary["partial"] is True
     assert summary["partial_reason"] == status["reason"]
 
-    # The same directory again would mix two runs' ledgers, so Locust refuses it.
+    # The same directory again would mix two runs' ledgers, so Locust refuses it while it
+    # parses its options, before its --csv files inside the directory are opened and emptied.
+    stats = (run_dir / "locust_stats.csv").read_text()
     again = run_locust(
         run_dir,
         reference_backend["url"],
@@ -138,8 +140,9 @@ def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_bac
         extra=(*locust_options(config_path, reference_backend), "--run-time", "4s"),
         timeout=60,
     )
-    assert again.returncode == 1
-    assert f"the run directory {run_dir} already contains a run (epoch.json, " in again.stderr
+    assert again.returncode == 2
+    assert f"the run directory {run_dir} already contains a run (run-status.json, " in again.stderr
+    assert (run_dir / "locust_stats.csv").read_text() == stats
 
     # A new directory with the same seed replays the same shoppers to a backend that kept them.
     repeated = run_locust(
