@@ -28,6 +28,8 @@ class RunInputs:
     store_path: Path | None = None
     # Time zone name per shopper group id, for quiet hours; groups not listed use UTC.
     timezones: dict[int, str] = field(default_factory=dict)
+    # True when run-status.json says the run ended before the scenario's end.
+    partial: bool = False
 
 
 def group_timezones(scenario: Scenario) -> dict[int, str]:
@@ -77,4 +79,14 @@ def load_run(run_dir: str | Path) -> RunInputs:
         delivery_path=deliveries if deliveries.exists() else None,
         store_path=store if store.exists() else None,
         timezones=timezones,
+        partial=_partial(run_dir),
     )
+
+
+def _partial(run_dir: Path) -> bool:
+    """Tell whether run-status.json marks the run as partial; a run without one is whole."""
+    try:
+        status = json.loads((run_dir / "run-status.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return isinstance(status, dict) and bool(status.get("partial"))

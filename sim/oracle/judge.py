@@ -59,6 +59,11 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     exits_by_journey: dict[str, dict[str, list[float]]] = {}
     claimed: set[int] = set()
     next_broadcast = next_broadcast_starts(scenario.journeys, origin)
+    # A trigger is judged when its due time plus the drain fits before the end. A partial run
+    # ends where its models stopped, so a trigger due after that is excluded, not a failure.
+    horizon = clock.duration
+    if inputs.partial and index.reached is not None:
+        horizon = min(horizon, index.reached)
 
     for journey in scenario.journeys:
         triggers = find_triggers(journey, index, origin, inputs.epoch.time_scale, clock.duration)
@@ -78,7 +83,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
             index=index,
             epoch=inputs.epoch,
             origin=origin,
-            horizon=clock.duration,
+            horizon=horizon,
             drain=clock.drain,
             exits=exits,
             timezones=inputs.timezones,

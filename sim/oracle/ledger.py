@@ -91,6 +91,9 @@ class TruthIndex:
         # Identify calls per anonymous id: (at, user id), for merging anonymous activity.
         self.merges: dict[str, list[tuple[float, str]]] = defaultdict(list)
         self.end = 0.0
+        # The simulated time every shard's model reached: the least of the shards' last record
+        # times. None when the index was built without shard files.
+        self.reached: float | None = None
 
     @classmethod
     def load(cls, paths: Iterable[str | Path], events: Collection[str] | None = None) -> TruthIndex:
@@ -102,11 +105,14 @@ class TruthIndex:
         index = cls()
         kept = []
         for path in paths:
+            last = 0.0
             for record in read_records(path):
+                last = max(last, record["at"])
                 if events is not None and _only_counted(record, events):
                     index._count_call(record)
                     continue
                 kept.append(record)
+            index.reached = last if index.reached is None else min(index.reached, last)
         for record in sorted(kept, key=canonical_key):
             index.add(record)
         return index

@@ -128,6 +128,10 @@ def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_bac
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     assert summary["partial"] is True
     assert summary["partial_reason"] == status["reason"]
+    # Triggers whose drain runs past where the model stopped are excluded, not failures.
+    [journey] = summary["journeys"]
+    assert journey["excluded_near_end"] > 0
+    assert journey["outcomes"]["not_sent"] == 0
 
     # The same directory again would mix two runs' ledgers, so Locust refuses it while it
     # parses its options, before its --csv files inside the directory are opened and emptied.

@@ -336,3 +336,20 @@ def test_stitching_hint_under_track_api(tmp_path):
     assert "--set target.protocol=cdp_batch" in hint
     result.protocol = "cdp_batch"
     assert result.stitching_hint() is None
+
+
+def test_partial_run_excludes_triggers_due_after_stop(tmp_path):
+    # The model stopped at simulated second 5,000. The push was due at 2,800, and its hour of
+    # drain runs past the stop, so a partial run cannot judge it.
+    story = Story()
+    story.shopper()
+    story.add_to_cart(CART_AT)
+    story.call("track", 5000.0, "d1-0", "p1-0", user_id="p1-0", event="product_viewed")
+
+    whole = judge_run(story.write(tmp_path / "whole"))
+    partial_inputs = story.write(tmp_path / "partial")
+    partial_inputs.partial = True
+    partial = judge_run(partial_inputs)
+
+    assert [row.outcome for row in whole.rows] == ["not_sent"]
+    assert [row.outcome for row in partial.rows] == ["excluded_near_end"]
