@@ -140,10 +140,12 @@ class OracleResult:
         """Return why events_without_device leads the failures under the Track API, or None.
 
         Track API v1 has no anonymous devices: the app registers a token once the shopper
-        identifies, so a cart added while browsing anonymously reaches a profile without one.
+        identifies, so a trigger of a shopper who browses anonymously reaches a profile without
+        one.
         That is the integration's finding, not a fault of the backend or of pushsim.
         """
-        if self.protocol != "track_v1":
+        # When the backend rejected the SDK calls, the missing devices follow from that instead.
+        if self.protocol != "track_v1" or self.sdk_errors.over_limit:
             return None
         failures = Counter(row.outcome for row in self.rows if row.outcome in FAILURES)
         if not failures or failures.most_common(1)[0][0] != "events_without_device":
@@ -152,7 +154,8 @@ class OracleResult:
         return (
             f"events_without_device is the commonest failure ({stitching:,} of {failed:,} failed "
             "triggers): the Track API registers a device only once the shopper identifies, so "
-            "carts added while browsing anonymously reach a profile without one. Rerun with "
+            "a shopper who browses anonymously has no device on the profile a journey reaches. "
+            "Rerun with "
             "--set target.protocol=cdp_batch to compare a CDP integration, which registers "
             "anonymous devices"
         )
@@ -204,6 +207,7 @@ def to_summary(result: OracleResult) -> dict[str, Any]:
         },
         "passed": result.passed,
         "gates_passed": result.gates_passed,
+        "no_push_warning": result.no_push_warning(),
         "gates": [dataclasses.asdict(gate) for gate in result.gates],
         "metrics": result.metrics,
         "journeys": journeys,

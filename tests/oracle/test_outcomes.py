@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sim.oracle.judge import judge_run
 from sim.oracle.outcomes import OUTCOMES, late_tolerance
+from sim.oracle.sdk_errors import SdkErrors
 from tests.oracle.ledgers import DELAY, QUIET_SCENARIO_TEXT, SCENARIO, Story, apns_token
 
 CART_AT = 1000.0
@@ -335,6 +336,11 @@ def test_stitching_hint_under_track_api(tmp_path):
     )
     assert "--set target.protocol=cdp_batch" in hint
     result.protocol = "cdp_batch"
+    assert result.stitching_hint() is None
+
+    # With most SDK calls rejected, the missing devices come from the rejections instead.
+    result.protocol = "track_v1"
+    result.sdk_errors = SdkErrors(sent=100, failed=100, error_rate=1.0)
     assert result.stitching_hint() is None
 
 

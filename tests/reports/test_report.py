@@ -19,7 +19,8 @@ from sim.oracle.stats import summarise
 from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
 
 SUMMARY_KEYS = {
-    "summary_version", "scenario", "clock", "passed", "gates_passed", "gates", "metrics",
+    "summary_version", "scenario", "clock", "passed", "gates_passed", "no_push_warning", "gates",
+    "metrics",
     "journeys", "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
     "push_requests", "unattributed_pushes", "partial", "partial_reason", "backend_load",
     "sdk_errors", "backend",
@@ -405,6 +406,14 @@ def test_report_warns_when_no_push_arrived(tmp_path, good_run, capsys):
     ]
     assert [summary["passed"] for summary in summaries] == [True, False]
     assert [summary["gates_passed"] for summary in summaries] == [True, True]
+    assert summaries[0]["no_push_warning"] is None
+    assert summaries[1]["no_push_warning"].startswith("no push request reached the gateways")
+
+    # compare counts the run without pushes as failing a check of its own, and exits 1.
+    comparison = compare_runs(good_run, silent)
+    assert _line(comparison.text, "  a push reached the gateways").endswith("pass  FAIL  WORSE")
+    assert comparison.failed_gates == ("a push reached the gateways",)
+    assert main(["compare", str(good_run), str(silent)]) == 1
 
 
 def test_compare_prunes_unchecked_not_zero(tmp_path, good_run):
