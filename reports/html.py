@@ -168,9 +168,13 @@ def _top_problems(result: OracleResult) -> str:
 def _generator(result: OracleResult) -> str:
     health = result.generator
     lag = health.lag_ms
+    by_status = ", ".join(f"{k} {v:,}" for k, v in health.calls_by_status.items())
+    if "local" in health.calls_by_status:
+        # A call that sends no request, such as a logout, or a token the Track API holds
+        # until identify.
+        by_status += " (local: no request left the phone, such as a logout)"
     rows = [
-        ["SDK calls by status", escape(", ".join(f"{k} {v:,}" for k, v in
-                                                 health.calls_by_status.items()))],
+        ["SDK calls by status", escape(by_status)],
         ["dropped", f"{health.dropped:,} ({health.drop_share:.2%})"],
         ["schedule lag p50 / p95 / p99 / max (wall ms)",
          " / ".join(_number(lag.get(k)) for k in ("p50", "p95", "p99", "max"))],

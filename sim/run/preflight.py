@@ -40,6 +40,21 @@ def target_unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None
         )
 
 
+def _start_fix(path: Path) -> str:
+    """Return how to start gateways for ``path``, without overwriting a run's record of them.
+
+    A run directory keeps a copy of the config of the gateways it ran on, and starting new
+    gateways over that copy would change the record of an earlier run.
+    """
+    if (path.parent / "epoch.json").exists():
+        return (
+            "that file records the gateways of the run in "
+            f"{path.parent}: start new ones with `pushsim gateways --config-out gateways.json`, "
+            "keep them running and pass --gateways-config gateways.json"
+        )
+    return f"start them with `pushsim gateways --config-out {path}` and keep them running"
+
+
 def read_running_gateways(
     path: str | Path, timeout: float = CONNECT_TIMEOUT
 ) -> tuple[GatewayConfig | None, str | None]:
@@ -47,7 +62,7 @@ def read_running_gateways(
 
     Returns the config and None, or None and the problem, which names the file and the fix.
     """
-    fix = f"start them with `pushsim gateways --config-out {path}` and keep them running"
+    fix = _start_fix(Path(path))
     try:
         config = GatewayConfig.read(path)
     except ValueError as error:

@@ -103,6 +103,19 @@ def test_run_stopped_gateways_exits_2(tmp_path):
     assert not run_dir.exists()
 
 
+def test_stopped_gateways_of_earlier_run(tmp_path):
+    # The copy of the config that a run directory keeps must not be overwritten by new gateways.
+    earlier = tmp_path / "runs" / "earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "epoch.json").write_text("{}")
+    config = config_with_ledger(earlier, f"http://127.0.0.1:{closed_port()}")
+
+    _, problem = read_running_gateways(config)
+
+    assert f"that file records the gateways of the run in {earlier}" in problem
+    assert "start new ones with `pushsim gateways --config-out gateways.json`" in problem
+
+
 def test_gateways_healthy_config_read(tmp_path, http_server):
     _, url = http_server
     path = config_with_ledger(tmp_path, url)
