@@ -336,7 +336,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
 
     gates_a = {gate["gate"]: gate["passed"] for gate in a["gates"]}
     gates_b = {gate["gate"]: gate["passed"] for gate in b["gates"]}
-    # A run with no push although triggers expected some fails whatever its gates say, so the
+    # A run with no push although triggers expected some fails even when its gates pass, so the
     # check counts as a gate of its own. Older summaries lack it.
     if "no_push_warning" in a and "no_push_warning" in b:
         gates_a[PUSHED_CHECK] = a["no_push_warning"] is None

@@ -36,7 +36,7 @@ class RunRecord:
         self.backend = host or "unknown"
         self.naive: list[str] = []
         self.epoch: Epoch | None = None
-        # What to do with the run directory, for the last line Locust shows.
+        # The last line Locust shows: the run directory's state and the command that judges it.
         self.closing_line = ""
 
     def start(self, epoch: Epoch, record: dict) -> None:
@@ -52,7 +52,7 @@ class RunRecord:
         self.naive = list(naive)
 
     def finish(self, partial_reason: str | None) -> None:
-        """Write how the run ended, copy its delivery rows and log the command that judges it.
+        """Write how the run ended, copy its delivery rows and set the closing line.
 
         Does nothing when the epoch was never announced, since no shopper acted.
         """

@@ -28,7 +28,7 @@ class RunInputs:
     store_path: Path | None = None
     # Time zone name per shopper group id, for quiet hours; groups not listed use UTC.
     timezones: dict[int, str] = field(default_factory=dict)
-    # True when run-status.json says the run ended before the scenario's end.
+    # True when run-status.json marks the run as ended before the scenario's end.
     partial: bool = False
 
 

@@ -16,7 +16,7 @@ from sim.oracle.sdk_errors import FIXES
 # The run warns once at least this many SDK requests were sent and this share of them failed.
 REJECTION_MIN_REQUESTS = 200
 REJECTION_SHARE = 0.99
-# Bytes read from the end of the stats history, which holds one row a second for each request
+# Bytes read from the end of the stats history, which contains one row a second for each request
 # name and the Aggregated row.
 _HISTORY_TAIL_BYTES = 16384
 _BAD_STATUS = re.compile(r"BadStatus\((\d+)\)")
