@@ -18,13 +18,13 @@ from reports.locust import EndpointLoad, read_history, read_stats
 from reports.tables import write_tables
 from sim.oracle import judge_run, load_run, to_summary
 from sim.oracle.result import OracleResult
+from sim.run.run_dir import read_status
 
 log = logging.getLogger(__name__)
 
 REPORT_DIR = "report"
 LOCUST_HISTORY = "locust_stats_history.csv"
 LOCUST_STATS = "locust_stats.csv"
-RUN_STATUS = "run-status.json"
 
 
 def draw_figures(result: OracleResult, run_dir: Path) -> dict[str, bytes]:
@@ -56,18 +56,9 @@ def backend_load(run_dir: Path) -> list[EndpointLoad]:
     return read_stats(path)
 
 
-def _run_status(run_dir: Path) -> dict:
-    """Return the run's run-status.json, or {} when ``pushsim run`` did not write one."""
-    try:
-        status = json.loads((run_dir / RUN_STATUS).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return status if isinstance(status, dict) else {}
-
-
 def partial_reason(run_dir: Path) -> str | None:
     """Return why ``pushsim run`` ended early, from its run-status.json, or None for a whole run."""
-    status = _run_status(run_dir)
+    status = read_status(run_dir)
     if not status.get("partial"):
         return None
     return str(status.get("reason") or "the run ended early")
@@ -79,7 +70,7 @@ def backend_under_test(run_dir: Path) -> dict | None:
     ``backend`` is "reference" for the embedded reference backend, else the ``--target`` URL,
     and ``naive`` lists the reference backend's naive switches that were on.
     """
-    status = _run_status(run_dir)
+    status = read_status(run_dir)
     if "backend" not in status:
         return None
     return {"backend": str(status["backend"]), "naive": [str(s) for s in status.get("naive") or []]}

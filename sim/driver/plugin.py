@@ -77,11 +77,28 @@ state = DriverState()
 _checked_run_dirs: set[str] = set()
 
 
+def _earlier_run(run_dir: Path, record: str) -> str | None:
+    """Return why ``run_dir`` cannot take a new run, or None when it contains no earlier run.
+
+    An earlier run shows as its truth ledgers or as ``record``, one of the run's own files. The
+    new run would mix its ledgers and report with that run's.
+    """
+    found = sorted(path.name for path in run_dir.glob("truth-*.jsonl"))
+    if (run_dir / record).exists():
+        found.insert(0, record)
+    if not found:
+        return None
+    return (
+        f"the run directory {run_dir} already contains a run ({', '.join(found[:3])}): give a "
+        "new --run-dir, or remove that directory"
+    )
+
+
 def _fresh_run_dir(value: str) -> str:
-    """Check, as the option is parsed, that ``--run-dir`` holds no finished or started run.
+    """Check, as the option is parsed, that ``--run-dir`` contains no finished or started run.
 
     Locust opens its --csv files before any pushsim handler runs, so a --csv prefix inside an
-    earlier run's directory would empty that run's statistics before a later refusal. A run
+    earlier run's directory would empty that run's statistics before a later rejection. A run
     that pushsim run has only prepared (scenario.yaml and epoch.json, no truth ledger yet) is
     the one this Locust process is about to drive, and passes.
     """
@@ -91,15 +108,9 @@ def _fresh_run_dir(value: str) -> str:
         # Locust's web UI parses the command line again to show its form, by which time this
         # process's own run has written to the directory.
         return value
-    run_dir = Path(value)
-    found = sorted(path.name for path in run_dir.glob("truth-*.jsonl"))
-    if (run_dir / STATUS_FILE).exists():
-        found.insert(0, STATUS_FILE)
-    if found:
-        raise argparse.ArgumentTypeError(
-            f"the run directory {value} already contains a run ({', '.join(found[:3])}): give a "
-            "new --run-dir, or remove that directory"
-        )
+    problem = _earlier_run(Path(value), STATUS_FILE)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     _checked_run_dirs.add(value)
     return value
 
@@ -253,16 +264,8 @@ def _used_run_dir(environment) -> str | None:
     """
     if getattr(_options(environment), "epoch_file", ""):
         return None
-    run_dir = _run_dir(environment)
-    found = sorted(path.name for path in run_dir.glob("truth-*.jsonl"))
-    if (run_dir / EPOCH_FILE).exists():
-        found.insert(0, EPOCH_FILE)
-    if not found:
-        return None
-    return (
-        f"the run directory {run_dir} already contains a run ({', '.join(found[:3])}): give a "
-        "new --run-dir, or remove that directory"
-    )
+    # Beyond the parse-time check: a run that stopped before its first truth ledger line.
+    return _earlier_run(_run_dir(environment), EPOCH_FILE)
 
 
 def _refuse_start(environment, message: str) -> None:

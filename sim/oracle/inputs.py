@@ -7,12 +7,12 @@ A run directory contains them as ``scenario.yaml`` (resolved), ``epoch.json``, `
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sim.formats.epoch import Epoch
 from sim.model.arrivals import schedule
+from sim.run.run_dir import read_epoch, read_status
 from sim.scenario import load_scenario
 from sim.scenario.schema import Scenario
 
@@ -59,9 +59,8 @@ def load_run(run_dir: str | Path) -> RunInputs:
         )
 
     scenario = load_scenario(scenario_path).scenario
-    epoch_data = json.loads(epoch_path.read_text(encoding="utf-8"))
     # pushsim run writes {"epoch": {...}, "seed": ..., "shard_count": ...}; a bare epoch works too.
-    epoch = Epoch.from_mapping(epoch_data.get("epoch", epoch_data))
+    epoch = read_epoch(run_dir)
     deliveries = run_dir / "deliveries.sqlite"
     if not deliveries.exists():
         # The gateways keep their ledger in their own directory of the run.
@@ -79,14 +78,5 @@ def load_run(run_dir: str | Path) -> RunInputs:
         delivery_path=deliveries if deliveries.exists() else None,
         store_path=store if store.exists() else None,
         timezones=timezones,
-        partial=_partial(run_dir),
+        partial=bool(read_status(run_dir).get("partial")),
     )
-
-
-def _partial(run_dir: Path) -> bool:
-    """Tell whether run-status.json marks the run as partial; a run without one is whole."""
-    try:
-        status = json.loads((run_dir / "run-status.json").read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return isinstance(status, dict) and bool(status.get("partial"))

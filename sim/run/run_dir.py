@@ -75,6 +75,15 @@ def write_status(run_dir: Path, partial_reason: str | None, backend: str, naive:
     return path
 
 
+def read_status(run_dir: Path) -> dict:
+    """Return the run's ``run-status.json``, or {} when the run did not write a valid one."""
+    try:
+        status = json.loads((run_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
 def scenario_faults(scenario: Scenario) -> dict:
     """Return the gateways' ``/control/faults`` body that replaces their faults with the scenario's.
 
