@@ -170,7 +170,7 @@ def _generator(result: OracleResult) -> str:
     lag = health.lag_ms
     by_status = ", ".join(f"{k} {v:,}" for k, v in health.calls_by_status.items())
     if "local" in health.calls_by_status:
-        # A call that sends no request, such as a logout, or a token the Track API holds
+        # A call that sends no request, such as a logout, or a token the Track API keeps
         # until identify.
         by_status += " (local: no request left the phone, such as a logout)"
     rows = [

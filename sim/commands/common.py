@@ -12,7 +12,7 @@ from sim.scenario import LoadedScenario, ScenarioError, load_scenario
 EXIT_USAGE = 2
 # Exit status when a run fails a gate, or fails one that the baseline passed.
 EXIT_GATES_FAILED = 1
-# Exit status for a run that ended before the scenario's end, whatever its gates say.
+# Exit status for a run that ended before the scenario's end, even when its gates pass.
 EXIT_PARTIAL = 3
 
 

@@ -23,7 +23,7 @@ FAILURES = ("stranded_anonymous", "stale_token", "events_without_device", "not_s
 DELIVERED = ("delivered", "displayed", "opened", "converted")
 OUTCOMES = LEGITIMATE + FAILURES + DELIVERED
 
-# What each outcome means, in a line for the report; docs/report-format.md says it in full.
+# What each outcome means, in a line for the report; docs/report-format.md gives each in full.
 MEANINGS = {
     "converted_before_delay": "the shopper bought before the push was due",
     "no_permission": "no phone that could show the push allows notifications",

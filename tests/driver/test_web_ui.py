@@ -67,7 +67,7 @@ def test_web_ui_second_start_refused(stalling_backend, tmp_path):
         "--set", "clock.duration=1h", "--set", "clock.drain=10m",
         "--set", "population.installs=20",
     ]  # fmt: skip
-    refusal = f"this Locust process already ran the rehearsal in {run_dir}"
+    rejection = f"this Locust process already ran the rehearsal in {run_dir}"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     try:
@@ -86,11 +86,11 @@ def test_web_ui_second_start_refused(stalling_backend, tmp_path):
             client.post("/swarm", data={"user_count": "4", "spawn_rate": "4"})
 
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and refusal not in log_path.read_text():
+            while time.monotonic() < deadline and rejection not in log_path.read_text():
                 time.sleep(0.5)
     finally:
         process.terminate()
         process.wait(timeout=30)
 
-    assert refusal in log_path.read_text()
+    assert rejection in log_path.read_text()
     assert (run_dir / "epoch.json").read_text() == epoch

@@ -117,7 +117,7 @@ def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_bac
     assert status["partial"] is True
     assert status["reason"].startswith("Locust stopped before the scenario's end, at simulated ")
     assert status["reason"].endswith(" of 12 (plus 2 h of drain)")
-    # The last line Locust shows says so too.
+    # The last line Locust shows reports it too.
     assert result.stderr.rstrip().endswith(
         f"contains a partial run ({status['reason']}); judge what it has with: "
         f"pushsim report {run_dir}"
