@@ -1,12 +1,16 @@
-"""Put two runs' summaries side by side and flag the figures that got worse.
+"""Put two runs' summaries side by side and flag the figures that got worse or better.
 
-A figure is WORSE when it moved the wrong way by more than chance explains (``reports.noise``).
-A smaller move the wrong way is shown as "worse, within noise" and not counted. A lateness p99 is
-tested with the confidence intervals in both summaries. A move the wrong way that no noise test
-covers is shown as "worse, no noise test" and named in the verdict, but not counted, since two
-runs of one scenario make such moves by chance. That is the case of the lowest reachable share,
-the lowest of up to 49 shares of one population sampled over time, which are not independent
-samples, and of a lateness p99 with too few samples to bound it.
+A figure is WORSE when it moved the wrong way by more than chance explains (``reports.noise``),
+and BETTER when it moved the right way by as much. A smaller move is shown as "worse, within
+noise" or "better, within noise" and not counted. A lateness p99 is tested with the confidence
+intervals in both summaries. A move the wrong way that no noise test covers is shown as "worse,
+no noise test" and named in the verdict, but not counted, since two runs of one scenario make
+such moves by chance. That is the case of the lowest reachable share, the lowest of up to 49
+shares of one population sampled over time, which are not independent samples, and of a
+lateness p99 with too few samples to bound it.
+
+A gate and the metric it reads count as one figure, so a backend whose SDK error rate rose past
+its gate has one figure worse, not two.
 """
 
 from __future__ import annotations
@@ -38,17 +42,24 @@ def load_summary(run_dir: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def worse(metric: str, before: float | None, after: float | None) -> bool:
-    """Tell whether ``after`` is worse than ``before`` for ``metric``.
+def moved(metric: str, before: float | None, after: float | None) -> str:
+    """Return "worse" or "better" for the move from ``before`` to ``after``, or "" for none.
 
     A missing value on either side compares as neither better nor worse: a run with no pushes
     has no lateness, and a run against an own backend cannot count lost device tokens.
     """
-    if before is None or after is None:
-        return False
-    return after < before if metric in HIGHER_IS_BETTER else after > before
+    if before is None or after is None or after == before:
+        return ""
+    rose = after > before
+    return "better" if rose == (metric in HIGHER_IS_BETTER) else "worse"
 
 
+def worse(metric: str, before: float | None, after: float | None) -> bool:
+    """Tell whether ``after`` is worse than ``before`` for ``metric``."""
+    return moved(metric, before, after) == "worse"
+
+
+WORSE, BETTER = "WORSE", "BETTER"
 WITHIN_NOISE = "worse, within noise"
 UNTESTED = "worse, no noise test"
 # The check that fails a run with no push, shown among the gates.
@@ -128,13 +139,14 @@ def _metric_z(metric: str, a: dict, b: dict) -> float | None:
 
 def _flag(metric: str, a: dict, b: dict) -> str:
     before, after = a["metrics"].get(metric), b["metrics"].get(metric)
-    if worse(metric, before, after):
+    way = moved(metric, before, after)
+    if way:
         z = _metric_z(metric, a, b) if metric in GATE_METRICS else None
         if z is None:
-            return UNTESTED
+            return f"{way}, no noise test"
         if abs(z) >= SIGNIFICANT_Z:
-            return "WORSE"
-        return WITHIN_NOISE
+            return way.upper()
+        return f"{way}, within noise"
     if (before is None) != (after is None):
         return "not comparable"
     return ""
@@ -150,10 +162,11 @@ def _format(value: object) -> str:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Two runs side by side: the text table and what got worse in B."""
+    """Two runs side by side: the text table and what got worse or better in B."""
 
     text: str
-    worse_figures: int  # gate metrics and gates worse in B
+    worse_figures: int  # gate metrics, gates and failure outcomes worse in B
+    better_figures: int  # the same, better in B
     failed_gates: tuple[str, ...]  # gates that pass in A and fail in B
     same_scenario: bool
 
@@ -298,7 +311,7 @@ def _unbounded_notes(metrics: list[str], a: dict, b: dict) -> list[str]:
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
-    """Return both runs' metrics, gates and outcomes side by side, marking what got worse in B."""
+    """Return both runs' metrics, gates and outcomes side by side, marking what moved in B."""
     a, b = load_summary(run_a), load_summary(run_b)
     lines = [f"A: {run_a} ({a['scenario']})", f"B: {run_b} ({b['scenario']})"]
     fingerprints = (_scenario_fingerprint(run_a), _scenario_fingerprint(run_b))
@@ -322,13 +335,16 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     lines.append("")
     width = max(len(name) for name in a["metrics"] | b["metrics"]) + 2
     lines.append(f"{'metric':<{width}}{'A':>14}{'B':>14}  ")
-    regressions = within_noise = 0
+    # Figures flagged WORSE or BETTER, by metric name: a gate counts under the metric it reads,
+    # so that a gate and its metric make one figure.
+    flagged: dict[str, set[str]] = {WORSE: set(), BETTER: set()}
+    within_noise = 0
     untested: list[str] = []
-    failed_gates = []
     for metric in sorted(a["metrics"] | b["metrics"]):
         before, after = a["metrics"].get(metric), b["metrics"].get(metric)
         flag = _flag(metric, a, b)
-        regressions += flag == "WORSE"
+        if flag in flagged:
+            flagged[flag].add(metric)
         within_noise += flag == WITHIN_NOISE
         if flag == UNTESTED:
             untested.append(metric)
@@ -336,19 +352,25 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
 
     gates_a = {gate["gate"]: gate["passed"] for gate in a["gates"]}
     gates_b = {gate["gate"]: gate["passed"] for gate in b["gates"]}
+    gate_metrics = {gate["gate"]: gate.get("metric") for gate in [*a["gates"], *b["gates"]]}
     # A run with no push although triggers expected some fails even when its gates pass, so the
     # check counts as a gate of its own. Older summaries lack it.
     if "no_push_warning" in a and "no_push_warning" in b:
         gates_a[PUSHED_CHECK] = a["no_push_warning"] is None
         gates_b[PUSHED_CHECK] = b["no_push_warning"] is None
+    failed_gates = []
     if gates_a or gates_b:
         lines += ["", "gates"]
         for gate in sorted(gates_a | gates_b):
             before, after = gates_a.get(gate), gates_b.get(gate)
-            flag = "WORSE" if before and after is False else ""
-            regressions += bool(flag)
-            if flag:
+            flag = ""
+            if before and after is False:
+                flag = WORSE
                 failed_gates.append(gate)
+            elif before is False and after:
+                flag = BETTER
+            if flag:
+                flagged[flag].add(gate_metrics.get(gate) or gate)
             label = {True: "pass", False: "FAIL", None: "-"}
             lines.append(f"  {gate:<{width + 10}}{label[before]:>6}{label[after]:>6}  {flag}")
 
@@ -357,15 +379,18 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     lines += [
         "",
         "outcomes (share of eligible triggers and count; a failure outcome that grew beyond "
-        "noise is WORSE)",
+        "noise is WORSE, and one that shrank beyond noise is BETTER)",
     ]
     outcome_lines, outcome_flags = _outcome_lines(a["journeys"], b["journeys"])
     lines += outcome_lines
-    regressions += outcome_flags.count("WORSE")
+    regressions = len(flagged[WORSE]) + outcome_flags.count(WORSE)
+    improvements = len(flagged[BETTER]) + outcome_flags.count(BETTER)
     within_noise += outcome_flags.count(WITHIN_NOISE)
     verdict = f"{regressions} figure(s) worse in B" if regressions else "nothing worse in B"
     if within_noise:
         verdict += f" ({within_noise} more worse within noise, not counted)"
+    if improvements:
+        verdict += f"; {improvements} figure(s) better in B"
     lines += ["", verdict]
     if untested:
         lines.append(
@@ -374,7 +399,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
         )
     if failed_gates:
         lines.append(f"gates that pass in A and fail in B: {', '.join(failed_gates)}")
-    return Comparison("\n".join(lines), regressions, tuple(failed_gates), same_scenario)
+    return Comparison(
+        "\n".join(lines), regressions, improvements, tuple(failed_gates), same_scenario
+    )
 
 
 # Backend conduct counts shown side by side for context; the gate metrics above flag the
@@ -424,8 +451,9 @@ def _conduct_lines(a: dict, b: dict, width: int) -> list[str]:
 def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list[str], list[str]]:
     """Return each journey's outcome shares in A and B, and the flag of each row.
 
-    Only failure outcomes are flagged. The delivered ones move between each other (a push shown
-    in A may be opened in B) and add up to ``delivery_rate``, which is flagged above.
+    Only failure outcomes are flagged, WORSE when their share grew and BETTER when it shrank.
+    The delivered ones move between each other (a push shown in A may be opened in B) and add up
+    to ``delivery_rate``, which is flagged above.
     """
     rows: list[tuple[str, str, str, str]] = []
     notes: list[str] = []
@@ -441,14 +469,16 @@ def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list
             share_b = _outcome_share(other, outcome)
             if share_a or share_b:
                 flag = ""
-                if outcome in FAILURES and share_b > share_a:
+                if outcome in FAILURES and share_b != share_a:
                     z = share_z(
                         journey["outcomes"].get(outcome, 0),
                         journey["eligible"],
                         other["outcomes"].get(outcome, 0),
                         other["eligible"],
                     )
-                    flag = "WORSE" if z is None or z >= SIGNIFICANT_Z else WITHIN_NOISE
+                    way = "worse" if share_b > share_a else "better"
+                    significant = z is None or abs(z) >= SIGNIFICANT_Z
+                    flag = way.upper() if significant else f"{way}, within noise"
                 # The count beside the share shows a change that one decimal hides, such as 1
                 # against 2 of 1,500 triggers.
                 cells = [

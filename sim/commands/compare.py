@@ -1,4 +1,4 @@
-"""``pushsim compare``: put two runs' summaries side by side and flag what got worse."""
+"""``pushsim compare``: put two runs' summaries side by side and flag what got worse or better."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from sim.scenario import ScenarioError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
-        help="compare two runs' metrics, gates and outcomes, marking what got worse in B",
+        help="compare two runs' metrics, gates and outcomes, marking what got worse or better in B",
         description="Print the gate metrics, gates and outcome shares of RUN_A and RUN_B side "
-        "by side and mark each figure that is worse in RUN_B. A run without "
+        "by side and mark each figure that is worse or better in RUN_B. A run without "
         "report/summary.json is judged first. Exits 0, 1 when a gate that passes in RUN_A "
         "fails in RUN_B, or 2 when a run cannot be read.",
     )

@@ -267,7 +267,58 @@ def test_compare_flags_grown_failure_outcomes(good_run, flawed_run):
     assert not outcome["cart_recovery.displayed"].endswith("WORSE")
     reverse = compare_runs(flawed_run, good_run)
     assert reverse.worse_figures == 0
-    assert reverse.text.endswith("nothing worse in B")
+    outcome = {line.split()[0]: line for line in reverse.text.splitlines()
+               if line.startswith("  cart_recovery.")}  # fmt: skip
+    assert outcome["cart_recovery.not_sent"].endswith("BETTER")
+    assert not outcome["cart_recovery.displayed"].endswith("BETTER")
+
+
+def test_compare_flags_better(good_run, flawed_run):
+    comparison = compare_runs(flawed_run, good_run)
+    rows = {line.split()[0]: line for line in comparison.text.splitlines() if line}
+
+    assert rows["delivery_rate"].endswith("BETTER")
+    assert rows["retries_without_backoff"].endswith("BETTER")
+    # 0.21 against 0.31 of 95 triggers is a move chance explains.
+    assert rows["conversion_rate"].endswith("better, within noise")
+    # delivery_rate, failure_rate, retries_without_backoff and two failure outcomes.
+    assert comparison.better_figures == 5
+    assert "nothing worse in B; 5 figure(s) better in B" in comparison.text
+    assert compare_runs(good_run, flawed_run).better_figures == 0
+
+
+def _with_gate(tmp_path, run, name, gate, passed):
+    """Copy ``run`` with ``gate`` added to its summary.json as judged ``passed``."""
+    copy = tmp_path / name
+    shutil.copytree(run, copy)
+    build_report(copy)
+    path = copy / "report" / "summary.json"
+    summary = json.loads(path.read_text())
+    metric = gate.split()[0]
+    summary["gates"].append({
+        "gate": gate, "metric": metric, "op": "==", "threshold": 0.0,
+        "value": summary["metrics"][metric], "passed": passed, "note": "",
+    })  # fmt: skip
+    path.write_text(json.dumps(summary))
+    return copy
+
+
+def test_compare_counts_gate_and_its_metric_once(tmp_path, good_run, flawed_run):
+    gate = "retries_without_backoff == 0"
+    baseline = _with_gate(tmp_path, good_run, "a", gate, True)
+    candidate = _with_gate(tmp_path, flawed_run, "b", gate, False)
+
+    without_gate = compare_runs(good_run, flawed_run)
+    comparison = compare_runs(baseline, candidate)
+    gate_row = next(line for line in comparison.text.splitlines() if gate in line)
+
+    assert gate_row.split()[-3:] == ["pass", "FAIL", "WORSE"]
+    assert comparison.failed_gates == (gate,)
+    # The failed gate and the WORSE metric it reads make one figure.
+    assert comparison.worse_figures == without_gate.worse_figures
+    back = compare_runs(candidate, baseline)
+    assert back.better_figures == compare_runs(flawed_run, good_run).better_figures
+    assert next(line for line in back.text.splitlines() if gate in line).endswith("BETTER")
 
 
 def test_compare_same_run_nothing_worse(good_run):
