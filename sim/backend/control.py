@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hmac
 import json
@@ -86,16 +87,27 @@ async def post_epoch(request: web.Request) -> web.Response:
     except ValueError as error:
         return _error(400, str(error))
 
-    await install_clock(services, clock)
+    earlier = await install_clock(services, clock)
     # The journeys this backend runs, so that a driver can tell when they are not the ones of
-    # the scenario it simulates, and its naive switches that are on, which a report names.
+    # the scenario it simulates, its naive switches that are on, which a report names, and
+    # what earlier runs left in the store, which a driver warns about.
     journeys = [journey.name for journey in services.config.journeys]
     naive = services.config.naive_switches()
-    return web.json_response({**_clock_json(clock), "journeys": journeys, "naive": naive})
+    return web.json_response(
+        {
+            **_clock_json(clock),
+            "journeys": journeys,
+            "naive": naive,
+            "earlier": dataclasses.asdict(earlier) | {"warning": earlier.warning()},
+        }
+    )
 
 
-async def install_clock(services: Services, clock: RunClock) -> None:
-    """Store ``clock`` so a restart restores it, then make later conversions use it."""
+async def install_clock(services: Services, clock: RunClock) -> epochs.EarlierTraffic:
+    """Store ``clock`` so a restart restores it, then make later conversions use it.
+
+    Returns what the store held before, and logs a warning when earlier traffic left profiles.
+    """
     posted_at = clock.wall_now()
 
     op = functools.partial(
@@ -105,7 +117,7 @@ async def install_clock(services: Services, clock: RunClock) -> None:
         shard_count=clock.shard_count,
         posted_at=posted_at,
     )
-    await services.store.write(op)
+    earlier = await services.store.write(op)
     services.clock = clock
     log.info(
         "epoch set: wall_t0=%s sim_t0=%s time_scale=%s shard_count=%s",
@@ -114,6 +126,10 @@ async def install_clock(services: Services, clock: RunClock) -> None:
         clock.epoch.time_scale,
         clock.shard_count,
     )
+    warning = earlier.warning()
+    if warning is not None:
+        log.warning("new run at wall_t0=%s: %s", clock.epoch.wall_t0, warning)
+    return earlier
 
 
 async def get_epoch(request: web.Request) -> web.Response:

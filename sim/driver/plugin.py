@@ -313,6 +313,9 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
         _check_backend_journeys(response)
         if isinstance(response, dict) and "naive" in response:
             run_record.reference_backend(response["naive"])
+        earlier = response.get("earlier") if isinstance(response, dict) else None
+        if isinstance(earlier, dict) and earlier.get("warning"):
+            log.warning("pushsim: the backend warns: %s", earlier["warning"])
     run_record.start(epoch, record)
     state.record = run_record
     return epoch

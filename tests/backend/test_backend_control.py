@@ -44,13 +44,37 @@ def test_post_epoch_stored_and_returned(backend):
     assert posted.status_code == 200
     assert current.json() == body
     # The response names the journeys the backend runs, which a driver compares with its own,
-    # and the naive switches that are on (none here), which a report names.
+    # the naive switches that are on (none here), which a report names, and what earlier runs
+    # left in the store (nothing here).
     journeys = [j.name for j in backend.config.journeys]
-    assert posted.json() == dict(body, journeys=journeys, naive=[])
+    earlier = {"epochs": 0, "profiles": 0, "devices": 0, "warning": None}
+    assert posted.json() == dict(body, journeys=journeys, naive=[], earlier=earlier)
     [row] = backend.query("SELECT * FROM epochs")
     assert row["time_scale"] == 60.0
     assert row["run_key"] == "run-42"
     assert row["shard_count"] == 4
+
+
+def test_epoch_warns_of_earlier_runs_state(backend, caplog):
+    with backend.client(headers=BEARER) as client:
+        client.post("/control/epoch", json=EPOCH)
+    with backend.track() as track:
+        assert track.put("/api/v1/customers/u1", json={}).status_code == 200
+        device = {"device": {"id": "token-of-run-1", "platform": "ios", "last_used": 1}}
+        assert track.put("/api/v1/customers/u1/devices", json=device).status_code == 200
+        assert track.put("/api/v1/customers/u2", json={}).status_code == 200
+
+    with caplog.at_level("WARNING", logger="sim.backend"), backend.client(headers=BEARER) as client:
+        posted = client.post("/control/epoch", json=dict(EPOCH, wall_t0=EPOCH["wall_t0"] + 600))
+    earlier = posted.json()["earlier"]
+
+    assert posted.status_code == 200
+    assert (earlier["epochs"], earlier["profiles"], earlier["devices"]) == (1, 2, 1)
+    assert "2 profiles and 1 active device tokens from 1 earlier run(s)" in earlier["warning"]
+    assert "new --db" in earlier["warning"]
+    logged = [r.getMessage() for r in caplog.records if "earlier run(s)" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].startswith(f"new run at wall_t0={EPOCH['wall_t0'] + 600}")
 
 
 def test_epoch_survives_restart(backend):

@@ -112,6 +112,7 @@ def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_bac
         extra=(*locust_options(config_path, reference_backend), "--run-time", "6s"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "the backend warns" not in result.stderr
 
     status = json.loads((run_dir / "run-status.json").read_text())
     assert status["partial"] is True
@@ -158,3 +159,6 @@ def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_bac
     )
     assert repeated.returncode == 0, repeated.stderr[-3000:]
     assert "these gateways last served a run with seed 7, the seed of this run" in repeated.stderr
+    # The backend that kept its store names what the first run left there.
+    assert "pushsim: the backend warns: the store already holds " in repeated.stderr
+    assert "active device tokens from 1 earlier run(s)" in repeated.stderr
