@@ -31,8 +31,9 @@ from sim.run.components import (
 from sim.run.instructions import target_instructions
 from sim.run.preflight import read_running_gateways, same_seed_as_last_run
 from sim.run.progress import (
-    ConversionCounter,
+    LedgerTail,
     accepted_pushes,
+    behind_warning,
     progress_line,
     rejection_warning,
 )
@@ -262,13 +263,13 @@ class Rehearsal:
         run_start = self.scenario.clock.start.timestamp()
         sim_end = self.scenario.clock.duration + self.scenario.clock.drain
         deadline = epoch.wall_at(run_start + sim_end) + END_SLACK
-        conversions = ConversionCounter(self.run_dir)
+        tail = LedgerTail(self.run_dir)
         metrics_url = f"{self.gateways.control_url}/metrics"
         # Gateways of --gateways-config count the accepted pushes of earlier runs too.
         pushes_before = accepted_pushes(metrics_url) or 0
         next_progress = time.time() + PROGRESS_EVERY
         health_misses = 0
-        rejection_warned = False
+        rejection_warned = behind_warned = False
 
         while component.alive():
             crashed = [c for c in self.group.crashed() if c is not component]
@@ -298,7 +299,7 @@ class Rehearsal:
                         run_start,
                         sim_end,
                         self.run_dir,
-                        conversions,
+                        tail,
                         metrics_url,
                         pushes_before=pushes_before,
                     )  # fmt: skip
@@ -308,6 +309,11 @@ class Rehearsal:
                     if warning is not None:
                         print(f"warning: {warning}", file=sys.stderr, flush=True)
                         rejection_warned = True
+                if not behind_warned:
+                    warning = behind_warning(tail)
+                    if warning is not None:
+                        print(f"warning: {warning}", file=sys.stderr, flush=True)
+                        behind_warned = True
                 next_progress += PROGRESS_EVERY
             time.sleep(0.2)
         code = component.exit_code()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sim.formats.epoch import Epoch
+from sim.oracle.generator import DROP_SHARE_LIMIT
 from sim.oracle.sdk_errors import FIXES
 
 # The run warns once at least this many SDK requests were sent and this share of them failed.
@@ -20,6 +21,15 @@ REJECTION_SHARE = 0.99
 # name and the Aggregated row.
 _HISTORY_TAIL_BYTES = 16384
 _BAD_STATUS = re.compile(r"BadStatus\((\d+)\)")
+
+# The run warns once the driver offered this many SDK calls and dropped more than the report's
+# DROP_SHARE_LIMIT of them.
+BEHIND_MIN_CALLS = 1000
+# Byte patterns of truth ledger lines, as sim.formats.truth and the driver's sdk_call_line write
+# them: compact JSON, "kind" then "status" at the start of every SDK call's line.
+_CONVERTED = b'"step":"converted"'
+_SENT = b'"kind":"sdk_call","status":"sent"'
+_DROPPED = b'"kind":"sdk_call","status":"dropped"'
 
 
 class LocustLoad(NamedTuple):
@@ -141,24 +151,52 @@ def accepted_pushes(metrics_url: str | None, token: str | None = None) -> int | 
     return int(total)
 
 
-class ConversionCounter:
-    """Counts converted pushes in the truth ledgers by reading only what was appended."""
+class LedgerTail:
+    """Counts in the truth ledgers, read from where the last update stopped.
+
+    ``conversions`` counts converted pushes, and ``sent`` and ``dropped`` the SDK calls the
+    driver sent or dropped past ``clock.lag_budget``. Only whole lines are read, so a line the
+    driver is still writing counts at the next update.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.offsets: dict[Path, int] = {}
-        self.count = 0
+        self.conversions = 0
+        self.sent = 0
+        self.dropped = 0
 
-    def update(self) -> int:
+    def update(self) -> None:
         for path in sorted(self.run_dir.glob("truth-*.jsonl")):
             offset = self.offsets.get(path, 0)
             with open(path, "rb") as handle:
                 handle.seek(offset)
                 chunk = handle.read()
             complete = chunk.rfind(b"\n") + 1
-            self.count += chunk[:complete].count(b'"step":"converted"')
+            lines = chunk[:complete]
+            self.conversions += lines.count(_CONVERTED)
+            self.sent += lines.count(_SENT)
+            self.dropped += lines.count(_DROPPED)
             self.offsets[path] = offset + complete
-        return self.count
+
+
+def behind_warning(tail: LedgerTail) -> str | None:
+    """Return a warning when the driver dropped more SDK calls than a trusted run may, else None.
+
+    The report flags such a run at its end, when the backend's figures already rest on less load
+    than the scenario describes.
+    """
+    offered = tail.sent + tail.dropped
+    if offered < BEHIND_MIN_CALLS or tail.dropped <= DROP_SHARE_LIMIT * offered:
+        return None
+    return (
+        f"the driver dropped {tail.dropped:,} of {offered:,} SDK calls so far "
+        f"({tail.dropped / offered:.1%}), each more than clock.lag_budget late, so the backend "
+        "gets less load than the scenario describes and the report will not trust its figures. "
+        "The driver's process is short of CPU (add --processes) or every lane waits for slow "
+        "responses (add --users); a lower population.installs or clock.time_scale lowers the "
+        "load. The run goes on; Ctrl-C stops it and writes a partial report."
+    )
 
 
 def progress_line(
@@ -166,16 +204,17 @@ def progress_line(
     run_start: float,
     sim_end: float,
     run_dir: Path,
-    conversions: ConversionCounter,
+    tail: LedgerTail,
     metrics_url: str | None = None,
     token: str | None = None,
     pushes_before: int = 0,
 ) -> str:
     """Return one progress line of the run.
 
-    It shows the simulated day and time, wall seconds left, requests/s, failed requests when
-    there are any, accepted pushes and conversions. ``pushes_before`` is the gateways' count of
-    accepted pushes when the run began, which is not 0 for gateways that served earlier runs.
+    It shows the simulated day and time, wall seconds left, requests/s, failed requests and
+    dropped SDK calls when there are any, accepted pushes and conversions. It updates ``tail``.
+    ``pushes_before`` is the gateways' count of accepted pushes when the run began, which is
+    not 0 for gateways that served earlier runs.
     """
     now = time.time()
     sim_offset = max(0.0, epoch.sim_at(now) - run_start)
@@ -189,6 +228,9 @@ def progress_line(
         requests = f"{load.requests_per_s:6.1f} req/s"
         if load.failed:
             requests += f"  failed {load.failed:,}"
+    tail.update()
+    if tail.dropped:
+        requests += f"  dropped {tail.dropped:,}"
 
     pushes = accepted_pushes(metrics_url, token)
     if pushes is not None:
@@ -198,6 +240,6 @@ def progress_line(
         f"{wall_left:4.0f} s left",
         requests,
         f"pushes accepted {pushes}" if pushes is not None else "pushes accepted -",
-        f"conversions {conversions.update()}",
+        f"conversions {tail.conversions}",
     ]
     return "  ".join(parts)

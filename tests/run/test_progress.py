@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from sim.driver.sdk_records import sdk_call_line
 from sim.formats.epoch import Epoch
-from sim.run.progress import ConversionCounter, accepted_pushes, progress_line, rejection_warning
+from sim.formats.truth import TruthWriter
+from sim.model.ports import SdkCall
+from sim.run.progress import (
+    BEHIND_MIN_CALLS,
+    LedgerTail,
+    accepted_pushes,
+    behind_warning,
+    progress_line,
+    rejection_warning,
+)
 
 METRICS = (
     "# TYPE pushsim_gateway_requests_total counter\n"
@@ -24,9 +34,20 @@ def metrics_url(http_server):
 
 def line(tmp_path, metrics_url: str | None, pushes_before: int = 0) -> str:
     epoch = Epoch(wall_t0=1_700_000_000.0, sim_t0=1_800_000_000.0, time_scale=60.0)
-    counter = ConversionCounter(tmp_path)
-    return progress_line(epoch, 1_800_000_000.0, 3600.0, tmp_path, counter, metrics_url,
+    tail = LedgerTail(tmp_path)
+    return progress_line(epoch, 1_800_000_000.0, 3600.0, tmp_path, tail, metrics_url,
                          pushes_before=pushes_before)  # fmt: skip
+
+
+def write_truth(path, sent: int, dropped: int, converted: int = 0) -> None:
+    """Write a truth ledger as the driver does: SDK call lines, then reactions."""
+    call = SdkCall(60.0, 1, 1, "track", "d1-0", "p1-0", "a1", None, event="product_viewed")
+    with TruthWriter(path) as writer:
+        for status, count in (("sent", sent), ("dropped", dropped)):
+            for _ in range(count):
+                writer.write_line(sdk_call_line(call, status, 200 if status == "sent" else None))
+        for _ in range(converted):
+            writer.write({"v": 1, "kind": "reaction", "at": 90.0, "step": "converted"})
 
 
 def test_accepted_pushes_sums_status_200(metrics_url):
@@ -100,3 +121,54 @@ def test_progress_shows_current_rate(tmp_path, metrics_url):
     text = line(tmp_path, metrics_url)
 
     assert "740.4 req/s  failed 7" in text
+
+
+def test_ledger_tail_counts_calls_and_conversions(tmp_path):
+    write_truth(tmp_path / "truth-0.jsonl", sent=5, dropped=2, converted=1)
+    tail = LedgerTail(tmp_path)
+
+    tail.update()
+    with open(tmp_path / "truth-0.jsonl", "a") as ledger:
+        ledger.write('{"v":1,"kind":"sdk_call","status":"dropped"')  # a line still being written
+    tail.update()
+
+    assert (tail.sent, tail.dropped, tail.conversions) == (5, 2, 1)
+    with open(tmp_path / "truth-0.jsonl", "a") as ledger:
+        ledger.write(',"at":61.0}\n')
+    tail.update()
+    assert tail.dropped == 3
+
+
+def test_behind_warning_names_fixes(tmp_path):
+    write_truth(tmp_path / "truth-0.jsonl", sent=980, dropped=20)
+    tail = LedgerTail(tmp_path)
+    tail.update()
+
+    warning = behind_warning(tail)
+
+    assert warning.startswith("the driver dropped 20 of 1,000 SDK calls so far (2.0%)")
+    assert "add --processes" in warning
+    assert "add --users" in warning
+    assert warning.endswith("Ctrl-C stops it and writes a partial report.")
+
+
+@pytest.mark.parametrize(
+    ("sent", "dropped"),
+    [(BEHIND_MIN_CALLS // 2, BEHIND_MIN_CALLS // 2 - 1), (990, 10), (1000, 0)],
+    ids=["too few calls", "at the report's limit", "none dropped"],
+)
+def test_behind_warning_quiet(tmp_path, sent, dropped):
+    write_truth(tmp_path / "truth-0.jsonl", sent=sent, dropped=dropped)
+    tail = LedgerTail(tmp_path)
+    tail.update()
+
+    assert behind_warning(tail) is None
+
+
+def test_progress_shows_dropped_calls(tmp_path):
+    write_truth(tmp_path / "truth-0.jsonl", sent=3, dropped=4, converted=2)
+
+    text = line(tmp_path, None)
+
+    assert "dropped 4" in text
+    assert "conversions 2" in text
