@@ -128,8 +128,19 @@ class Device:
         )
         group.world.sdk_methods[method](call)
 
-    def track(self, at: float, name: str, properties: dict[str, Any] | None = None) -> None:
-        """Track event ``name`` the way this app's SDK sends it, faults included."""
+    def track(
+        self,
+        at: float,
+        name: str,
+        properties: dict[str, Any] | None = None,
+        *,
+        stream_owner: Any = None,
+    ) -> None:
+        """Track event ``name`` the way this app's SDK sends it, faults included.
+
+        ``stream_owner`` has the ``faults`` stream that the fault dice draw from: the group's
+        streams unless given.
+        """
         group = self.group
         world = group.world
         world.stats.events[name] += 1
@@ -142,11 +153,12 @@ class Device:
         faults: list[str] = []
         if name in PRODUCT_EVENTS:
             dice = world.faults
+            owner = stream_owner or group.streams
             if name == "added_to_cart" and self.platform == "ios":
-                if dice.roll("event_name_drift", group.streams):
+                if dice.roll("event_name_drift", owner):
                     name = "add_to_cart"
                     faults.append("event_name_drift")
-            if dice.roll("sku_as_object", group.streams):
+            if dice.roll("sku_as_object", owner):
                 properties = dict(properties or {})
                 properties["sku"] = {"id": properties.get("sku")}
                 faults.append("sku_as_object")

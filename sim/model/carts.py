@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from sim.model.products import Product
 
 OPEN, ORDERED, ABANDONED = "open", "ordered", "abandoned"
+# The origin of carts opened in a visit that a push opened.
+PUSH_VISIT = "push_visit"
 
 # Abandoned carts a group keeps for push conversions and return visits; older ones are
 # forgotten so a long run's memory stays flat.
@@ -38,8 +40,15 @@ class Cart:
 def open_cart(device: Device, at: float, origin: str) -> Cart:
     """Open a new cart for the person at the phone."""
     group = device.group
-    group.cart_seq += 1
-    cart = Cart(f"c{group.group_id}-{group.cart_seq}", device, device.user, origin, at)
+    if origin == PUSH_VISIT:
+        # Carts of visits that a push opened get their own numbering, so they never shift the
+        # ids of organic carts.
+        group.push_cart_seq += 1
+        cart_id = f"c{group.group_id}-p{group.push_cart_seq}"
+    else:
+        group.cart_seq += 1
+        cart_id = f"c{group.group_id}-{group.cart_seq}"
+    cart = Cart(cart_id, device, device.user, origin, at)
     group.world.stats.carts[origin] += 1
     group.record(
         at,
@@ -53,7 +62,11 @@ def open_cart(device: Device, at: float, origin: str) -> Cart:
 
 
 def abandon(cart: Cart, at: float) -> None:
-    """Close a cart that its session left without an order, and draw its latent purchase."""
+    """Close a cart that its session left without an order, and draw its latent purchase.
+
+    A cart of a push visit gets no latent purchase: its shopper is not modelled to come back
+    for it unprompted, because a return visit would take the organic stream's draws.
+    """
     device = cart.device
     group = device.group
     world = group.world
@@ -62,13 +75,15 @@ def abandon(cart: Cart, at: float) -> None:
     group.record(at, "cart_closed", cart_id=cart.cart_id, outcome=ABANDONED)
 
     # The latent draw: would this shopper come back and buy without any push, and when.
-    settings = world.scenario.reactions.buy_anyway
-    stream = group.streams.organic
-    would_buy = stream.chance(settings.probability)
-    delay = stream.lognormal(settings.delay.median, settings.delay.sigma)
-    buy_at = at + delay if would_buy else None
+    buy_at = None
+    if cart.origin != PUSH_VISIT:
+        settings = world.scenario.reactions.buy_anyway
+        stream = group.streams.organic
+        would_buy = stream.chance(settings.probability)
+        delay = stream.lognormal(settings.delay.median, settings.delay.sigma)
+        buy_at = at + delay if would_buy else None
     group.record(at, "latent", cart_id=cart.cart_id, buy_anyway_at=buy_at)
-    if would_buy:
+    if buy_at is not None:
         world.stats.would_buy_anyway += 1
 
     group.abandoned[cart.cart_id] = cart
@@ -85,11 +100,14 @@ def place_order(cart: Cart, at: float, via: str) -> str:
     if via == "organic":
         group.order_seq += 1
         order_id = f"o{group.group_id}-{group.order_seq}"
+    elif via == "push":
+        # Orders that pushes bring get their own numbering, so they never shift the ids of
+        # the orders the shopper would place anyway.
+        group.push_order_seq += 1
+        order_id = f"o{group.group_id}-p{group.push_order_seq}"
     else:
-        # Orders that other causes bring get their own numbering, so they never shift the
-        # ids of organic orders.
-        group.other_order_seq += 1
-        order_id = f"o{group.group_id}-{via[0]}{group.other_order_seq}"
+        group.anyway_order_seq += 1
+        order_id = f"o{group.group_id}-{via[0]}{group.anyway_order_seq}"
     cart.state = ORDERED
     cart.person.has_ordered = True
     group.world.stats.orders[via] += 1

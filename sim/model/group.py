@@ -33,8 +33,10 @@ class ShopperGroup:
         "seq",
         "token_seq",
         "cart_seq",
+        "push_cart_seq",
         "order_seq",
-        "other_order_seq",
+        "push_order_seq",
+        "anyway_order_seq",
         "tiebreak",
         "abandoned",
     )
@@ -50,8 +52,10 @@ class ShopperGroup:
         self.seq = 0
         self.token_seq = 0
         self.cart_seq = 0
+        self.push_cart_seq = 0
         self.order_seq = 0
-        self.other_order_seq = 0
+        self.push_order_seq = 0
+        self.anyway_order_seq = 0
         self.tiebreak = 0
         self.abandoned: dict[str, Cart] = {}
 

@@ -3,8 +3,14 @@
 A push reaches the phone that owns the token at that moment. It is displayed only if the app
 is installed, the token is the phone's current one and permission is granted. The person at the
 phone may open it after a lognormal delay, and the deep link may be broken. An open with a
-working link to that person's abandoned cart may end in an order. All draws come from the group's
-reactions substream, so a push never shifts the organic behaviour that follows it.
+working link to that person's abandoned cart may end in an order. A working link to anything
+else, such as a broadcast's deals page, opens a push visit: the shopper browses on through the
+funnel chain, and an order in that visit is the push's conversion.
+
+All draws come from the group's reactions substream, so a push never shifts the organic
+behaviour that follows it. For the same reason a push visit keeps its own state: it leaves who
+is logged in and the permission alone, numbers its carts apart, and its abandoned carts get no
+latent purchase.
 """
 
 from __future__ import annotations
@@ -15,12 +21,24 @@ from typing import TYPE_CHECKING, Any
 
 from sim.formats.shards import shard_of
 from sim.formats.tokens import parse_token
-from sim.model.carts import ABANDONED, order_properties, place_order
+from sim.model.carts import (
+    ABANDONED,
+    PUSH_VISIT,
+    Cart,
+    abandon,
+    open_cart,
+    order_properties,
+    place_order,
+)
+from sim.model.funnel import START
 from sim.model.ports import Delivery
+from sim.model.sessions import NEEDS_CART
 
 if TYPE_CHECKING:
     from sim.model.app import Device
     from sim.model.group import ShopperGroup
+    from sim.model.products import Product
+    from sim.model.streams import Stream
     from sim.model.world import World
 
 _CART_LINK = re.compile(r"://cart/([^/?#\s]+)")
@@ -146,12 +164,81 @@ def _react(device: Device, delivery: Delivery, at: float) -> Generator[Any, Any,
         _note(group, device, delivery, now, "opened", "broken_link")
         return
 
-    cart = group.abandoned.get(cart_in_payload(delivery.payload) or "")
+    cart_id = cart_in_payload(delivery.payload)
+    if cart_id is None:
+        yield from _visit(device, delivery, now)
+        return
+    cart = group.abandoned.get(cart_id)
     if not converts or cart is None or cart.state != ABANDONED or cart.person is not device.user:
         return
     device.track(now, "checkout_started", {"cart_id": cart.cart_id, "cart_value": cart.value})
     order_id = place_order(cart, now, "push")
     device.track(now, "order_completed", order_properties(cart, order_id))
-    _metric(device, now, "converted", delivery)
-    world.stats.reactions["converted"] += 1
-    _note(group, device, delivery, now, "converted", cart.cart_id)
+    _converted(device, delivery, now, cart)
+
+
+def _converted(device: Device, delivery: Delivery, at: float, cart: Cart) -> None:
+    _metric(device, at, "converted", delivery)
+    device.group.world.stats.reactions["converted"] += 1
+    _note(device.group, device, delivery, at, "converted", cart.cart_id)
+
+
+class _VisitStreams:
+    """The stream owner of a push visit's fault dice: the group's reactions substream."""
+
+    __slots__ = ("faults",)
+
+    def __init__(self, stream: Stream):
+        self.faults = stream
+
+
+def _visit(device: Device, delivery: Delivery, at: float) -> Generator[Any, Any, None]:
+    """Browse from the push's link through the funnel chain, as an organic session would.
+
+    The visit starts where the open left the app, so it sends no second Application Opened. A
+    checkout by an anonymous shopper leaves no guest email, so that the visit identifies no one.
+    """
+    group = device.group
+    world = group.world
+    env = world.env
+    stream = group.streams.reactions
+    dice_owner = _VisitStreams(stream)
+    gap = world.scenario.sessions.event_gap
+    catalogue = world.catalogue
+    world.stats.reactions["visits"] += 1
+
+    now = at
+    state = START
+    cart: Cart | None = None
+    product: Product | None = None
+    while True:
+        name = world.chain.next_event(state, stream.uniform())
+        if name is None or (name in NEEDS_CART and cart is None):
+            break
+        now += stream.lognormal(gap.median, gap.sigma)
+        yield env.timeout(max(0.0, now - env.now))
+        if not device.installed:
+            return  # uninstalled during the visit: nothing more is sent
+
+        if name == "product_viewed":
+            product = catalogue[stream.below(len(catalogue))]
+            device.track(now, name, product.view_properties, stream_owner=dice_owner)
+        elif name == "added_to_cart":
+            product = product or catalogue[stream.below(len(catalogue))]
+            if cart is None:
+                cart = open_cart(device, now, PUSH_VISIT)
+            cart.items.append(product)
+            properties = {"sku": product.sku, "qty": 1, "cart_id": cart.cart_id}
+            device.track(now, name, properties, stream_owner=dice_owner)
+        elif name == "checkout_started" and cart is not None:
+            device.track(now, name, {"cart_id": cart.cart_id, "cart_value": cart.value})
+        elif name == "order_completed" and cart is not None:
+            order_id = place_order(cart, now, "push")
+            device.track(now, name, order_properties(cart, order_id))
+            _converted(device, delivery, now, cart)
+            cart = None
+        state = name
+
+    if cart is not None:
+        abandon(cart, now)
+    device.track(now, "Application Backgrounded")

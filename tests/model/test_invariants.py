@@ -72,6 +72,9 @@ def _push_sender(world):
             carts = list(group.abandoned) if group else []
             cart_id = carts[int(rng.integers(len(carts)))] if carts else "none"
             payload = {"aps": {"alert": "Still thinking?"}, "link": f"shop://cart/{cart_id}"}
+            if number % 7 == 0:
+                # A link to no cart, as a broadcast sends, opens a push visit.
+                payload = {"aps": {"alert": "Deals are live"}, "link": "shop://deals"}
             sent[world.deliver(Delivery(f"del-{number}", token, payload))] += 1
 
     world.env.process(run())
@@ -126,9 +129,11 @@ def test_each_cart_ordered_at_most_once(run):
 def test_orders_by_push_and_anyway_happen(run):
     result, _, _, _ = run
     orders = result.summary["funnel"]["orders"]
+    carts = result.summary["funnel"]["carts"]
 
     assert orders["push"] > 0
     assert orders["buy_anyway"] > 0
+    assert carts["push_visit"] > 0
 
 
 def test_display_needs_app_token_and_permission(run):
