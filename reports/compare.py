@@ -10,7 +10,8 @@ shares of one population sampled over time, which are not independent samples, a
 lateness p99 with too few samples to bound it.
 
 A gate and the metric it reads count as one figure, so a backend whose SDK error rate rose past
-its gate has one figure worse, not two.
+its gate has one figure worse, not two. So do ``delivery_rate`` and ``failure_rate``, which add
+up to 1 over the same triggers.
 """
 
 from __future__ import annotations
@@ -54,14 +55,13 @@ def moved(metric: str, before: float | None, after: float | None) -> str:
     return "better" if rose == (metric in HIGHER_IS_BETTER) else "worse"
 
 
-def worse(metric: str, before: float | None, after: float | None) -> bool:
-    """Tell whether ``after`` is worse than ``before`` for ``metric``."""
-    return moved(metric, before, after) == "worse"
-
-
 WORSE, BETTER = "WORSE", "BETTER"
 WITHIN_NOISE = "worse, within noise"
+BETTER_WITHIN_NOISE = "better, within noise"
 UNTESTED = "worse, no noise test"
+# Metrics that restate another: failure_rate is 1 - delivery_rate over the triggers that
+# expected a push, so a move of one is a move of the other.
+_SAME_FIGURE = {"failure_rate": "delivery_rate"}
 # The check that fails a run with no push, shown among the gates.
 PUSHED_CHECK = "a push reached the gateways"
 
@@ -208,7 +208,7 @@ def _differing_keys(a: object, b: object, path: str = "") -> list[str]:
 
 def _scenario_note(run_a: str | Path, run_b: str | Path) -> str:
     """Say how the two runs' scenarios and seeds differ, naming the keys where it can."""
-    parts = []
+    keys: list[str] = []
     paths = [Path(run) / "scenario.yaml" for run in (run_a, run_b)]
     if all(path.exists() for path in paths):
         try:
@@ -216,11 +216,16 @@ def _scenario_note(run_a: str | Path, run_b: str | Path) -> str:
         except yaml.YAMLError:
             texts = None
         keys = _differing_keys(*texts) if texts is not None else []
-        if keys:
-            listed = ", ".join(keys[:SHOWN_KEYS])
-            more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
-            parts.append(f"the scenarios differ in {listed}{more}")
+
+    parts = []
     seeds = (_seed(run_a), _seed(run_b))
+    if seeds[0] != seeds[1]:
+        # The seed's own part names both values, so the key list leaves it out.
+        keys = [key for key in keys if key != "seed"]
+    if keys:
+        listed = ", ".join(keys[:SHOWN_KEYS])
+        more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+        parts.append(f"the scenarios differ in {listed}{more}")
     if seeds[0] != seeds[1]:
         parts.append(f"the seeds differ (A {seeds[0]}, B {seeds[1]})")
     if not parts:
@@ -247,20 +252,20 @@ def _judged_notes(journeys_a: list[dict], journeys_b: list[dict]) -> list[str]:
 
 
 def _percentile_notes(a: dict, b: dict, run_a: str | Path, run_b: str | Path) -> list[str]:
-    """Note what the noise test of each percentile that got worse lacked, run by run.
+    """Note what the noise test of each percentile that moved lacked, run by run.
 
     A summary from before the intervals leaves the test to the other run's interval, or to no
     test when the other run has no bound that faces this one either.
     """
     summaries, runs = {"A": a, "B": b}, {"A": run_a, "B": run_b}
-    got_worse = [
+    changed = [
         metric
         for metric in _PERCENTILES
-        if worse(metric, a["metrics"].get(metric), b["metrics"].get(metric))
+        if moved(metric, a["metrics"].get(metric), b["metrics"].get(metric))
     ]
     notes = []
     for label, other in (("A", "B"), ("B", "A")):
-        predating = [m for m in got_worse if _percentile_interval(summaries[label], m) is None]
+        predating = [m for m in changed if _percentile_interval(summaries[label], m) is None]
         if not predating:
             continue
         # The other run's interval alone tests a metric unless its facing bound is unset too.
@@ -278,7 +283,7 @@ def _percentile_notes(a: dict, b: dict, run_a: str | Path, run_b: str | Path) ->
             f"note: run {label}'s summary.json predates the percentile confidence intervals, "
             f"so {', and '.join(tests)}; `pushsim report {runs[label]}` adds them"
         )
-    return notes + _unbounded_notes(got_worse, a, b)
+    return notes + _unbounded_notes(changed, a, b)
 
 
 def _unbounded_notes(metrics: list[str], a: dict, b: dict) -> list[str]:
@@ -335,17 +340,17 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     lines.append("")
     width = max(len(name) for name in a["metrics"] | b["metrics"]) + 2
     lines.append(f"{'metric':<{width}}{'A':>14}{'B':>14}  ")
-    # Figures flagged WORSE or BETTER, by metric name: a gate counts under the metric it reads,
-    # so that a gate and its metric make one figure.
-    flagged: dict[str, set[str]] = {WORSE: set(), BETTER: set()}
-    within_noise = 0
+    # Figures by flag and metric name: a gate counts under the metric it reads, so that a gate
+    # and its metric make one figure, and a metric that restates another counts under it.
+    flagged: dict[str, set[str]] = {
+        flag: set() for flag in (WORSE, BETTER, WITHIN_NOISE, BETTER_WITHIN_NOISE)
+    }
     untested: list[str] = []
     for metric in sorted(a["metrics"] | b["metrics"]):
         before, after = a["metrics"].get(metric), b["metrics"].get(metric)
         flag = _flag(metric, a, b)
         if flag in flagged:
-            flagged[flag].add(metric)
-        within_noise += flag == WITHIN_NOISE
+            flagged[flag].add(_SAME_FIGURE.get(metric, metric))
         if flag == UNTESTED:
             untested.append(metric)
         lines.append(f"{metric:<{width}}{_format(before):>14}{_format(after):>14}  {flag}")
@@ -383,14 +388,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     ]
     outcome_lines, outcome_flags = _outcome_lines(a["journeys"], b["journeys"])
     lines += outcome_lines
-    regressions = len(flagged[WORSE]) + outcome_flags.count(WORSE)
-    improvements = len(flagged[BETTER]) + outcome_flags.count(BETTER)
-    within_noise += outcome_flags.count(WITHIN_NOISE)
+    counts = {flag: len(figures) + outcome_flags.count(flag) for flag, figures in flagged.items()}
+    regressions, improvements = counts[WORSE], counts[BETTER]
     verdict = f"{regressions} figure(s) worse in B" if regressions else "nothing worse in B"
-    if within_noise:
-        verdict += f" ({within_noise} more worse within noise, not counted)"
-    if improvements:
-        verdict += f"; {improvements} figure(s) better in B"
+    if counts[WITHIN_NOISE]:
+        verdict += f" ({counts[WITHIN_NOISE]} more worse within noise, not counted)"
+    if improvements or counts[BETTER_WITHIN_NOISE]:
+        verdict += f"; {improvements} figure(s) better in B" if improvements else "; none better"
+    if counts[BETTER_WITHIN_NOISE]:
+        verdict += f" ({counts[BETTER_WITHIN_NOISE]} more better within noise, not counted)"
     lines += ["", verdict]
     if untested:
         lines.append(

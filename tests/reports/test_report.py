@@ -281,9 +281,11 @@ def test_compare_flags_better(good_run, flawed_run):
     assert rows["retries_without_backoff"].endswith("BETTER")
     # 0.21 against 0.31 of 95 triggers is a move chance explains.
     assert rows["conversion_rate"].endswith("better, within noise")
-    # delivery_rate, failure_rate, retries_without_backoff and two failure outcomes.
-    assert comparison.better_figures == 5
-    assert "nothing worse in B; 5 figure(s) better in B" in comparison.text
+    # delivery_rate with failure_rate, retries_without_backoff and two failure outcomes.
+    assert comparison.better_figures == 4
+    assert comparison.text.endswith(
+        "nothing worse in B; 4 figure(s) better in B (2 more better within noise, not counted)"
+    )
     assert compare_runs(good_run, flawed_run).better_figures == 0
 
 
@@ -631,7 +633,8 @@ def test_compare_share_change_within_noise(tmp_path, good_run):
     assert _line(text, "delivery_rate").endswith("worse, within noise")
     assert _line(text, "failure_rate").endswith("worse, within noise")
     assert _line(text, f"  {journey['name']}.not_sent").endswith("worse, within noise")
-    assert text.endswith("nothing worse in B (3 more worse within noise, not counted)")
+    # delivery_rate and failure_rate add up to 1, so they count as one figure.
+    assert text.endswith("nothing worse in B (2 more worse within noise, not counted)")
 
 
 def _lateness(seed: int, scale: float = 1.0, count: int = 2_000) -> dict:
@@ -742,6 +745,10 @@ def test_compare_notes_too_few_lateness_samples(good_run, flawed_run):
         "(377 are needed), so trigger_lateness_p99 and trigger_lateness_p99_wall_ms got no "
         "noise test"
     ) in text
+    # A move the right way is not tested either, and the note says why.
+    reverse = compare_runs(flawed_run, good_run).text
+    assert _line(reverse, "trigger_lateness_p99 ").endswith("better, no noise test")
+    assert f"note: run B has {count} lateness samples, too few to bound its p99" in reverse
 
 
 def test_compare_names_differing_scenario_keys(tmp_path, good_run):
@@ -754,6 +761,23 @@ def test_compare_names_differing_scenario_keys(tmp_path, good_run):
     text = compare_runs(good_run, other).text
 
     assert "note: the scenarios differ in clock.drain, so a difference below may come" in text
+
+
+def test_compare_names_seed_once(tmp_path, good_run):
+    runs = []
+    for name, seed in (("a", 11), ("b", 12)):
+        run = tmp_path / name
+        shutil.copytree(good_run, run)
+        scenario = run / "scenario.yaml"
+        scenario.write_text(scenario.read_text().replace("seed: 11", f"seed: {seed}"))
+        epoch = json.loads((run / "epoch.json").read_text())
+        (run / "epoch.json").write_text(json.dumps({**epoch, "seed": seed}))
+        runs.append(run)
+
+    text = compare_runs(*runs).text
+
+    assert "note: the seeds differ (A 11, B 12), so a difference below may come" in text
+    assert "differ in seed" not in text
 
 
 def test_compare_notes_journey_barely_judged(tmp_path, good_run):
