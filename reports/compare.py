@@ -426,7 +426,10 @@ CONDUCT_FIGURES = (
 def _conduct_lines(a: dict, b: dict, width: int) -> list[str]:
     """Return the push requests, backend conduct counts and broadcast pacing of A and B."""
     lines = ["", "backend conduct (for context, not flagged)"]
-    rows = [("push_requests", a.get("push_requests"), b.get("push_requests"))]
+    rows = [
+        (name, a.get(name), b.get(name))
+        for name in ("push_requests", "unattributed_pushes", "unknown_token_pushes")
+    ]
     conduct_a, conduct_b = a.get("backend_conduct") or {}, b.get("backend_conduct") or {}
     for name in CONDUCT_FIGURES:
         values = [conduct.get(name) for conduct in (conduct_a, conduct_b)]

@@ -155,6 +155,11 @@ def _top_problems(result: OracleResult) -> str:
             entries.append((count, name.replace("_", " "), "; ".join(examples[:3])))
     if result.unattributed_pushes:
         entries.append((result.unattributed_pushes, "pushes tied to no trigger", ""))
+    if result.unknown_token_pushes:
+        hint = "such as an earlier run's, kept in the backend's store"
+        entries.append(
+            (result.unknown_token_pushes, "pushes to device tokens this run never issued", hint)
+        )
     if not entries:
         return "<p>No failures or problems found.</p>"
     entries.sort(key=lambda entry: -entry[0])
@@ -251,6 +256,11 @@ def _conduct(result: OracleResult) -> str:
     return _table(["backend conduct", ""], rows, {1})
 
 
+def _unknown_tokens(result: OracleResult) -> str:
+    count = result.unknown_token_pushes
+    return f", {count:,} to device tokens this run never issued" if count else ""
+
+
 def _pruning(conduct: Conduct) -> str:
     if not conduct.pruning_checked:
         return "not checked: " + conduct.pruning_note
@@ -336,7 +346,8 @@ def render(
 <h1>pushsim report: {escape(result.scenario)}</h1>
 <p class="muted">{result.duration / 3600:g} simulated hours at time scale
 {result.time_scale:g}, {result.push_requests:,} push requests,
-{result.unattributed_pushes:,} not tied to any trigger. Written {created}.</p>
+{result.unattributed_pushes:,} not tied to any trigger{_unknown_tokens(result)}. Written
+{created}.</p>
 {f"<p>Backend under test: <b>{escape(backend)}</b>.</p>" if backend else ""}
 <div class="grid">
 <section class="gates"><h2>Gates</h2>{_gates(result)}</section>

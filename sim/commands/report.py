@@ -96,6 +96,9 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     hint = result.stitching_hint()
     if hint is not None:
         print(f"note: {hint}")
+    unknown = result.unknown_token_note()
+    if unknown is not None:
+        print(f"note: {unknown}")
 
     no_push = result.no_push_warning()
     if no_push is not None:

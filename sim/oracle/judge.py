@@ -104,7 +104,8 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         )
         journey_result = _journey_result(triggers, judged)
         if journey.kind == "broadcast":
-            sent = [push for attempts in attributed.values() for push in attempts]
+            until = next_broadcast.get(journey.name, math.inf)
+            sent = _broadcast_sends(journey, pushes, origin, until)
             journey_result.pacing = broadcast_pacing(journey.send_rate, sent)
         journey_results.append(journey_result)
 
@@ -144,6 +145,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         series=time_series(pushes, trigger_rows, problems, index, clock.duration),
         unattributed_pushes=sum(1 for push in pushes if push.row.seq not in claimed),
         push_requests=len(pushes),
+        unknown_token_pushes=sum(1 for push in pushes if push.holder_person is None),
         protocol=scenario.target.protocol,
     )
     result.metrics = gate_metrics(result)
@@ -220,6 +222,23 @@ def attribute(
             chosen = (same_device or before)[-1]
         attributed[chosen.trigger_id].append(push)
     return attributed
+
+
+def _broadcast_sends(
+    journey: Journey, pushes: list[Push], origin: float, until: float
+) -> list[Push]:
+    """Return the push requests with the broadcast's link, from its start until ``until``.
+
+    The send rate paces every push the backend sends for the broadcast, so the pushes that no
+    trigger claims count too, such as those to an earlier run's profiles kept in its store.
+    """
+    start = broadcast_start(journey, origin)
+    pattern = link_pattern(journey.link)
+    return [
+        push
+        for push in pushes
+        if start <= push.at < until and push.link and pattern.match(push.link)
+    ]
 
 
 def _attribute_by_owner(

@@ -25,7 +25,7 @@ class Pacing:
     """A broadcast's first push requests in wall time, and the busiest wall second."""
 
     send_rate: float  # the journey's limit, pushes per wall second
-    pushes: int  # first attempts attributed to the broadcast
+    pushes: int  # first attempts with the broadcast's link in its window
     seconds: float  # wall seconds from the first push request to the last
     peak_per_second: int  # most first attempts within any window of WINDOW_SECONDS
 
@@ -50,7 +50,7 @@ class Pacing:
 
 
 def broadcast_pacing(send_rate: float, pushes: list[Push]) -> Pacing:
-    """Measure the pacing of a broadcast's attributed ``pushes``."""
+    """Measure the pacing of a broadcast's ``pushes``; retries are left out."""
     times = sorted(push.row.wall_time for push in pushes if push.row.retry_of is None)
     peak = 0
     start = 0

@@ -109,6 +109,8 @@ class OracleResult:
     series: dict[str, Any]
     unattributed_pushes: int
     push_requests: int
+    # Push requests to device tokens that no shopper of this run ever held.
+    unknown_token_pushes: int = 0
     metrics: dict[str, float | None] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
     # The scenario's target.protocol, which explains the commonest stitching failure.
@@ -134,6 +136,18 @@ class OracleResult:
             "push: check that the backend sends to the gateways of this run's gateways.json, "
             "and that it does not remember these shoppers from an earlier run with the same "
             "seed (give each run a new one with --set seed=N)"
+        )
+
+    def unknown_token_note(self) -> str | None:
+        """Return why some pushes went to device tokens this run never issued, or None."""
+        if not self.unknown_token_pushes:
+            return None
+        return (
+            f"{self.unknown_token_pushes:,} of {self.push_requests:,} push requests went to "
+            "device tokens that no shopper of this run ever held. A backend that kept an "
+            "earlier run's profiles in its store sends to them, and so does one that makes "
+            "tokens up. They count as tied to no trigger; start the backend with an empty store "
+            "for each run to judge it alone"
         )
 
     def stitching_hint(self) -> str | None:
@@ -222,4 +236,5 @@ def to_summary(result: OracleResult) -> dict[str, Any]:
         "series": result.series,
         "push_requests": result.push_requests,
         "unattributed_pushes": result.unattributed_pushes,
+        "unknown_token_pushes": result.unknown_token_pushes,
     }

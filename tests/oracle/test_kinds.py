@@ -323,3 +323,21 @@ def test_broadcast_pacing_busiest_second(tmp_path, spacing, peak, kept):
     assert pacing.within_limit is kept
     summary = to_summary(result)
     assert summary["journeys"][0]["pacing"]["peak_per_second"] == peak
+
+
+def test_broadcast_pacing_counts_unknown_tokens(tmp_path):
+    story, token = broadcast_story()
+    wall = WALL_T0 + (START + 100.0) / TIME_SCALE
+    # The second push goes to a token no shopper of this run held, as when the backend's store
+    # kept an earlier run's profiles: it shares the broadcast's send rate all the same.
+    for number, push_token in enumerate((token, apns_token(999))):
+        broadcast_push(story, START + 100.0, push_token)
+        story.rows[-1]["wall_time"] = wall + number * 0.1
+
+    result = judge_run(story.write(tmp_path, BROADCAST.replace("SEGMENT", "all")))
+    pacing = result.journeys[0].pacing
+
+    assert pacing.pushes == 2
+    assert pacing.peak_per_second == 2
+    assert result.unknown_token_pushes == 1
+    assert result.unattributed_pushes == 1

@@ -16,14 +16,14 @@ from sim.cli import main
 from sim.gates import GATE_METRICS
 from sim.oracle.outcomes import OUTCOMES
 from sim.oracle.stats import summarise
-from tests.oracle.ledgers import SCENARIO, Story, write_run_dir
+from tests.oracle.ledgers import SCENARIO, Story, apns_token, write_run_dir
 
 SUMMARY_KEYS = {
     "summary_version", "scenario", "clock", "passed", "gates_passed", "no_push_warning", "gates",
     "metrics",
     "journeys", "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
-    "push_requests", "unattributed_pushes", "partial", "partial_reason", "backend_load",
-    "sdk_errors", "backend",
+    "push_requests", "unattributed_pushes", "unknown_token_pushes", "partial", "partial_reason",
+    "backend_load", "sdk_errors", "backend",
 }  # fmt: skip
 
 
@@ -580,6 +580,30 @@ def test_report_counts_unattributed_pushes(tmp_path):
     shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
     html = build_report(run_dir).read_text(encoding="utf-8")
     assert "pushes tied to no trigger" in html
+    assert "never issued" not in html
+
+
+def test_report_names_pushes_to_unknown_tokens(tmp_path, capsys):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(1000.0)
+    story.push(2800.0, token)
+    # An earlier run's device token that a backend kept in its store.
+    story.push(2900.0, apns_token(999), cart="c9-9")
+    inputs, run_dir = write_run_dir(story, tmp_path, SCENARIO)
+    shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
+
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    main(["report", str(run_dir)])
+    output = capsys.readouterr().out
+
+    assert summary["unknown_token_pushes"] == 1
+    assert summary["unattributed_pushes"] == 1
+    assert "2 push requests,\n1 not tied to any trigger, 1 to device tokens this run never" in html
+    assert "pushes to device tokens this run never issued" in html
+    assert ("note: 1 of 2 push requests went to device tokens that no shopper of this run ever "
+            "held") in output  # fmt: skip
 
 
 def _edited_copy(tmp_path, run_dir, name, edit):
