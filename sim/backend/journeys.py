@@ -273,16 +273,18 @@ class JourneyEngine:
                 if waiting_since is None:
                     waiting_since = now
                     log.info(
-                        "broadcast %s: its start %s passed before any epoch was posted; "
-                        "waiting for POST /control/epoch",
+                        "broadcast %s: its start %s passed before the run's epoch arrived; "
+                        "waiting for it (POST /control/epoch, or the gateways' run with "
+                        "--epoch-from-gateways)",
                         journey.name,
                         journey.at.isoformat(),
                     )
                 elif not warned and now - waiting_since >= EPOCH_WAIT_WARNING_SECONDS:
                     log.warning(
-                        "broadcast %s: still waiting after %.0f s for POST /control/epoch, "
-                        "because its start %s passed before the backend started; post the run's "
-                        "epoch, or set the journey's at to a future time",
+                        "broadcast %s: still waiting after %.0f s for the run's epoch, because "
+                        "its start %s passed before the backend started; post the run's epoch "
+                        "to /control/epoch, start the backend with --epoch-from-gateways, or "
+                        "set the journey's at to a future time",
                         journey.name,
                         now - waiting_since,
                         journey.at.isoformat(),

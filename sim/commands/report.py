@@ -69,6 +69,13 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     sdk_line = sdk_errors_line(result.sdk_errors)
     if sdk_line:
         print(sdk_line)
+        local = result.generator.calls_by_status.get("local", 0)
+        if local:
+            # These are in the plan's count of SDK calls, so the two counts differ by them.
+            print(
+                f"  ({local:,} more SDK calls made no request: a logout, or a device token the "
+                "app holds until the shopper identifies)"
+            )
     total = next((row for row in load or [] if row.name == "Aggregated"), None)
     if total is not None:
         print(load_line(total))

@@ -10,14 +10,33 @@ from sim.scenario.schema import Scenario
 
 
 def journey_lines(scenario: Scenario) -> list[str]:
-    """Return one line per journey with its trigger and its delay in wall seconds."""
+    """Return one line per journey with what starts it and its waits in wall seconds."""
     scale = scenario.clock.time_scale
-    return [
-        f"  {journey.name}: trigger {journey.trigger.event or journey.kind}, delay "
-        f"{journey.delay / scale:.3g} wall s ({journey.delay:g} simulated s at time "
-        f"scale {scale:g}); a backend that cannot scale its delays needs time_scale 1"
-        for journey in scenario.journeys
-    ]
+
+    def wall(simulated: float) -> str:
+        return f"{simulated / scale:.3g} wall s ({simulated:g} simulated s at time scale {scale:g})"
+
+    lines = []
+    for journey in scenario.journeys:
+        if journey.kind == "broadcast":
+            # A broadcast waits no delay: it starts at its simulated time, which the epoch maps.
+            start = journey.at.isoformat() if journey.at is not None else "the run's start"
+            lines.append(
+                f"  {journey.name}: broadcast to segment {journey.segment} at simulated "
+                f"{start}, at most {journey.send_rate:g} pushes per wall second"
+            )
+            continue
+        if journey.kind == "inactivity":
+            lines.append(
+                f"  {journey.name}: no app open for {wall(journey.inactivity)}; a backend that "
+                "cannot scale its waits needs time_scale 1"
+            )
+            continue
+        lines.append(
+            f"  {journey.name}: trigger {journey.trigger.event or journey.kind}, delay "
+            f"{wall(journey.delay)}; a backend that cannot scale its delays needs time_scale 1"
+        )
+    return lines
 
 
 def target_instructions(

@@ -250,7 +250,7 @@ def test_broadcast_past_start_warns_late(make_journey_backend, caplog, monkeypat
 
     # The start passed before the backend started, so it waits for an epoch, first quietly.
     [waiting] = wait_until(lambda: records(logging.INFO))
-    assert "waiting for POST /control/epoch" in waiting
+    assert "waiting for it (POST /control/epoch, or the gateways' run" in waiting
     assert records(logging.WARNING) == []
 
     [warning] = wait_until(lambda: records(logging.WARNING))

@@ -606,6 +606,21 @@ def test_report_names_pushes_to_unknown_tokens(tmp_path, capsys):
             "held") in output  # fmt: skip
 
 
+def test_report_command_counts_local_calls(tmp_path, capsys):
+    story = Story()
+    story.shopper()
+    story.add_to_cart(1000.0)
+    # A logout under the Track API: the app clears its identity and sends nothing.
+    story.call("clear_identity", 1200.0, "d1-0", "p1-0", user_id="p1-0", status="local")
+    inputs, run_dir = write_run_dir(story, tmp_path, SCENARIO)
+    shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
+
+    main(["report", str(run_dir)])
+    output = capsys.readouterr().out
+
+    assert "SDK calls: 3 sent, none failed\n  (1 more SDK calls made no request: a logout" in output
+
+
 def _edited_copy(tmp_path, run_dir, name, edit):
     """Copy ``run_dir``, build its summary and apply ``edit`` to the summary dict."""
     copy = tmp_path / name

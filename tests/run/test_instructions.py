@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim.formats.gateway_config import GatewayConfig
-from sim.run.instructions import target_instructions
+from sim.run.instructions import journey_lines, target_instructions
 from sim.scenario import load_scenario
 
 TARGET = "http://127.0.0.1:8080"
@@ -38,3 +38,22 @@ def test_shared_gateways_name_config_file():
     assert "pushsim gateways are running" not in text
     assert "cart_recovery: trigger added_to_cart" in text
     assert "control token in gateways.json" in text
+
+
+def test_journey_lines_by_kind():
+    text = """
+journeys:
+  - {name: launch, kind: broadcast, at: 2026-11-26T16:00:00Z, segment: known, send_rate: 50,
+     link: shop://deals}
+  - {name: winback, kind: inactivity, inactivity: 2d, link: shop://home}
+"""
+    scenario = load_scenario(text=text).scenario
+
+    launch, winback = journey_lines(scenario)
+
+    # A broadcast waits no delay, so its line names its start and send rate instead.
+    assert launch == (
+        "  launch: broadcast to segment known at simulated 2026-11-26T16:00:00+00:00, "
+        "at most 50 pushes per wall second"
+    )
+    assert winback.startswith("  winback: no app open for 120 wall s (172800 simulated s")
