@@ -338,6 +338,14 @@ def _check_backend_journeys(response: object) -> None:
         )
 
 
+def second_start_message(environment) -> str:
+    """Return why this process starts no second rehearsal, and what to do instead."""
+    return (
+        f"this Locust process already ran the rehearsal in {_run_dir(environment)}; restart "
+        "Locust, with a new --run-dir, for another run"
+    )
+
+
 @events.test_start.add_listener
 def on_test_start(environment, **kwargs) -> None:
     runner = environment.runner
@@ -349,11 +357,7 @@ def on_test_start(environment, **kwargs) -> None:
     if state.epoch_announced:
         # The model, its truth ledgers and the workers' shards belong to the first test, so a
         # second start from the web UI would overwrite that run's records.
-        _fail(
-            environment,
-            f"this Locust process already ran the rehearsal in {_run_dir(environment)}; restart "
-            "Locust, with a new --run-dir, for another run",
-        )
+        _fail(environment, second_start_message(environment))
         return
     state.epoch_announced = True
 

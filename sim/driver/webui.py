@@ -29,9 +29,10 @@ TIMING_COLUMNS = [
 
 def install_web_ui(environment, state) -> None:
     """Add the pushsim tab, its data in the stats poll, and a CSV download to Locust's UI."""
-    from flask import Response, request
+    from flask import Response, jsonify, request
+    from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
-    from sim.driver.plugin import current_counters
+    from sim.driver.plugin import current_counters, second_start_message
 
     web_ui = environment.web_ui
     web_ui.template_args["extended_tabs"] = [{"title": "pushsim", "key": TAB_KEY}]
@@ -51,6 +52,20 @@ def install_web_ui(environment, state) -> None:
         data["extended_stats"] = [{"key": TAB_KEY, "data": rows}]
         response.set_data(json.dumps(data))
         return response
+
+    @web_ui.app.before_request
+    def reject_second_start():
+        # The model and its truth ledgers belong to the first run, so a new start after it ended
+        # is rejected here, where Locust's start form shows the message. A POST while the run
+        # goes on changes its user count and passes.
+        if request.method != "POST" or not request.path.endswith("/swarm"):
+            return None
+        runner = environment.runner
+        running = runner is not None and runner.state in (STATE_RUNNING, STATE_SPAWNING)
+        if not state.epoch_announced or running:
+            return None
+        message = second_start_message(environment)
+        return jsonify({"success": False, "message": message, "host": environment.host})
 
     @web_ui.app.route("/pushsim/timing.csv")
     def timing_csv():
