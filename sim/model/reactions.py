@@ -218,7 +218,7 @@ def _visit(device: Device, delivery: Delivery, at: float) -> Generator[Any, Any,
         now += stream.lognormal(gap.median, gap.sigma)
         yield env.timeout(max(0.0, now - env.now))
         if not device.installed:
-            return  # uninstalled during the visit: nothing more is sent
+            break  # uninstalled during the visit: nothing more is sent
 
         if name == "product_viewed":
             product = catalogue[stream.below(len(catalogue))]
@@ -241,4 +241,5 @@ def _visit(device: Device, delivery: Delivery, at: float) -> Generator[Any, Any,
 
     if cart is not None:
         abandon(cart, now)
-    device.track(now, "Application Backgrounded")
+    if device.installed:
+        device.track(now, "Application Backgrounded")
