@@ -58,6 +58,8 @@ def moved(metric: str, before: float | None, after: float | None) -> str:
 WORSE, BETTER = "WORSE", "BETTER"
 WITHIN_NOISE = "worse, within noise"
 BETTER_WITHIN_NOISE = "better, within noise"
+# A legitimate outcome whose share moved beyond noise: shown, and not counted either way.
+MOVED = "moved beyond noise"
 UNTESTED = "worse, no noise test"
 # Metrics that restate another: failure_rate is 1 - delivery_rate over the triggers that
 # expected a push, so a move of one is a move of the other.
@@ -384,7 +386,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     lines += [
         "",
         "outcomes (share of eligible triggers and count; a failure outcome that grew beyond "
-        "noise is WORSE, and one that shrank beyond noise is BETTER)",
+        "noise is WORSE, one that shrank beyond noise is BETTER, and a legitimate one that "
+        "moved beyond noise is marked but not counted)",
     ]
     outcome_lines, outcome_flags = _outcome_lines(a["journeys"], b["journeys"])
     lines += outcome_lines
@@ -460,7 +463,8 @@ def _conduct_lines(a: dict, b: dict, width: int) -> list[str]:
 def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list[str], list[str]]:
     """Return each journey's outcome shares in A and B, and the flag of each row.
 
-    Only failure outcomes are flagged, WORSE when their share grew and BETTER when it shrank.
+    Failure outcomes are flagged WORSE when their share grew and BETTER when it shrank, and a
+    legitimate outcome whose share moved beyond noise is marked, not counted.
     The delivered ones move between each other (a push shown in A may be opened in B) and add up
     to ``delivery_rate``, which is flagged above.
     """
@@ -478,16 +482,20 @@ def _outcome_lines(journeys_a: list[dict], journeys_b: list[dict]) -> tuple[list
             share_b = _outcome_share(other, outcome)
             if share_a or share_b:
                 flag = ""
+                z = share_z(
+                    journey["outcomes"].get(outcome, 0),
+                    journey["eligible"],
+                    other["outcomes"].get(outcome, 0),
+                    other["eligible"],
+                )
+                significant = z is None or abs(z) >= SIGNIFICANT_Z
                 if outcome in FAILURES and share_b != share_a:
-                    z = share_z(
-                        journey["outcomes"].get(outcome, 0),
-                        journey["eligible"],
-                        other["outcomes"].get(outcome, 0),
-                        other["eligible"],
-                    )
                     way = "worse" if share_b > share_a else "better"
-                    significant = z is None or abs(z) >= SIGNIFICANT_Z
                     flag = way.upper() if significant else f"{way}, within noise"
+                elif outcome in LEGITIMATE and share_b != share_a and significant:
+                    # Not a fault in itself, but worth a look: a backend that pushes after a
+                    # conversion fills the frequency cap, and more triggers read capped.
+                    flag = MOVED
                 # The count beside the share shows a change that one decimal hides, such as 1
                 # against 2 of 1,500 triggers.
                 cells = [

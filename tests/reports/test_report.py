@@ -843,3 +843,18 @@ def test_compare_shows_backend_conduct(good_run, flawed_run):
     retries = _line(text, "  retries ").split()
     assert retries[1:] == [str(a["backend_conduct"]["retries"]),
                            str(b["backend_conduct"]["retries"])]  # fmt: skip
+
+
+def test_compare_marks_moved_legitimate_outcome(tmp_path, good_run):
+    def more_capped(summary):
+        # A backend that pushes after conversions fills the frequency cap of later triggers.
+        journey = summary["journeys"][0]
+        journey["outcomes"]["capped"] = journey["outcomes"].get("capped", 0) + 30
+        journey["outcomes"]["displayed"] -= 30
+
+    name = load_summary(good_run)["journeys"][0]["name"]
+    comparison = compare_runs(good_run, _edited_copy(tmp_path, good_run, "b", more_capped))
+
+    assert _line(comparison.text, f"  {name}.capped").endswith("moved beyond noise")
+    assert comparison.worse_figures == 0
+    assert comparison.better_figures == 0
