@@ -20,6 +20,8 @@ REJECTION_SHARE = 0.99
 # Bytes read from the end of the stats history, which contains one row a second for each request
 # name and the Aggregated row.
 _HISTORY_TAIL_BYTES = 16384
+# Wall seconds over which the current request rate is measured.
+RATE_WINDOW_S = 3.0
 _BAD_STATUS = re.compile(r"BadStatus\((\d+)\)")
 
 # The run warns once the driver offered this many SDK calls and dropped more than the report's
@@ -67,7 +69,12 @@ def _locust_load(run_dir: Path) -> LocustLoad | None:
 
 
 def _current_rate(path: Path) -> float | None:
-    """Return the requests/s of the stats history's last Aggregated row, reading its end only."""
+    """Return the current requests/s from the end of the stats history, reading its end only.
+
+    The rate is the slope of the Aggregated rows' Total Request Count over the last
+    RATE_WINDOW_S seconds. Locust's own Requests/s column trails it at the start of a run: it
+    read 0 while 429 requests had been sent, and 168 while about 300 a second went out.
+    """
     try:
         with open(path, "rb") as handle:
             header = handle.readline().decode("utf-8")
@@ -80,16 +87,26 @@ def _current_rate(path: Path) -> float | None:
     columns = next(csv.reader([header]), [])
     if start > len(header):
         lines = lines[1:]  # cut by the seek
-    # The last line may still be being written, and then fails to parse.
-    for line in reversed(lines):
+
+    # (timestamp, total requests) of each Aggregated row. The last line may still be being
+    # written, and then fails to parse.
+    totals: list[tuple[float, int]] = []
+    for line in lines:
         row = dict(zip(columns, next(csv.reader([line]), []), strict=False))
         if row.get("Name") != "Aggregated":
             continue
         try:
-            return float(row["Requests/s"])
+            totals.append((float(row["Timestamp"]), int(row["Total Request Count"])))
         except (KeyError, ValueError):
             continue
-    return None
+    if len(totals) < 2:
+        return None
+    newest_at, newest = totals[-1]
+    for at, total in reversed(totals[:-1]):
+        if newest_at - at >= RATE_WINDOW_S:
+            return (newest - total) / (newest_at - at)
+    at, total = totals[0]
+    return (newest - total) / (newest_at - at) if newest_at > at else None
 
 
 def _failures_by_response(run_dir: Path) -> Counter[str]:

@@ -107,20 +107,32 @@ def test_rejection_warning_before_locust_csv(tmp_path):
 
 
 def test_progress_shows_current_rate(tmp_path, metrics_url):
-    # The stats CSV averages since the start; the history's last Aggregated row is the rate now.
+    # The stats CSV averages since the start, and the history's Requests/s column trails the
+    # requests sent, so the rate is the slope of Total Request Count over the last 3 s.
     write_locust_csv(tmp_path, 4100, 7, {})
     header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,Total Request Count,"
     header += "Total Failure Count\n"
+    history = [(10, 0.0, 2600, 0), (11, 25.0, 2900, 0), (12, 85.6, 3200, 7),
+               (13, 133.5, 3500, 7), (14, 168.3, 3800, 7), (15, 189.4, 4100, 7)]  # fmt: skip
     rows = "".join(
         f"{second},20,,Aggregated,{rate:.1f},0.0,{total},{failed}\n"
         f"{second},20,POST,/api/v1/customers/[id],{rate:.1f},0.0,{total},{failed}\n"
-        for second, rate, total, failed in ((1, 300.0, 300, 0), (2, 740.4, 4100, 7))
+        for second, rate, total, failed in history
     )
-    (tmp_path / "locust_stats_history.csv").write_text(header + rows + "3,20,,Aggreg")
+    (tmp_path / "locust_stats_history.csv").write_text(header + rows + "16,20,,Aggreg")
 
     text = line(tmp_path, metrics_url)
 
-    assert "740.4 req/s  failed 7" in text
+    assert "300.0 req/s  failed 7" in text
+
+
+def test_progress_rate_from_short_history(tmp_path, metrics_url):
+    write_locust_csv(tmp_path, 500, 0, {})
+    header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,Total Request Count\n"
+    rows = "1,20,,Aggregated,0.0,0.0,100\n2,20,,Aggregated,0.0,0.0,500\n"
+    (tmp_path / "locust_stats_history.csv").write_text(header + rows)
+
+    assert "400.0 req/s" in line(tmp_path, metrics_url)
 
 
 def test_ledger_tail_counts_calls_and_conversions(tmp_path):
