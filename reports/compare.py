@@ -333,6 +333,14 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
             f", B ran {backends[1] or 'an unrecorded backend'}"
         )
     for label, summary in (("A", a), ("B", b)):
+        generator = summary.get("generator") or {}
+        if generator.get("fell_behind"):
+            lines.append(
+                f"note: run {label}'s driver dropped {generator['dropped']:,} SDK calls "
+                f"({generator['drop_share']:.1%}), so its backend saw less load than the scenario "
+                "describes, and a difference below may come from the driver rather than from the "
+                "backend"
+            )
         if summary.get("partial"):
             lines.append(
                 f"note: run {label} is partial ({summary.get('partial_reason') or 'no reason'}), "

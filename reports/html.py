@@ -110,6 +110,19 @@ def _gates(result: OracleResult) -> str:
     return verdict + _table(["gate", "value", "threshold", "unit", "result"], rows, {1, 2})
 
 
+def _conversion_split(split: dict[str, int]) -> str:
+    text = (
+        f"{split.get('incremental', 0)} incremental, {split.get('pulled_forward', 0)} pulled "
+        "forward (split by the model's latent buy-anyway draw)"
+    )
+    unknown = split.get("unknown", 0)
+    if unknown:
+        # A broadcast's trigger names no cart, so no latent draw splits its conversions: they
+        # are orders in the visits its pushes opened.
+        text += f", {unknown} of triggers that name no cart, which no latent draw splits"
+    return text
+
+
 def _waterfalls(result: OracleResult) -> str:
     parts = []
     for journey in result.journeys:
@@ -127,9 +140,7 @@ def _waterfalls(result: OracleResult) -> str:
             + _table(["step", "triggers", "of eligible"], rows, {1, 2})
             + f'<p class="muted">{journey.triggers} triggers, {journey.excluded} excluded near '
             f"the end, {journey.trigger_events_dropped} trigger events dropped by the "
-            f"generator. Conversions: {split.get('incremental', 0)} incremental, "
-            f"{split.get('pulled_forward', 0)} pulled forward (split by the model's latent "
-            f"buy-anyway draw).</p>"
+            f"generator. Conversions: {_conversion_split(split)}.</p>"
         )
         if journey.pacing is not None:
             parts.append(f"<p>Pacing: {escape(journey.pacing.describe())}.</p>")

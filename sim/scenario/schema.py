@@ -275,7 +275,9 @@ class Reactions:
         0.02, "share of opens whose deep link lands on the home screen instead"
     )
     convert_after_open: Probability = setting(
-        0.2, "share of opens with a working link that end in an order"
+        0.2,
+        "share of opens with a working link to the opener's abandoned cart that end in an order; "
+        "a link that names no cart opens a push visit, which orders as an organic session does",
     )
     buy_anyway: BuyAnyway = setting(BuyAnyway(), "latent purchase without a push")
 

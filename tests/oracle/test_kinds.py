@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+from reports.build import build_report
+from sim.oracle import load_run
 from sim.oracle.judge import judge_run
 from sim.oracle.outcomes import late_tolerance
 from sim.oracle.result import to_summary
 from sim.oracle.triggers import broadcast_pushes
 from sim.scenario import load_scenario
-from tests.oracle.ledgers import SCENARIO, TIME_SCALE, WALL_T0, Story, apns_token
+from tests.oracle.ledgers import (
+    SCENARIO,
+    TIME_SCALE,
+    WALL_T0,
+    Story,
+    apns_token,
+    write_run_dir,
+)
 
 BROWSE = """
 name: browse
@@ -145,6 +155,24 @@ def test_broadcast_judges_segment_at_start(tmp_path):
     assert rows["p1-0"].due_at == START
     assert rows["p1-0"].deadline_at == START + 3 * 1440.0 + 432.0
     assert result.journeys[0].judged
+
+
+def test_broadcast_conversion_is_unsplit(tmp_path):
+    story, token = broadcast_story()
+    delivery = broadcast_push(story, START + 100.0, token)
+    for step in ("displayed", "opened", "converted"):
+        story.react(START + 400.0, delivery, step)
+    inputs, run_dir = write_run_dir(story, tmp_path, BROADCAST.replace("SEGMENT", "all"))
+    shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
+
+    result = judge_run(load_run(run_dir))
+    html = build_report(run_dir).read_text(encoding="utf-8")
+
+    # The order came from the visit the push opened: no cart's latent draw splits it.
+    row = next(row for row in result.rows if row.person == "p1-0")
+    assert (row.outcome, row.conversion) == ("converted", "unknown")
+    assert result.journeys[0].conversions == {"incremental": 0, "pulled_forward": 0, "unknown": 1}
+    assert "1 of triggers that name no cart, which no latent draw splits" in html
 
 
 def test_broadcast_lateness_left_out_of_summary(tmp_path):

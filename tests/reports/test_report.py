@@ -858,3 +858,13 @@ def test_compare_marks_moved_legitimate_outcome(tmp_path, good_run):
     assert _line(comparison.text, f"  {name}.capped").endswith("moved beyond noise")
     assert comparison.worse_figures == 0
     assert comparison.better_figures == 0
+
+
+def test_compare_notes_generator_fell_behind(tmp_path, good_run):
+    def behind(summary):
+        summary["generator"].update(fell_behind=True, dropped=1234, drop_share=0.125)
+
+    text = compare_runs(good_run, _edited_copy(tmp_path, good_run, "b", behind)).text
+
+    assert "note: run B's driver dropped 1,234 SDK calls (12.5%), so its backend saw less" in text
+    assert "note: run A's driver" not in text
