@@ -32,6 +32,7 @@ from sim.formats.payload import find_link, link_fields
 from sim.formats.truth import TruthWriter
 from sim.model.ports import Delivery, SdkCall, TokenInvalidation
 from sim.model.world import World
+from sim.oracle.generator import falling_behind
 from sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class LiveRun:
         self.truth = TruthWriter(run_dir / f"truth-{plan.shard_index}.jsonl")
         self.triggers = TriggerClock(scenario)
         self.counters: Counter[str] = Counter()
+        self._behind_warned = False
         self._invalidations: list[dict] = []
         self._greenlets: list[gevent.Greenlet] = []
         self._stopping = False
@@ -236,6 +238,25 @@ class LiveRun:
         for call in calls:
             self.truth.write_line(sdk_call_line(call, status, http_status, lag_ms, sent_wall))
         self.counters[f"truth:{status}"] += len(calls)
+        if status == "dropped" and not self._behind_warned:
+            self._warn_if_behind()
+
+    def _warn_if_behind(self) -> None:
+        """Log once that this shard drops SDK calls, as pushsim run warns from the ledgers."""
+        sent, dropped = self.counters["truth:sent"], self.counters["truth:dropped"]
+        if not falling_behind(sent, dropped):
+            return
+        self._behind_warned = True
+        log.warning(
+            "pushsim: shard %d dropped %d of %d SDK calls so far (%.1f%%), each more than "
+            "clock.lag_budget late, so the backend gets less load than the scenario describes; "
+            "add Locust users (-u) when every lane waits for slow responses, or worker "
+            "processes when the CPU is short",
+            self.plan.shard_index,
+            dropped,
+            sent + dropped,
+            100.0 * dropped / (sent + dropped),
+        )
 
     # The device-cloud port.
 

@@ -13,6 +13,15 @@ from sim.oracle.stats import summarise
 
 # Share of SDK calls dropped above which the run's backend figures are flagged as untrustworthy.
 DROP_SHARE_LIMIT = 0.01
+# SDK calls a running rehearsal offers before it warns about drops, so that the first few late
+# calls of a warming process do not set it off.
+LIVE_WARNING_MIN_CALLS = 1000
+
+
+def falling_behind(sent: int, dropped: int) -> bool:
+    """Tell whether a running rehearsal has dropped enough of its SDK calls to warn about it."""
+    offered = sent + dropped
+    return offered >= LIVE_WARNING_MIN_CALLS and dropped > DROP_SHARE_LIMIT * offered
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sim.formats.epoch import Epoch
-from sim.oracle.generator import DROP_SHARE_LIMIT
+from sim.oracle.generator import falling_behind
 from sim.oracle.sdk_errors import FIXES
 
 # The run warns once at least this many SDK requests were sent and this share of them failed.
@@ -24,9 +24,6 @@ _HISTORY_TAIL_BYTES = 16384
 RATE_WINDOW_S = 3.0
 _BAD_STATUS = re.compile(r"BadStatus\((\d+)\)")
 
-# The run warns once the driver offered this many SDK calls and dropped more than the report's
-# DROP_SHARE_LIMIT of them.
-BEHIND_MIN_CALLS = 1000
 # Byte patterns of truth ledger lines, as sim.formats.truth and the driver's sdk_call_line write
 # them: compact JSON, "kind" then "status" at the start of every SDK call's line.
 _CONVERTED = b'"step":"converted"'
@@ -203,9 +200,9 @@ def behind_warning(tail: LedgerTail) -> str | None:
     The report flags such a run at its end, when the backend's figures already rest on less load
     than the scenario describes.
     """
-    offered = tail.sent + tail.dropped
-    if offered < BEHIND_MIN_CALLS or tail.dropped <= DROP_SHARE_LIMIT * offered:
+    if not falling_behind(tail.sent, tail.dropped):
         return None
+    offered = tail.sent + tail.dropped
     return (
         f"the driver dropped {tail.dropped:,} of {offered:,} SDK calls so far "
         f"({tail.dropped / offered:.1%}), each more than clock.lag_budget late, so the backend "

@@ -54,3 +54,19 @@ def test_slow_customers_lag_alone(stalling_backend, tmp_path):
     # Everyone else keeps the schedule: p99 lag well inside the one-second budget.
     assert p99(lags[False]) < 1000
     assert drops[False] == 0
+
+
+def test_plain_locust_warns_of_dropped_calls(stalling_backend, tmp_path):
+    # Two lanes and stalled customers: the lanes cannot keep the schedule, and Locust's log
+    # says so while the run goes on, as pushsim run does from the ledgers.
+    result = run_locust(
+        tmp_path / "run",
+        stalling_backend,
+        overrides=("clock.duration=3h", "clock.drain=10m", "population.installs=600"),
+        users=2,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    warnings = [line for line in result.stderr.splitlines() if "pushsim: shard 0 dropped" in line]
+    assert len(warnings) == 1, result.stderr[-3000:]
+    assert "add Locust users (-u)" in warnings[0]

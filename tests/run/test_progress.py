@@ -8,8 +8,8 @@ from sim.driver.sdk_records import sdk_call_line
 from sim.formats.epoch import Epoch
 from sim.formats.truth import TruthWriter
 from sim.model.ports import SdkCall
+from sim.oracle.generator import LIVE_WARNING_MIN_CALLS
 from sim.run.progress import (
-    BEHIND_MIN_CALLS,
     LedgerTail,
     accepted_pushes,
     behind_warning,
@@ -166,7 +166,7 @@ def test_behind_warning_names_fixes(tmp_path):
 
 @pytest.mark.parametrize(
     ("sent", "dropped"),
-    [(BEHIND_MIN_CALLS // 2, BEHIND_MIN_CALLS // 2 - 1), (990, 10), (1000, 0)],
+    [(LIVE_WARNING_MIN_CALLS // 2, LIVE_WARNING_MIN_CALLS // 2 - 1), (990, 10), (1000, 0)],
     ids=["too few calls", "at the report's limit", "none dropped"],
 )
 def test_behind_warning_quiet(tmp_path, sent, dropped):
