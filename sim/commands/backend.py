@@ -95,7 +95,9 @@ def build_config(
     write_keys = tuple(
         key.strip() for key in environment.get(WRITE_KEYS_VARIABLE, "").split(",") if key.strip()
     )
-    control_token = environment.get(CONTROL_TOKEN_VARIABLE) or secrets.token_urlsafe(24)
+    # Hex, so that the token never starts with "-": a command line passes it as an option's
+    # value, which argparse would read as another option (token_urlsafe starts so in 1 of 64).
+    control_token = environment.get(CONTROL_TOKEN_VARIABLE) or secrets.token_hex(24)
     return BackendConfig(
         db_path=Path(args.db),
         track_credentials=track,

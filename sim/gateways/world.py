@@ -128,7 +128,8 @@ class GatewayWorld:
         self.default_mode = mode
         self.default_topic = topic
         self.default_project = project
-        self.control_token = control_token or secrets.token_urlsafe(32)
+        # Hex, so that the token never starts with "-" when a command line passes it on.
+        self.control_token = control_token or secrets.token_hex(32)
         self.run = RunState()
         self.metrics = GatewayMetrics()
         self.registry = TokenRegistry(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,9 @@ import pytest
 from journey_gateways import GatewayLoop
 from journey_harness import TIME_SCALE, wait_until
 from sender_support import android_token
+
+from sim.commands.backend import SWITCHES, build_config
+from sim.scenario import load_scenario
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SIM_START = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC).timestamp()
@@ -150,3 +155,17 @@ def test_command_without_gateways_records_failures(tmp_path):
     finally:
         output = stop(process)
     assert process.returncode == 0, output
+
+
+def test_generated_control_token_is_hex():
+    # A command line passes the token as an option's value, so it must never start with "-".
+    args = argparse.Namespace(db="backend.sqlite", rate_limit=None)
+    vars(args).update({field: False for _, field, _ in SWITCHES})
+    scenario = load_scenario("minimal").scenario
+
+    tokens = [build_config(args, scenario, {}).control_token for _ in range(3)]
+
+    assert all(re.fullmatch(r"[0-9a-f]{48}", token) for token in tokens)
+    assert build_config(args, scenario, {"PUSHSIM_CONTROL_TOKEN": "-given"}).control_token == (
+        "-given"
+    )

@@ -51,6 +51,14 @@ def call(world: GatewayWorld, requests: list[tuple], *, auth: bool = True) -> li
     return run(scenario())
 
 
+def test_generated_control_token_is_hex(tmp_path):
+    # A command line passes the token as an option's value, so it must never start with "-".
+    tokens = [GatewayWorld(tmp_path / f"ledger-{n}.sqlite").control_token for n in range(3)]
+
+    assert all(re.fullmatch(r"[0-9a-f]{64}", token) for token in tokens)
+    assert len(set(tokens)) == 3
+
+
 def test_bearer_token_required(tmp_path):
     world = GatewayWorld(tmp_path / "ledger.sqlite").start()
 
