@@ -106,7 +106,7 @@ async def post_epoch(request: web.Request) -> web.Response:
 async def install_clock(services: Services, clock: RunClock) -> epochs.EarlierTraffic:
     """Store ``clock`` so a restart restores it, then make later conversions use it.
 
-    Returns what the store held before, and logs a warning when earlier traffic left profiles.
+    Returns what the store contained before, and logs a warning when earlier traffic left profiles.
     """
     posted_at = clock.wall_now()
 

@@ -38,7 +38,7 @@ def save_epoch(
     shard_count: int | None,
     posted_at: float,
 ) -> EarlierTraffic:
-    """Insert a posted epoch and return what the store held before it.
+    """Insert a posted epoch and return what the store contained before it.
 
     The latest row is the run's epoch from then on. The counts scan two tables once per run:
     about 80 ms with a million profiles and a million device tokens, read from a warm cache.

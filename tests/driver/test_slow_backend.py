@@ -57,8 +57,8 @@ def test_slow_customers_lag_alone(stalling_backend, tmp_path):
 
 
 def test_plain_locust_warns_of_dropped_calls(stalling_backend, tmp_path):
-    # Two lanes and stalled customers: the lanes cannot keep the schedule, and Locust's log
-    # says so while the run goes on, as pushsim run does from the ledgers.
+    # With two lanes and stalled customers the lanes cannot keep the schedule. Locust's log
+    # reports it while the run goes on, as pushsim run does from the ledgers.
     result = run_locust(
         tmp_path / "run",
         stalling_backend,

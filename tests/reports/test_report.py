@@ -784,7 +784,7 @@ def test_compare_notes_too_few_lateness_samples(good_run, flawed_run):
         "(377 are needed), so trigger_lateness_p99 and trigger_lateness_p99_wall_ms got no "
         "noise test"
     ) in text
-    # A move the right way is not tested either, and the note says why.
+    # A move the right way is not tested either, and the note gives the reason.
     reverse = compare_runs(flawed_run, good_run).text
     assert _line(reverse, "trigger_lateness_p99 ").endswith("better, no noise test")
     assert f"note: run B has {count} lateness samples, too few to bound its p99" in reverse
