@@ -33,7 +33,7 @@ from sim.driver.webui import install_web_ui, print_summary, write_timing_csv
 from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
 from sim.run.preflight import same_seed_as_last_run
-from sim.run.run_dir import EPOCH_FILE, STATUS_FILE, epoch_record, scenario_faults
+from sim.run.run_dir import EPOCH_FILE, STATUS_FILE, epoch_record, read_status, scenario_faults
 from sim.scenario import ScenarioError, load_scenario
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,9 @@ def _earlier_run(run_dir: Path, record: str) -> str | None:
     new run would mix its ledgers and report with that run's.
     """
     found = sorted(path.name for path in run_dir.glob("truth-*.jsonl"))
-    if (run_dir / record).exists():
+    # The status that `pushsim run` writes before it starts Locust is not final.
+    provisional = record == STATUS_FILE and read_status(run_dir).get("final") is False
+    if (run_dir / record).exists() and not provisional:
         found.insert(0, record)
     if not found:
         return None

@@ -44,6 +44,14 @@ class RunRecord:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_scenario(self.run_dir, self.scenario)
         write_epoch(self.run_dir, record)
+        # finish() replaces this status, so a Locust that is killed leaves a partial run.
+        write_status(
+            self.run_dir,
+            "no final status: Locust is still running or was killed",
+            backend=self.backend,
+            naive=self.naive,
+            final=False,
+        )
         self.epoch = epoch
 
     def reference_backend(self, naive: list[str]) -> None:

@@ -77,8 +77,12 @@ class RunOptions:
     quiet: bool = False
 
 
-class Interrupted(Exception):
-    """The user pressed Ctrl-C or the run received SIGTERM."""
+class Interrupted(BaseException):
+    """The run received SIGTERM or Ctrl-C.
+
+    It derives from BaseException, as KeyboardInterrupt does, so that no ``except Exception``
+    on the way up swallows it.
+    """
 
 
 def _python() -> list[str]:
@@ -115,6 +119,7 @@ class Rehearsal:
         self.logs = self.run_dir / "logs"
         self.group = ComponentGroup()
         self.partial_reason: str | None = None
+        self.stop_notice_printed = False
         self.backend_url = options.target
         self.backend_control: ControlClient | None = None
         self.gateways: GatewayConfig | None = None
@@ -131,6 +136,15 @@ class Rehearsal:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         write_scenario(self.run_dir, self.scenario)
+        # Until finish() replaces it, this status marks the run partial, so a pushsim run that
+        # is killed or crashes leaves a run that reads as partial, not as complete.
+        write_status(
+            self.run_dir,
+            "no final status: pushsim run is still running or was killed",
+            backend=self.options.target or "reference",
+            naive=self.options.backend_naive,
+            final=False,
+        )
 
         started = time.monotonic()
         plan = run_plan(self.scenario)
@@ -324,12 +338,20 @@ class Rehearsal:
     # The whole run.
 
     def execute(self) -> int:
-        previous = signal.getsignal(signal.SIGTERM)
+        # The first Ctrl-C or SIGTERM interrupts the run. A second one, as from an impatient
+        # double Ctrl-C, must not cut short the stop and status that follow: it lands before
+        # stop_components takes over, and would leave the components running.
+        interrupted = False
 
         def interrupt(signum, frame):
+            nonlocal interrupted
+            if interrupted:
+                self.print_stop_notice()
+                return
+            interrupted = True
             raise Interrupted()
 
-        signal.signal(signal.SIGTERM, interrupt)
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.prepare()
             self.start_gateways()
@@ -360,7 +382,8 @@ class Rehearsal:
             print(f"pushsim: the run failed: {error}", file=sys.stderr)
         finally:
             self.stop_components()
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return self.finish()
 
     def stop_components(self) -> None:
@@ -369,18 +392,9 @@ class Rehearsal:
         An interrupt raised inside the stop would leave the components running and no
         run-status.json, so the run would later read as complete.
         """
-        notice_printed = False
 
         def patience(signum, frame) -> None:
-            nonlocal notice_printed
-            if not notice_printed:
-                notice_printed = True
-                print(
-                    f"pushsim: still stopping the components (up to {STOP_GRACE:g} s each); "
-                    "the partial report follows",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            self.print_stop_notice()
 
         previous = {sig: signal.signal(sig, patience) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -388,6 +402,18 @@ class Rehearsal:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def print_stop_notice(self) -> None:
+        """Print, once, that the run is still stopping, in reply to a repeated Ctrl-C or SIGTERM."""
+        if self.stop_notice_printed:
+            return
+        self.stop_notice_printed = True
+        print(
+            f"pushsim: still stopping the components (up to {STOP_GRACE:g} s each); "
+            "the partial report follows",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def shared_gateways_healthy(self) -> bool:
         """Check the health of gateways of --gateways-config; True for the run's own gateways.

@@ -58,17 +58,26 @@ def read_epoch(run_dir: Path) -> Epoch:
     return Epoch.from_mapping(data.get("epoch", data))
 
 
-def write_status(run_dir: Path, partial_reason: str | None, backend: str, naive: list[str]) -> Path:
+def write_status(
+    run_dir: Path,
+    partial_reason: str | None,
+    backend: str,
+    naive: list[str],
+    final: bool = True,
+) -> Path:
     """Write ``run-status.json``: whether the run ended early, and the backend under test.
 
     ``backend`` is "reference" for pushsim's reference backend, else the backend's URL, and
-    ``naive`` lists the reference backend's naive switches that were on.
+    ``naive`` lists the reference backend's naive switches that were on. A run writes a status
+    that is not ``final``, partial with a reason, when it starts, so that a run killed before
+    its end reads as partial rather than complete.
     """
     marker = {
         "partial": partial_reason is not None,
         "reason": partial_reason,
         "backend": backend,
         "naive": list(naive),
+        "final": final,
     }
     path = run_dir / STATUS_FILE
     path.write_text(json.dumps(marker, indent=2))
