@@ -68,10 +68,11 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     for journey in scenario.journeys:
         triggers = find_triggers(journey, index, origin, inputs.epoch.time_scale, clock.duration)
         if journey.kind == "inactivity":
-            exits = activity_times(journey, index)
+            exits = sent_exits = activity_times(journey, index)
         else:
-            exits = exit_times(journey, index, triggers.match_field)
-        exits_by_journey[journey.name] = exits
+            exits, sent_exits = exit_times(journey, index, triggers.match_field)
+        # A push after an exit is the backend's fault only when the driver sent the exit.
+        exits_by_journey[journey.name] = sent_exits
         attributed = attribute(
             triggers, pushes, journey, next_broadcast.get(journey.name, math.inf)
         )

@@ -48,7 +48,10 @@ def find_problems(
     exits: dict[str, dict[str, list[float]]],
     index: TruthIndex,
 ) -> dict[str, Problem]:
-    """Count every cross-row problem; ``exits`` maps journey and match value to exit times."""
+    """Count every cross-row problem.
+
+    ``exits`` maps journey and match value to the times of the exit calls the backend was sent.
+    """
     problems = {kind: Problem(kind) for kind in PROBLEM_KINDS}
 
     for trigger, attempts in attributed:

@@ -303,26 +303,35 @@ def _value(call: dict, field_name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def exit_times(journey: Journey, index: TruthIndex, field_name: str) -> dict[str, list[float]]:
-    """Return when each match value's exit event happened, by truth (any call status).
+def exit_times(
+    journey: Journey, index: TruthIndex, field_name: str
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Return when each match value's exit event happened, by truth and as the backend saw it.
 
-    A repeated_event journey's ``absence`` event ends it the same way as an exit.
+    The first map contains every exit call, whatever its status: the shopper bought whether or
+    not the backend heard of it. The second leaves out the calls the driver dropped, since a
+    backend that was never sent the exit cannot be blamed for pushing after it. A
+    repeated_event journey's ``absence`` event ends it the same way as an exit.
     """
     exits: dict[str, list[float]] = {}
+    sent_exits: dict[str, list[float]] = {}
     ends = {
         canonical_name(match.event): match.match or field_name
         for match in (journey.exit, journey.absence)
         if match.event
     }
     if not ends:
-        return exits
+        return exits, sent_exits
     for call in index.calls:
         name = canonical_name(call.get("event") or "")
         if call["method"] not in TRACK_METHODS or name not in ends:
             continue
         value = _value(call, ends[name])
-        if value is not None:
-            exits.setdefault(value, []).append(call["at"])
-    for times in exits.values():
+        if value is None:
+            continue
+        exits.setdefault(value, []).append(call["at"])
+        if call.get("status") != DROPPED:
+            sent_exits.setdefault(value, []).append(call["at"])
+    for times in (*exits.values(), *sent_exits.values()):
         times.sort()
-    return exits
+    return exits, sent_exits

@@ -100,12 +100,12 @@ class Story:
         self.record("latent", at, cart_id=cart, buy_anyway_at=buy_anyway_at)
 
     def order(self, at: float, cart: str = "c1-1", *, device="d1-0", person="p1-0",
-              user_id="p1-0", via="organic") -> None:  # fmt: skip
+              user_id="p1-0", via="organic", status="sent") -> None:  # fmt: skip
         self.record("cart_closed", at, cart_id=cart, outcome="ordered")
         self.record("order", at, order_id="o1", cart_id=cart, value=10.0, via=via)
         self.call("track", at, device, person, user_id=user_id, event="order_completed",
                   properties={"order_id": "o1", "cart_id": cart, "order_value": 10.0,
-                              "items": 1})  # fmt: skip
+                              "items": 1}, status=status)  # fmt: skip
 
     def push(self, at: float, token: str, cart: str = "c1-1", *, status=200, reason=None,
              live=True, message_id=None, wall=None, retry_after=None, timestamp_ms=None,

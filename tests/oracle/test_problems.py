@@ -72,6 +72,19 @@ def test_push_after_conversion(tmp_path):
     assert result.metrics["pushes_after_conversion"] == 1
 
 
+def test_push_after_dropped_exit_is_not_the_backends(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    # The driver fell behind and never sent order_completed, so the backend could not know.
+    story.order(CART_AT + 600, status="dropped")
+    story.push(DUE, token)
+    result = judge_run(story.write(tmp_path))
+    assert result.rows[0].outcome == "converted_before_delay"
+    assert result.problems["push_after_conversion"].count == 0
+    assert result.metrics["pushes_after_conversion"] == 0
+
+
 def test_push_without_permission(tmp_path):
     story = Story()
     token = story.shopper(permission="denied")
