@@ -75,6 +75,10 @@ FIXES = {
     "target.write_key in the scenario",
     "404": "the backend has no such route: check that --target is the backend's base URL, "
     "without a path",
+    "405": "the server at --target does not take the SDK's POST and PUT requests: check that "
+    "--target is the push backend's base URL and not another server on that port",
+    "501": "the server at --target does not implement the SDK's POST and PUT requests: check "
+    "that --target is the push backend's base URL and not another server on that port",
     "no response": "the backend did not answer: check that it runs, and that --target uses its "
     "scheme (http or https) and port",
 }

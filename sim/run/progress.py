@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sim.formats.epoch import Epoch
-from sim.oracle.generator import falling_behind
+from sim.oracle.generator import DROP_SHARE_LIMIT, falling_behind
 from sim.oracle.sdk_errors import FIXES
 
 # The run warns once at least this many SDK requests were sent and this share of them failed.
@@ -206,7 +206,9 @@ def behind_warning(tail: LedgerTail) -> str | None:
     return (
         f"the driver dropped {tail.dropped:,} of {offered:,} SDK calls so far "
         f"({tail.dropped / offered:.1%}), each more than clock.lag_budget late, so the backend "
-        "gets less load than the scenario describes and the report will not trust its figures. "
+        "gets less load than the scenario describes. If more than "
+        f"{DROP_SHARE_LIMIT:.0%} of all the run's calls are dropped by its end, the report marks "
+        f"the run GENERATOR FELL BEHIND and a gate generator_drops <= {DROP_SHARE_LIMIT:g} fails. "
         "The driver's process is short of CPU (add --processes) or every lane waits for slow "
         "responses (add --users); a lower population.installs or clock.time_scale lowers the "
         "load. The run goes on; Ctrl-C stops it and writes a partial report."

@@ -91,6 +91,17 @@ def test_rejection_warning_names_fix(tmp_path):
     assert warning.endswith("Ctrl-C stops it and writes a partial report.")
 
 
+@pytest.mark.parametrize("status", [405, 501])
+def test_rejection_warning_for_a_server_that_is_not_a_backend(tmp_path, status):
+    # Python's http.server, say, answers the SDK's POST with 501.
+    write_locust_csv(tmp_path, 300, 300, {f"BadStatus({status})": 300})
+
+    warning = rejection_warning(tmp_path)
+
+    assert f"({status}: 300)" in warning
+    assert "check that --target is the push backend's base URL" in warning
+
+
 @pytest.mark.parametrize(
     ("requests", "failed"),
     [(150, 150), (400, 390), (400, 0)],
