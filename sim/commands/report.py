@@ -107,6 +107,10 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     if unknown is not None:
         print(f"note: {unknown}")
 
+    ungated = result.ungated_problems_warning()
+    if ungated is not None:
+        print(f"warning: {ungated}", file=sys.stderr)
+
     no_push = result.no_push_warning()
     if no_push is not None:
         print(f"warning: {no_push}", file=sys.stderr)
@@ -138,6 +142,8 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
         elif unjudged:
             # The gates saw few or none of these journeys' triggers, so a pass means little.
             caveat = f", but journey(s) {', '.join(unjudged)} were mostly not judged (see above)"
+        elif ungated is not None:
+            caveat = ", but the warning above names problems that no gate checks"
         print(f"all {len(result.gates)} gate(s) passed{caveat}")
     return 0
 

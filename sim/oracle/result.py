@@ -20,6 +20,18 @@ from sim.oracle.sdk_errors import SdkErrors
 
 SUMMARY_VERSION = 1
 
+# Gate metrics that count pushes or backend actions that a sound pipeline never makes.
+PROBLEM_METRICS = (
+    "wrong_person_pushes",
+    "pushes_after_conversion",
+    "duplicate_deliveries",
+    "pushes_without_permission",
+    "sends_after_unregistered",
+    "retries_without_backoff",
+    "retries_before_retry_after",
+    "device_tokens_lost",
+)
+
 
 @dataclass
 class JourneyResult:
@@ -148,6 +160,25 @@ class OracleResult:
             "earlier run's profiles in its store sends to them, and so does one that makes "
             "tokens up. They count as tied to no trigger; start the backend with an empty store "
             "for each run to judge it alone"
+        )
+
+    def ungated_problems_warning(self) -> str | None:
+        """Return the counts of bad pushes and backend conduct that no gate checks, or None.
+
+        A scenario without a gate on them passes however many there are, so the console
+        names them rather than leave them to the report's top problems.
+        """
+        gated = {gate.metric for gate in self.gates}
+        found = [
+            f"{metric} {self.metrics[metric]:,.0f}"
+            for metric in PROBLEM_METRICS
+            if metric not in gated and self.metrics.get(metric)
+        ]
+        if not found:
+            return None
+        return (
+            f"no gate checks these, and none is zero: {', '.join(found)}. A gate such as "
+            f"'{found[0].split()[0]} == 0' in the scenario makes them fail the run"
         )
 
     def stitching_hint(self) -> str | None:

@@ -9,7 +9,7 @@ import pytest
 from reports.html import render
 from sim.oracle.judge import judge_run
 from sim.oracle.reach import GRID_POINTS
-from tests.oracle.ledgers import DELAY, WALL_T0, Story, apns_token
+from tests.oracle.ledgers import DELAY, SCENARIO, WALL_T0, Story, apns_token
 
 CART_AT = 1000.0
 DUE = CART_AT + DELAY
@@ -70,6 +70,23 @@ def test_push_after_conversion(tmp_path):
     assert result.rows[0].outcome == "converted_before_delay"
     assert result.problems["push_after_conversion"].count == 1
     assert result.metrics["pushes_after_conversion"] == 1
+
+
+def test_ungated_problem_named_on_console(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.order(CART_AT + 600)
+    story.push(DUE, token)
+
+    # The hand-built scenario gates wrong_person_pushes and delivery_rate, not this count.
+    ungated = judge_run(story.write(tmp_path / "ungated")).ungated_problems_warning()
+    gated_text = SCENARIO.replace("gates:\n", "gates:\n  - pushes_after_conversion == 0\n")
+    gated = judge_run(story.write(tmp_path / "gated", gated_text)).ungated_problems_warning()
+
+    assert ungated.startswith("no gate checks these, and none is zero: pushes_after_conversion 1.")
+    assert "'pushes_after_conversion == 0'" in ungated
+    assert gated is None
 
 
 def test_push_after_dropped_exit_is_not_the_backends(tmp_path):
