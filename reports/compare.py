@@ -61,6 +61,9 @@ BETTER_WITHIN_NOISE = "better, within noise"
 # A legitimate outcome whose share moved beyond noise: shown, and not counted either way.
 MOVED = "moved beyond noise"
 UNTESTED = "worse, no noise test"
+# A lateness that fell while the backend left more triggers without a push: lateness counts only
+# the pushes sent, so a backend that gives up on slow sends looks faster. Shown, not counted.
+FEWER_SENT = "better, but fewer sent"
 # Metrics that restate another: failure_rate is 1 - delivery_rate over the triggers that
 # expected a push, so a move of one is a move of the other.
 _SAME_FIGURE = {"failure_rate": "delivery_rate"}
@@ -139,9 +142,23 @@ def _metric_z(metric: str, a: dict, b: dict) -> float | None:
     return None
 
 
+def _not_sent_share(summary: dict) -> float:
+    """Return the share of the triggers that expected a push which got the outcome not_sent."""
+    part = whole = 0
+    for journey in summary["journeys"]:
+        if not journey.get("judged", True):
+            continue
+        outcomes = journey["outcomes"]
+        part += outcomes.get("not_sent", 0)
+        whole += journey["eligible"] - sum(outcomes.get(o, 0) for o in LEGITIMATE)
+    return part / whole if whole else 0.0
+
+
 def _flag(metric: str, a: dict, b: dict) -> str:
     before, after = a["metrics"].get(metric), b["metrics"].get(metric)
     way = moved(metric, before, after)
+    if way == "better" and metric in _PERCENTILES and _not_sent_share(b) > _not_sent_share(a):
+        return FEWER_SENT
     if way:
         z = _metric_z(metric, a, b) if metric in GATE_METRICS else None
         if z is None:
@@ -356,6 +373,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
         flag: set() for flag in (WORSE, BETTER, WITHIN_NOISE, BETTER_WITHIN_NOISE)
     }
     untested: list[str] = []
+    fewer_sent: list[str] = []
     for metric in sorted(a["metrics"] | b["metrics"]):
         before, after = a["metrics"].get(metric), b["metrics"].get(metric)
         flag = _flag(metric, a, b)
@@ -363,6 +381,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
             flagged[flag].add(_SAME_FIGURE.get(metric, metric))
         if flag == UNTESTED:
             untested.append(metric)
+        if flag == FEWER_SENT:
+            fewer_sent.append(metric)
         lines.append(f"{metric:<{width}}{_format(before):>14}{_format(after):>14}  {flag}")
 
     gates_a = {gate["gate"]: gate["passed"] for gate in a["gates"]}
@@ -409,6 +429,12 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     if counts[BETTER_WITHIN_NOISE]:
         verdict += f" ({counts[BETTER_WITHIN_NOISE]} more better within noise, not counted)"
     lines += ["", verdict]
+    if fewer_sent:
+        lines.append(
+            f"better in B but not counted: {', '.join(fewer_sent)}, because B left a larger share "
+            f"of triggers not_sent ({_not_sent_share(a):.1%} against {_not_sent_share(b):.1%}) "
+            "and lateness counts only the pushes sent"
+        )
     if untested:
         lines.append(
             f"moved the wrong way with no noise test, not counted: {', '.join(untested)} "

@@ -770,6 +770,27 @@ def test_compare_value_against_interval(tmp_path, good_run):
     assert _line(compare_runs(far, b).text, "trigger_lateness_p99 ").endswith("WORSE")
 
 
+def test_compare_lateness_better_with_fewer_sent(tmp_path, good_run):
+    # B's lateness is 20% shorter, but B sent no push for five more triggers.
+    before, after = _lateness(seed=5, scale=1.2), _lateness(seed=6)
+
+    def fewer_sent(summary):
+        _with_lateness(after)(summary)
+        journey = summary["journeys"][0]
+        journey["outcomes"]["displayed"] -= 5
+        journey["outcomes"]["not_sent"] += 5
+
+    a = _edited_copy(tmp_path, good_run, "a", _with_lateness(before))
+    comparison = compare_runs(a, _edited_copy(tmp_path, good_run, "b", fewer_sent))
+
+    assert _line(comparison.text, "trigger_lateness_p99 ").endswith("better, but fewer sent")
+    assert comparison.better_figures == 0
+    assert (
+        "better in B but not counted: trigger_lateness_p99, because B left a larger share of "
+        "triggers not_sent"
+    ) in comparison.text
+
+
 def test_compare_notes_too_few_lateness_samples(good_run, flawed_run):
     a = load_summary(good_run)
     count = a["trigger_lateness"]["sim_s"]["count"]
