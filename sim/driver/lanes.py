@@ -108,7 +108,9 @@ class DeviceLanes:
 
     def serve_one(self, client: Any, device: str) -> None:
         """Send the oldest call of ``device`` with ``client``, or drop it if it is too late."""
-        queue = self._queues[device]
+        queue = self._queues.get(device)
+        if not queue:
+            return  # abandoned at the end of the run
         action = queue.popleft()
         self.pending -= 1
         self._busy.add(device)
@@ -133,6 +135,36 @@ class DeviceLanes:
             else:
                 del self._queues[device]
                 self._end_if_idle()
+
+    def abandon(self) -> int:
+        """Drop every action still queued, as too late, and return how many there were.
+
+        At the end of a run these calls will never be sent: a shard that Locust gave no lane
+        keeps all of its calls queued, as an interrupted run keeps its last few.
+        """
+        now = self._wall_clock()
+        abandoned = 0
+        for queue in self._queues.values():
+            while queue:
+                action = queue.popleft()
+                lag = now - action.due
+                self.timing.get(SCHEDULE_LAG).add_drop(max(0.0, lag * 1000.0))
+                self.dropped += 1
+                abandoned += 1
+                try:
+                    action.dropped(lag)
+                except Exception:
+                    log.exception(
+                        "recording a dropped SDK call for device %s failed", action.device
+                    )
+        self.pending -= abandoned
+        # Devices a lane is sending for keep their queue until the lane hands them back.
+        self._queues = {
+            device: queue for device, queue in self._queues.items() if device in self._busy
+        }
+        self._finishing = True
+        self._end_if_idle()
+        return abandoned
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued action left, up to ``timeout`` wall seconds."""

@@ -364,6 +364,14 @@ class LiveRun:
         self.env.stop()
         self._flush_invalidations()
         gevent.killall(self._greenlets, timeout=5)
+        abandoned = self.lanes.abandon()
+        if abandoned:
+            log.warning(
+                "pushsim: shard %d ends with %d SDK calls that no lane sent; the truth ledger "
+                "counts them as dropped",
+                self.plan.shard_index,
+                abandoned,
+            )
         release_frozen()
         self.truth.close()
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import gevent
 from locust import User, events, task
 from locust.exception import LocustError
-from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
+from sim.commands.common import EXIT_PARTIAL
 from sim.driver.control import ControlClient, ControlError
 from sim.driver.http import LaneClient
 from sim.driver.live import LiveRun, RunPlan
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 EPOCH_LEAD = 2.0
 PLAN_MESSAGE = "pushsim_plan"
 DONE_MESSAGE = "pushsim_done"
+# Wall seconds between the master's checks for workers that went missing.
+WORKER_WATCH_INTERVAL = 1.0
 
 
 class DriverState:
@@ -365,6 +368,17 @@ def on_test_start(environment, **kwargs) -> None:
 
     if isinstance(runner, MasterRunner):
         clients = sorted(runner.clients.keys())
+        users = runner.target_user_count or 0
+        if users < len(clients):
+            # Locust would give some workers no user. A worker's users are its shard's lanes,
+            # so those shards would send none of their SDK calls.
+            _fail(
+                environment,
+                f"-u {users} is fewer users than the {len(clients)} workers, so "
+                f"{len(clients) - users} worker(s) would get no user and their shoppers would "
+                f"send no SDK call; start the run with -u {len(clients)} or more",
+            )
+            return
         try:
             epoch = _announce_epoch(environment, len(clients))
         except (ControlError, ValueError, OSError) as error:
@@ -378,6 +392,7 @@ def on_test_start(environment, **kwargs) -> None:
             state.assigned[client_id] = index
             runner.send_message(PLAN_MESSAGE, plan.to_message(), client_id=client_id)
         log.info("pushsim: epoch sent to %d workers", len(clients))
+        gevent.spawn(_watch_workers, environment)
         return
 
     # A single process: a LocalRunner, or run_single_user with no runner at all.
@@ -470,6 +485,34 @@ def _watch_finish(environment) -> None:
         _finish(environment)
 
 
+def _watch_workers(environment) -> None:
+    """End the run as partial once a worker whose shard has not finished goes missing.
+
+    Locust marks a worker missing when its heartbeats stop, and a headless master would then
+    wait for it forever, since only the worker's own message ends its shard.
+    """
+    runner = environment.runner
+    while not state.failure and not state.done >= set(state.assigned):
+        lost = sorted(
+            client_id
+            for client_id in state.assigned
+            if client_id not in state.done
+            and (
+                client_id not in runner.clients or runner.clients[client_id].state == STATE_MISSING
+            )
+        )
+        if lost:
+            state.failure = (
+                f"worker {lost[0]} stopped sending heartbeats before its shard's end, so its "
+                "shoppers' SDK calls stopped there; judge what the run has with pushsim report, "
+                "or restart the run"
+            )
+            log.error("pushsim: %s", state.failure)
+            _finish(environment)
+            return
+        gevent.sleep(WORKER_WATCH_INTERVAL)
+
+
 def _on_worker_done(environment, msg, **kwargs) -> None:
     failure = (msg.data or {}).get("failure")
     if failure:
@@ -550,10 +593,18 @@ def on_quitting(environment, **kwargs) -> None:
     csv_prefix = getattr(_options(environment), "csv_prefix", None)
     if csv_prefix:
         write_timing_csv(state.timing, Path(f"{csv_prefix}_pushsim_timing.csv"))
+    partial_reason = _partial_reason(environment)
     if state.failure:
         environment.process_exit_code = 1
+    elif (
+        partial_reason is not None
+        and state.record is not None
+        and not environment.process_exit_code
+    ):
+        # A CI job that runs Locust alone then sees from the exit status that the run is incomplete.
+        environment.process_exit_code = EXIT_PARTIAL
     if state.record is not None:
-        state.record.finish(_partial_reason(environment))
+        state.record.finish(partial_reason)
 
     runner = environment.runner
     if runner is not None and runner.exceptions and environment.process_exit_code is None:

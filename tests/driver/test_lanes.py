@@ -129,3 +129,34 @@ def test_idle_lanes_end_at_finish():
     assert all(worker.dead for worker in workers)
     assert len(sent) == 2
     assert lanes.pending == 0
+
+
+def test_abandon_drops_calls_no_lane_sent():
+    timing = TimingTable()
+    lanes = DeviceLanes(lag_budget=5.0, timing=timing)
+    dropped: list[tuple[str, float]] = []
+    sent: list[str] = []
+    now = time.time()
+    for device in ("a", "b"):
+        for _ in range(3):
+            lanes.submit(
+                Action(
+                    device,
+                    now - 2.0,
+                    lambda client, device=device: sent.append(device),
+                    lambda lag, device=device: dropped.append((device, lag)),
+                )
+            )
+
+    # A shard that Locust gave no lane: nothing served the queue before the run ended.
+    abandoned = lanes.abandon()
+
+    assert abandoned == 6
+    assert [device for device, _ in dropped] == ["a"] * 3 + ["b"] * 3
+    assert all(lag >= 2.0 for _, lag in dropped)
+    assert lanes.dropped == 6
+    assert lanes.pending == 0
+    assert timing.get(SCHEDULE_LAG).drops == 6
+    # A lane started afterwards ends at once and sends nothing.
+    run_lanes(lanes, count=2)
+    assert sent == []

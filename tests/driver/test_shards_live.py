@@ -212,3 +212,57 @@ def test_late_worker_stops_the_run(stalling_backend, tmp_path):
     assert master.returncode == 1, errors[-3000:]
     assert "connected after the shards were assigned" in errors
     assert stopped_after < 20, f"the run went on for {stopped_after:.0f} s"
+
+
+def test_fewer_users_than_workers_refused(stalling_backend, tmp_path):
+    run_dir = tmp_path / "run"
+
+    result = run_locust(
+        run_dir, stalling_backend, overrides=OVERRIDES, users=1, processes=2, timeout=120
+    )
+
+    # Locust would give one worker no user, and its shoppers would send nothing.
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "-u 1 is fewer users than the 2 workers" in result.stderr
+    assert "start the run with -u 2 or more" in result.stderr
+    assert not list(run_dir.glob("truth-*.jsonl"))
+
+
+def test_lost_worker_ends_the_run_as_partial(stalling_backend, tmp_path):
+    port = str(free_port())
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # Twelve simulated hours at 1440: 30 wall seconds if the run went on.
+    overrides = ("clock.duration=12h", "clock.time_scale=1440", "population.installs=100")
+    master_command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "8",
+        "-r", "8", "--host", stalling_backend, "--scenario", "minimal", "--run-dir",
+        str(run_dir), "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+        "--expect-workers", "2", "--only-summary",
+    ]  # fmt: skip
+    for override in overrides:
+        master_command += ["--set", override]
+    master = subprocess.Popen(master_command, stderr=subprocess.PIPE, text=True)
+    workers = [start_worker(port, tmp_path), start_worker(port, tmp_path)]
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(run_dir.glob("truth-*.jsonl"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(run_dir.glob("truth-*.jsonl"))) == 2, "the run did not start"
+        started = time.monotonic()
+        workers[1].kill()
+        errors = master.communicate(timeout=90)[1]
+        stopped_after = time.monotonic() - started
+    finally:
+        for process in [master, *workers]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    assert master.returncode == 1, errors[-3000:]
+    assert "stopped sending heartbeats before its shard's end" in errors
+    # Locust marks a worker missing after about three missed heartbeats of a second each.
+    assert stopped_after < 25, f"the run went on for {stopped_after:.0f} s"
+    status = json.loads((run_dir / "run-status.json").read_text())
+    assert status["partial"] is True
+    assert "stopped sending heartbeats" in status["reason"]

@@ -81,6 +81,7 @@ def test_locust_run_is_judged(tmp_path, running_gateways, reference_backend):
         "reason": None,
         "backend": "reference",
         "naive": ["no_exit_check"],
+        "final": True,
     }
     # Only this run's rows of the gateways' ledger, which outlives it.
     rows = query(run_dir / "deliveries.sqlite", "SELECT wall_time FROM deliveries")
@@ -111,7 +112,8 @@ def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_bac
         users=8,
         extra=(*locust_options(config_path, reference_backend), "--run-time", "6s"),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    # A partial run exits 3, as pushsim run does.
+    assert result.returncode == 3, result.stderr[-3000:]
     assert "the backend warns" not in result.stderr
 
     status = json.loads((run_dir / "run-status.json").read_text())
@@ -157,7 +159,7 @@ def test_stopped_locust_run_is_partial(tmp_path, running_gateways, reference_bac
         users=8,
         extra=(*locust_options(config_path, reference_backend), "--run-time", "4s"),
     )
-    assert repeated.returncode == 0, repeated.stderr[-3000:]
+    assert repeated.returncode == 3, repeated.stderr[-3000:]
     assert "these gateways last served a run with seed 7, the seed of this run" in repeated.stderr
     # The backend that kept its store names what the first run left there.
     assert "pushsim: the backend warns: the store already holds " in repeated.stderr
