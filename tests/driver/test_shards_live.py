@@ -178,21 +178,26 @@ def start_worker(port: str, cwd: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def test_late_worker_stops_the_run(stalling_backend, tmp_path):
-    port = str(free_port())
-    run_dir = tmp_path / "run"
+def start_master(run_dir: Path, port: str, host: str, expect_workers: int) -> subprocess.Popen:
+    """Start a headless master that waits for ``expect_workers`` workers on ``port``."""
     run_dir.mkdir()
     # Twelve simulated hours at 1440: 30 wall seconds if the run went on.
     overrides = ("clock.duration=12h", "clock.time_scale=1440", "population.installs=100")
-    master_command = [
+    command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "8",
-        "-r", "8", "--host", stalling_backend, "--scenario", "minimal", "--run-dir",
-        str(run_dir), "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
-        "--expect-workers", "1", "--only-summary",
+        "-r", "8", "--host", host, "--scenario", "minimal", "--run-dir", str(run_dir),
+        "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+        "--expect-workers", str(expect_workers), "--only-summary",
     ]  # fmt: skip
     for override in overrides:
-        master_command += ["--set", override]
-    master = subprocess.Popen(master_command, stderr=subprocess.PIPE, text=True)
+        command += ["--set", override]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+
+
+def test_late_worker_stops_the_run(stalling_backend, tmp_path):
+    port = str(free_port())
+    run_dir = tmp_path / "run"
+    master = start_master(run_dir, port, stalling_backend, expect_workers=1)
     workers = [start_worker(port, tmp_path)]
     try:
         deadline = time.monotonic() + 60
@@ -231,18 +236,7 @@ def test_fewer_users_than_workers_refused(stalling_backend, tmp_path):
 def test_lost_worker_ends_the_run_as_partial(stalling_backend, tmp_path):
     port = str(free_port())
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    # Twelve simulated hours at 1440: 30 wall seconds if the run went on.
-    overrides = ("clock.duration=12h", "clock.time_scale=1440", "population.installs=100")
-    master_command = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "8",
-        "-r", "8", "--host", stalling_backend, "--scenario", "minimal", "--run-dir",
-        str(run_dir), "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
-        "--expect-workers", "2", "--only-summary",
-    ]  # fmt: skip
-    for override in overrides:
-        master_command += ["--set", override]
-    master = subprocess.Popen(master_command, stderr=subprocess.PIPE, text=True)
+    master = start_master(run_dir, port, stalling_backend, expect_workers=2)
     workers = [start_worker(port, tmp_path), start_worker(port, tmp_path)]
     try:
         deadline = time.monotonic() + 60
