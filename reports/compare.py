@@ -28,6 +28,7 @@ from reports.noise import SIGNIFICANT_Z, PercentileInterval, count_z, percentile
 from sim.gates import GATE_METRICS
 from sim.oracle.outcomes import DELIVERED, FAILURES, LEGITIMATE
 from sim.oracle.stats import fewest_samples_for_upper_bound
+from sim.scenario.dump import differing_settings
 
 # Gate metrics where a higher value is better; every other metric is better lower.
 HIGHER_IS_BETTER = frozenset(
@@ -207,24 +208,6 @@ def _seed(run_dir: str | Path) -> object:
     return json.loads(epoch.read_text(encoding="utf-8")).get("seed")
 
 
-def _differing_keys(a: object, b: object, path: str = "") -> list[str]:
-    """Return the key paths, as ``--set`` writes them, where two parsed YAML values differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = list(dict.fromkeys([*a, *b]))
-        return [
-            found
-            for key in keys
-            for found in _differing_keys(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-        ]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [
-            found
-            for index, (item_a, item_b) in enumerate(zip(a, b, strict=True))
-            for found in _differing_keys(item_a, item_b, f"{path}[{index}]")
-        ]
-    return [] if a == b else [path or "(whole file)"]
-
-
 def _scenario_note(run_a: str | Path, run_b: str | Path) -> str:
     """Say how the two runs' scenarios and seeds differ, naming the keys where it can."""
     keys: list[str] = []
@@ -234,7 +217,7 @@ def _scenario_note(run_a: str | Path, run_b: str | Path) -> str:
             texts = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in paths]
         except yaml.YAMLError:
             texts = None
-        keys = _differing_keys(*texts) if texts is not None else []
+        keys = differing_settings(*texts) if texts is not None else []
 
     parts = []
     seeds = (_seed(run_a), _seed(run_b))

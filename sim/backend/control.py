@@ -16,6 +16,7 @@ from sim.backend.limits import read_limited_body
 from sim.backend.metrics import CONTENT_TYPE
 from sim.backend.services import SERVICES, RunClock, Services
 from sim.formats.epoch import Epoch
+from sim.scenario.dump import journey_to_plain
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,13 @@ async def post_epoch(request: web.Request) -> web.Response:
     # the scenario it simulates, its naive switches that are on, which a report names, and
     # what earlier runs left in the store, which a driver warns about.
     journeys = [journey.name for journey in services.config.journeys]
+    settings = {journey.name: journey_to_plain(journey) for journey in services.config.journeys}
     naive = services.config.naive_switches()
     return web.json_response(
         {
             **_clock_json(clock),
             "journeys": journeys,
+            "journey_settings": settings,
             "naive": naive,
             "earlier": dataclasses.asdict(earlier) | {"warning": earlier.warning()},
         }

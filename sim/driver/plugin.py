@@ -36,6 +36,7 @@ from sim.formats.gateway_config import GatewayConfig
 from sim.run.preflight import same_seed_as_last_run
 from sim.run.run_dir import EPOCH_FILE, STATUS_FILE, epoch_record, read_status, scenario_faults
 from sim.scenario import ScenarioError, load_scenario
+from sim.scenario.dump import differing_settings, journey_to_plain
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +328,11 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
 
 
 def _check_backend_journeys(response: object) -> None:
-    """Warn when the reference backend runs other journeys than the scenario describes."""
+    """Warn when the reference backend runs other journeys than the scenario describes.
+
+    The names are compared, and then each journey's settings, since a journey that waits 30
+    minutes in the backend and 2 hours in the scenario is judged against the wrong due times.
+    """
     if not isinstance(response, dict) or "journeys" not in response:
         return  # a backend that does not report its journeys
     running = sorted(response["journeys"])
@@ -341,6 +346,39 @@ def _check_backend_journeys(response: object) -> None:
             state.scenario.name,
             ", ".join(expected) or "(none)",
         )
+        return
+
+    settings = response.get("journey_settings")
+    if not isinstance(settings, dict):
+        return  # a backend from before journey settings were reported
+    for journey in state.scenario.journeys:
+        backend_settings = settings.get(journey.name)
+        scenario_settings = journey_to_plain(journey)
+        differing = differing_settings(backend_settings, scenario_settings)
+        if not differing:
+            continue
+        differences = ", ".join(
+            f"{path} (backend {_setting_at(backend_settings, path)!r}, scenario "
+            f"{_setting_at(scenario_settings, path)!r})"
+            for path in differing[:3]
+        )
+        more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+        log.warning(
+            "pushsim: the backend's journey %s differs from the scenario's in %s%s, so the report "
+            "will judge its pushes against settings the backend does not use; start pushsim "
+            "backend with --scenario and the same scenario file and --set options",
+            journey.name,
+            differences,
+            more,
+        )
+
+
+def _setting_at(settings: object, path: str) -> object:
+    """Return the value at a dotted ``path`` of plain settings, or None where it is missing."""
+    value = settings
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def second_start_message(environment) -> str:

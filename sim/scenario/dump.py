@@ -8,7 +8,7 @@ from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from sim.scenario.schema import Scenario
+from sim.scenario.schema import Journey, Scenario
 from sim.scenario.types import DurationMarker, format_duration
 
 
@@ -43,6 +43,31 @@ def _plain(tp: Any, value: Any) -> Any:
 def scenario_to_plain(scenario: Scenario) -> dict:
     """Return the scenario as plain YAML-ready values, durations written as ``30m``."""
     return _plain(Scenario, scenario)
+
+
+def journey_to_plain(journey: Journey) -> dict:
+    """Return one journey as plain JSON-ready values, durations written as ``30m``."""
+    return _plain(Journey, journey)
+
+
+def differing_settings(a: Any, b: Any, path: str = "") -> list[str]:
+    """Return the key paths, as ``--set`` writes them, where two plain values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(dict.fromkeys([*a, *b]))
+        return [
+            found
+            for key in keys
+            for found in differing_settings(
+                a.get(key), b.get(key), f"{path}.{key}" if path else key
+            )
+        ]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            found
+            for index, (item_a, item_b) in enumerate(zip(a, b, strict=True))
+            for found in differing_settings(item_a, item_b, f"{path}[{index}]")
+        ]
+    return [] if a == b else [path or "(whole file)"]
 
 
 class _Dumper(yaml.SafeDumper):

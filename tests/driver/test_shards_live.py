@@ -153,23 +153,6 @@ def reference_backend(tmp_path):
             process.wait()
 
 
-def test_backend_with_other_journeys_warns(reference_backend, tmp_path):
-    # backend.json's control_url, route included, works as --backend-control too.
-    result = run_locust(
-        tmp_path / "run", reference_backend["url"], scenario="launch_broadcast",
-        overrides=("clock.duration=1h", "clock.time_scale=3600", "population.installs=20"),
-        users=4,
-        extra=("--backend-control", reference_backend["control_url"],
-               "--backend-control-token", reference_backend["control_token"]),
-    )  # fmt: skip
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (
-        "the backend runs the journeys cart_recovery, but the scenario launch_broadcast has "
-        "launch, launch_reminder"
-    ) in result.stderr
-
-
 def start_worker(port: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
@@ -260,3 +243,39 @@ def test_lost_worker_ends_the_run_as_partial(stalling_backend, tmp_path):
     status = json.loads((run_dir / "run-status.json").read_text())
     assert status["partial"] is True
     assert "stopped sending heartbeats" in status["reason"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "override", "expected"),
+    [
+        (
+            "launch_broadcast",
+            "population.installs=20",
+            "the backend runs the journeys cart_recovery, but the scenario launch_broadcast has "
+            "launch, launch_reminder",
+        ),
+        (
+            # The backend runs cart_recovery with its 30-minute delay; this one waits 2 hours.
+            "cart_recovery",
+            "journeys[0].delay=2h",
+            "the backend's journey cart_recovery differs from the scenario's in delay (backend "
+            "'30m', scenario '2h')",
+        ),
+    ],
+    ids=["other names", "other settings"],
+)
+def test_backend_with_other_journeys_warns(
+    reference_backend, tmp_path, scenario, override, expected
+):
+    # backend.json's control_url, route included, works as --backend-control too.
+    result = run_locust(
+        tmp_path / "run", reference_backend["url"], scenario=scenario,
+        overrides=("clock.duration=1h", "clock.time_scale=3600", "population.installs=20",
+                   override),
+        users=4,
+        extra=("--backend-control", reference_backend["control_url"],
+               "--backend-control-token", reference_backend["control_token"]),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert expected in result.stderr
