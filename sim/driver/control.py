@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 class ControlError(RuntimeError):
     """A control request failed; the message names the URL and the status."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        # The HTTP status of the response, or None when no response came.
+        self.status = status
+
 
 class ControlClient:
     """Authenticated JSON requests to one base URL."""
@@ -51,7 +56,8 @@ class ControlClient:
         if response.status_code >= 300:
             text = data.decode(errors="replace")[:300]
             raise ControlError(
-                f"{method} {self.base_url}{path} answered {response.status_code}: {text}"
+                f"{method} {self.base_url}{path} answered {response.status_code}: {text}",
+                response.status_code,
             )
         return json.loads(data) if data else None
 

@@ -104,6 +104,14 @@ def _encode_body(value: Any) -> str:
     return "".join(_C_ENCODE(value, 0))
 
 
+def backend_url_problem(base_url: str) -> str | None:
+    """Return why ``base_url`` cannot be the backend's URL, or None when it can."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"invalid backend URL {base_url!r}: expected http://HOST[:PORT] or https://..."
+    return None
+
+
 class LaneClient:
     """One keep-alive connection to the backend at ``base_url``, opened on first use.
 
@@ -120,11 +128,10 @@ class LaneClient:
         connection_timeout: float,
         network_timeout: float,
     ) -> None:
+        problem = backend_url_problem(base_url)
+        if problem is not None:
+            raise ValueError(problem)
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"invalid backend URL {base_url!r}: expected http://HOST[:PORT] or https://..."
-            )
         self.base_url = base_url.rstrip("/")
         self._prefix = parts.path.rstrip("/")
         self._host = parts.hostname

@@ -26,7 +26,7 @@ from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunne
 
 from sim.commands.common import EXIT_PARTIAL
 from sim.driver.control import ControlClient, ControlError
-from sim.driver.http import LaneClient
+from sim.driver.http import LaneClient, backend_url_problem
 from sim.driver.live import LiveRun, RunPlan
 from sim.driver.run_record import RunRecord
 from sim.driver.timing import TimingTable
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 EPOCH_LEAD = 2.0
 PLAN_MESSAGE = "pushsim_plan"
 DONE_MESSAGE = "pushsim_done"
+MISSING_HOST = "missing backend URL: pass --host http://HOST:PORT (the backend under test)"
 # Wall seconds between the master's checks for workers that went missing.
 WORKER_WATCH_INTERVAL = 1.0
 
@@ -313,9 +314,18 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
         token = getattr(options, "backend_control_token", "") or ""
         # backend.json's control_url names the route itself; the option takes the base URL.
         backend_url = backend_url.rstrip("/").removesuffix("/control/epoch")
-        response = ControlClient(backend_url, token).request(
-            "POST", "/control/epoch", record["epoch"]
-        )
+        try:
+            response = ControlClient(backend_url, token).request(
+                "POST", "/control/epoch", record["epoch"]
+            )
+        except ControlError as error:
+            if error.status != 401:
+                raise
+            raise ControlError(
+                f"{error}; pass --backend-control-token with the control_token that "
+                "pushsim backend wrote to its --ready-file (backend.json)",
+                error.status,
+            ) from error
         _check_backend_journeys(response)
         if isinstance(response, dict) and "naive" in response:
             run_record.reference_backend(response["naive"])
@@ -403,6 +413,14 @@ def on_test_start(environment, **kwargs) -> None:
         _fail(environment, second_start_message(environment))
         return
     state.epoch_announced = True
+    # Checked before the epoch is announced, which uses up the run directory.
+    if not environment.host:
+        _fail(environment, MISSING_HOST)
+        return
+    problem = backend_url_problem(environment.host)
+    if problem is not None:
+        _fail(environment, f"{problem}; give the backend under test as --host")
+        return
 
     if isinstance(runner, MasterRunner):
         clients = sorted(runner.clients.keys())
@@ -634,13 +652,6 @@ def on_quitting(environment, **kwargs) -> None:
     partial_reason = _partial_reason(environment)
     if state.failure:
         environment.process_exit_code = 1
-    elif (
-        partial_reason is not None
-        and state.record is not None
-        and not environment.process_exit_code
-    ):
-        # A CI job that runs Locust alone then sees from the exit status that the run is incomplete.
-        environment.process_exit_code = EXIT_PARTIAL
     if state.record is not None:
         state.record.finish(partial_reason)
 
@@ -652,6 +663,14 @@ def on_quitting(environment, **kwargs) -> None:
         raised = sum(row["count"] for row in runner.exceptions.values())
         log.error("pushsim: the lanes raised %d exception(s); see their tracebacks above", raised)
         environment.process_exit_code = getattr(_options(environment), "exit_code_on_error", 1) or 1
+
+    if (
+        partial_reason is not None
+        and state.record is not None
+        and not environment.process_exit_code
+    ):
+        # A CI job that runs Locust alone then sees from the exit status that the run is incomplete.
+        environment.process_exit_code = EXIT_PARTIAL
 
 
 def _partial_reason(environment) -> str | None:
@@ -686,10 +705,12 @@ class ShopperLanes(User):
 
     def __init__(self, environment) -> None:
         super().__init__(environment)
-        if not self.host:
-            raise LocustError(
-                "missing backend URL: pass --host http://HOST:PORT (the backend under test)"
-            )
+        self.client: LaneClient | None = None
+        problem = MISSING_HOST if not self.host else backend_url_problem(self.host)
+        if problem is not None:
+            if state.failure:
+                return  # the test start has stopped the run and logged why
+            raise LocustError(problem)
         self.client = LaneClient(
             self.host,
             environment.events.request,
@@ -699,6 +720,8 @@ class ShopperLanes(User):
 
     @task
     def serve(self) -> None:
+        if self.client is None:
+            raise gevent.GreenletExit("the backend URL is invalid")
         while state.run is None:
             if state.failure:
                 raise gevent.GreenletExit(state.failure)
@@ -708,4 +731,5 @@ class ShopperLanes(User):
         gevent.sleep(0.5)
 
     def on_stop(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()

@@ -279,3 +279,31 @@ def test_backend_with_other_journeys_warns(
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert expected in result.stderr
+
+
+def test_wrong_control_token_names_the_option(reference_backend, tmp_path):
+    result = run_locust(
+        tmp_path / "run", reference_backend["url"],
+        overrides=("clock.duration=1h", "population.installs=20"), users=2,
+        extra=("--backend-control", reference_backend["url"],
+               "--backend-control-token", "not-the-token"),
+        timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "/control/epoch answered 401" in result.stderr
+    assert "pass --backend-control-token with the control_token that pushsim backend" in (
+        result.stderr
+    )
+
+
+def test_host_without_scheme_stops_before_the_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+
+    result = run_locust(run_dir, "127.0.0.1:9", users=2, timeout=60)
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "invalid backend URL '127.0.0.1:9': expected http://HOST[:PORT]" in result.stderr
+    assert "Traceback" not in result.stderr
+    # The run directory is not used up: no epoch was announced.
+    assert not (run_dir / "epoch.json").exists()
