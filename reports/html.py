@@ -144,6 +144,13 @@ def _waterfalls(result: OracleResult) -> str:
         )
         if journey.pacing is not None:
             parts.append(f"<p>Pacing: {escape(journey.pacing.describe())}.</p>")
+    if parts:
+        parts.append(
+            '<p class="muted">Each step counts the triggers that got at least that far, so a '
+            "push that was opened counts as delivered and displayed too. The Outcomes table counts "
+            "each trigger once, at its furthest step: there, delivered means accepted by the "
+            "gateway and never shown.</p>"
+        )
     return "".join(parts)
 
 
@@ -343,7 +350,7 @@ def render(
         banner += (f'<div class="banner" role="alert">NO PUSHES: {escape(no_push)}. Gates on '
                    "bad pushes pass when nothing is sent, so the run fails.</div>")  # fmt: skip
     for journey in result.journeys:
-        warning = journey.exclusion_warning()
+        warning = journey.exclusion_warning(partial is not None)
         if warning is not None:
             banner += (f'<div class="banner" role="alert">NOT JUDGED: {escape(warning)}. The '
                        "gates do not cover these triggers.</div>")  # fmt: skip

@@ -77,7 +77,13 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
                 "app holds until the shopper identifies)"
             )
     total = next((row for row in load or [] if row.name == "Aggregated"), None)
-    if total is not None:
+    if total is None:
+        # Locust writes the statistics this line reads only when given --csv.
+        print(
+            "backend load: not recorded, because the run directory has no locust_stats.csv; "
+            "run Locust with --csv RUN_DIR/locust to record it"
+        )
+    else:
         print(load_line(total))
         if partial:
             # Locust writes its statistics every second, so the last second's requests of an
@@ -96,7 +102,7 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
         )
         if journey.pacing is not None:
             print(f"  broadcast {journey.name} pacing: {journey.pacing.describe()}")
-        warning = journey.exclusion_warning()
+        warning = journey.exclusion_warning(partial)
         if warning is not None:
             print(f"warning: {warning}", file=sys.stderr)
 
@@ -135,7 +141,7 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
         )
         return EXIT_GATES_FAILED
     if result.gates:
-        unjudged = [j.name for j in result.journeys if j.exclusion_warning() is not None]
+        unjudged = [j.name for j in result.journeys if j.exclusion_warning(partial) is not None]
         caveat = ""
         if partial:
             caveat = ", but on a partial run (see below)"
@@ -155,8 +161,8 @@ def load_line(total: EndpointLoad) -> str:
         return "n/a" if value is None else f"{value:,.0f} ms"
 
     return (
-        f"backend load: {total.requests:,} requests for the SDK calls, retries and batches "
-        f"included, at {total.requests_per_s:,.1f} req/s, "
+        f"backend load: {total.requests:,} requests for the SDK calls, counting retries, "
+        f"batches and device tokens held until identify, at {total.requests_per_s:,.1f} req/s, "
         f"{total.failures:,} failed; response time p50 {milliseconds(total.p50_ms)}, "
         f"p95 {milliseconds(total.p95_ms)}, p99 {milliseconds(total.p99_ms)}"
     )

@@ -53,12 +53,17 @@ class JourneyResult:
     def eligible(self) -> int:
         return self.triggers - self.excluded
 
-    def exclusion_warning(self) -> str | None:
-        """Return a warning when most of the journey's triggers were excluded near the end."""
+    def exclusion_warning(self, partial: bool = False) -> str | None:
+        """Return a warning when most of the journey's triggers were excluded near the end.
+
+        ``partial`` is True for a run that ended early, whose end is where it stopped.
+        """
         if not self.judged or self.excluded <= self.eligible:
             return None
         fix = "a longer clock.duration judges more of them"
-        if self.kind == "broadcast":
+        if partial:
+            fix = "the run ended early, and a whole run judges them"
+        elif self.kind == "broadcast":
             # A broadcast's triggers all share its start and its send window, pushes over
             # send_rate, so they are all judged or all excluded.
             fix = (

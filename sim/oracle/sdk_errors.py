@@ -67,20 +67,22 @@ class SdkErrors:
         return FIXES.get(label, "")
 
 
-# The usual cause of a response that fails most SDK calls, by response label.
+# The usual cause of a response that fails most SDK calls, by response label. The backend's URL
+# is pushsim run's --target, or Locust's --host when Locust runs alone.
 FIXES = {
     "401": "the backend rejected the credentials: check target.site_id, target.api_key and "
     "target.write_key in the scenario",
     "403": "the backend rejected the credentials: check target.site_id, target.api_key and "
     "target.write_key in the scenario",
-    "404": "the backend has no such route: check that --target is the backend's base URL, "
-    "without a path",
-    "405": "the server at --target does not take the SDK's POST and PUT requests: check that "
-    "--target is the push backend's base URL and not another server on that port",
-    "501": "the server at --target does not implement the SDK's POST and PUT requests: check "
-    "that --target is the push backend's base URL and not another server on that port",
-    "no response": "the backend did not answer: check that it runs, and that --target uses its "
-    "scheme (http or https) and port",
+    "404": "the backend has no such route: check that --target (or Locust's --host) is the "
+    "backend's base URL, without a path",
+    "405": "the server at --target (or Locust's --host) does not take the SDK's POST and PUT "
+    "requests: check that it is the push backend's base URL and not another server on that port",
+    "501": "the server at --target (or Locust's --host) does not implement the SDK's POST and "
+    "PUT requests: check that it is the push backend's base URL and not another server on that "
+    "port",
+    "no response": "the backend did not answer: check that it runs, and that --target (or "
+    "Locust's --host) uses its scheme (http or https) and port",
 }
 
 

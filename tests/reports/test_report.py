@@ -137,10 +137,18 @@ def test_report_command_prints_backend_load(tmp_path, good_run, capsys):
     output = capsys.readouterr().out
 
     assert (
-        "backend load: 94 requests for the SDK calls, retries and batches included, at "
-        "4.2 req/s, 2 failed; response time p50 3 ms, p95 9 ms, p99 17 ms"
+        "backend load: 94 requests for the SDK calls, counting retries, batches and device "
+        "tokens held until identify, at 4.2 req/s, 2 failed; response time p50 3 ms, p95 9 ms, "
+        "p99 17 ms"
     ) in output
     assert "ended early" not in output
+
+    capsys.readouterr()
+    main(["report", str(good_run)])
+    assert (
+        "backend load: not recorded, because the run directory has no locust_stats.csv; run "
+        "Locust with --csv RUN_DIR/locust to record it"
+    ) in capsys.readouterr().out
 
     (loaded / "run-status.json").write_text(
         json.dumps({"partial": True, "reason": "interrupted by the user"})
@@ -222,7 +230,9 @@ def test_rejected_sdk_calls_reported(tmp_path, good_run, capsys):
         in output
     )
     assert "FAIL  sdk_error_rate <= 0.01  (value 1, threshold 0.01)" in output
-    assert "the backend has no such route: check that --target is the backend's base URL" in output
+    assert (
+        "the backend has no such route: check that --target (or Locust's --host) is the "
+    ) in output
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     assert summary["metrics"]["sdk_error_rate"] == 1.0
     assert summary["sdk_errors"]["failed_responses"] == {"404": rejected}
@@ -502,6 +512,16 @@ def test_report_warns_when_most_triggers_excluded(tmp_path, good_run, capsys):
     html = (late / "report" / "report.html").read_text(encoding="utf-8")
     assert "NOT JUDGED: journey cart_recovery:" in html
     assert "NOT JUDGED" not in (good_run / "report" / "report.html").read_text(encoding="utf-8")
+
+    # An interrupted run excludes what was due after it stopped; a longer duration is no fix.
+    (late / "run-status.json").write_text(
+        json.dumps({"partial": True, "reason": "interrupted by the user", "backend": "reference",
+                    "naive": []})
+    )  # fmt: skip
+    main(["report", str(late)])
+    partial = capsys.readouterr().err
+    assert "not judged; the run ended early, and a whole run judges them" in partial
+    assert "longer clock.duration" not in partial
 
 
 def test_report_command_missing_run(tmp_path, capsys):

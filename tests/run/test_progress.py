@@ -99,7 +99,7 @@ def test_rejection_warning_for_a_server_that_is_not_a_backend(tmp_path, status):
     warning = rejection_warning(tmp_path)
 
     assert f"({status}: 300)" in warning
-    assert "check that --target is the push backend's base URL" in warning
+    assert "check that it is the push backend's base URL" in warning
 
 
 @pytest.mark.parametrize(
