@@ -632,6 +632,16 @@ def current_counters() -> dict[str, int]:
 def on_test_stop(environment, **kwargs) -> None:
     if state.run is not None:
         state.run.stop()
+    headless = getattr(_options(environment), "headless", False)
+    if state.record is not None and environment.web_ui is not None and not headless:
+        # Stopped from the web UI, Locust keeps running, and the run's final status and
+        # delivery rows are written only when it quits.
+        log.warning(
+            "pushsim: the run is stopped; quit Locust (Ctrl-C) to finish %s, then judge it with "
+            "pushsim report %s",
+            _run_dir(environment),
+            _run_dir(environment),
+        )
 
 
 @events.quit.add_listener

@@ -67,7 +67,9 @@ def test_web_ui_second_start_refused(stalling_backend, tmp_path):
         "--set", "population.installs=20",
     ]  # fmt: skip
     rejection = f"this Locust process already ran the rehearsal in {run_dir}"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = tmp_path / "locust.log"
+    log_file = log_path.open("w")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         # At time scale 1440 the run takes about 3 wall seconds, then the web UI stays up.
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
@@ -87,9 +89,15 @@ def test_web_ui_second_start_refused(stalling_backend, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log_file.close()
 
     # Locust's start form shows the message of a start that failed.
     assert response.json()["success"] is False
     assert response.json()["message"].startswith(rejection)
     assert state == "stopped"
     assert (run_dir / "epoch.json").read_text() == epoch
+    # The stopped run is finished only when Locust quits, and the log says so.
+    assert (
+        f"the run is stopped; quit Locust (Ctrl-C) to finish {run_dir}, then judge it with "
+        f"pushsim report {run_dir}"
+    ) in log_path.read_text()
