@@ -172,7 +172,10 @@ def _judge_retries(ordered: list[Push], conduct: Conduct) -> None:
             gap = retry.row.wall_time - push.row.wall_time
             if gap < MIN_BACKOFF_SECONDS:
                 conduct.retries_without_backoff += 1
-                conduct.example("retry_without_backoff", f"seq {retry.row.seq} after {gap:.3f} s")
+                conduct.example(
+                    "retry_without_backoff",
+                    f"push request seq {retry.row.seq} sent {gap:.3f} s after the error",
+                )
             # Only FCM documents Retry-After. Apple documents none for APNs, and clients such as
             # aioapns never show it to the backend, so an APNs retry is judged on backoff alone.
             honours_retry_after = push.row.service == "fcm"
@@ -184,7 +187,8 @@ def _judge_retries(ordered: list[Push], conduct: Conduct) -> None:
                 conduct.retries_before_retry_after += 1
                 conduct.example(
                     "retry_before_retry_after",
-                    f"seq {retry.row.seq} after {gap:.2f} s of {push.row.retry_after} s",
+                    f"push request seq {retry.row.seq} sent {gap:.2f} s after the error, "
+                    f"Retry-After {push.row.retry_after} s",
                 )
 
 
@@ -206,7 +210,10 @@ def _judge_unregistered(
                 conduct.sends_after_unregistered += 1
                 counts[token] += 1
                 if counts[token] == 1:
-                    conduct.example("send_after_unregistered", f"seq {push.row.seq} {token[:16]}…")
+                    conduct.example(
+                        "send_after_unregistered",
+                        f"push request seq {push.row.seq} to {token[:16]}…",
+                    )
             else:
                 del gone[token]
         if push.unregistered:

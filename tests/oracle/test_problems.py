@@ -341,7 +341,9 @@ def test_each_retry_judged_against_previous_attempt(tmp_path):
     assert conduct.retries == 2
     assert conduct.errors_never_retried == 0
     assert conduct.retries_without_backoff == 1
-    assert conduct.examples["retry_without_backoff"] == ["seq 2 after 0.010 s"]
+    assert conduct.examples["retry_without_backoff"] == [
+        "push request seq 2 sent 0.010 s after the error"
+    ]
 
 
 def test_wall_lateness_from_sent_wall(tmp_path):
