@@ -36,7 +36,7 @@ from sim.formats.gateway_config import GatewayConfig
 from sim.run.preflight import same_seed_as_last_run
 from sim.run.run_dir import EPOCH_FILE, STATUS_FILE, epoch_record, read_status, scenario_faults
 from sim.scenario import ScenarioError, load_scenario
-from sim.scenario.dump import differing_settings, journey_to_plain
+from sim.scenario.dump import differing_settings, journey_to_plain, scenario_to_plain
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 EPOCH_LEAD = 2.0
 PLAN_MESSAGE = "pushsim_plan"
 DONE_MESSAGE = "pushsim_done"
+DEFAULT_SCENARIO = "cart_recovery"
 MISSING_HOST = "missing backend URL: pass --host http://HOST:PORT (the backend under test)"
 # Wall seconds between the master's checks for workers that went missing.
 WORKER_WATCH_INTERVAL = 1.0
@@ -61,6 +62,8 @@ class DriverState:
         # A worker's plan from the master, kept until the master's options have arrived.
         self.pending_plan: RunPlan | None = None
         self.options_from_master = False
+        # The scenario a worker's own pushsim options load, which the master's replace.
+        self.worker_scenario = None
         self.assigned: dict[str, int] = {}
         self.done: set[str] = set()
         # Workers whose model reached its horizon, as opposed to being stopped early.
@@ -130,8 +133,8 @@ def add_arguments(parser) -> None:
         "--scenario",
         type=str,
         env_var="PUSHSIM_SCENARIO",
-        default="cart_recovery",
-        help="scenario YAML file, or the name of a bundled scenario (default: cart_recovery)",
+        default=DEFAULT_SCENARIO,
+        help=f"scenario YAML file, or the name of a bundled scenario (default: {DEFAULT_SCENARIO})",
     )
     parser.add_argument(
         "--time-scale",
@@ -209,7 +212,7 @@ def _load(environment):
         overrides.append(f"clock.time_scale={options.time_scale}")
     if getattr(options, "seed", None) is not None:
         overrides.append(f"seed={options.seed}")
-    return load_scenario(getattr(options, "scenario", None) or "cart_recovery", overrides).scenario
+    return load_scenario(getattr(options, "scenario", None) or DEFAULT_SCENARIO, overrides).scenario
 
 
 def _run_dir(environment) -> Path:
@@ -247,6 +250,8 @@ def on_init(environment, **kwargs) -> None:
             return
         _refuse_start(environment, str(error))
         return
+    if worker and _pushsim_options_given(environment):
+        state.worker_scenario = state.scenario
     if not worker:
         try:
             _gateways(environment)
@@ -485,8 +490,37 @@ def _take_master_options(environment) -> None:
         environment.runner.send_message(DONE_MESSAGE, {"failure": state.failure})
         return
     state.options_from_master = True
+    _note_replaced_worker_options(state.worker_scenario, state.scenario)
     if state.pending_plan is not None and state.plan is None:
         _start_shard(environment, state.pending_plan)
+
+
+def _pushsim_options_given(environment) -> bool:
+    """Tell whether this process was given a scenario other than the default, or overrides."""
+    options = _options(environment)
+    return bool(
+        getattr(options, "scenario", None) not in (None, "", DEFAULT_SCENARIO)
+        or getattr(options, "pushsim_set", None)
+        or getattr(options, "seed", None) is not None
+        or getattr(options, "time_scale", None)
+    )
+
+
+def _note_replaced_worker_options(own, master) -> None:
+    """Log which of a worker's own scenario settings the master's options replaced."""
+    if own is None:
+        return
+    differing = differing_settings(scenario_to_plain(own), scenario_to_plain(master))
+    if not differing:
+        return
+    more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
+    log.warning(
+        "pushsim: this worker runs the master's scenario %s; its own options, which differ in "
+        "%s%s, are not used",
+        master.name,
+        ", ".join(differing[:5]),
+        more,
+    )
 
 
 def _on_plan(environment, msg, **kwargs) -> None:

@@ -73,18 +73,23 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_worker_takes_master_options(stalling_backend, tmp_path):
+@pytest.mark.parametrize(
+    "worker_options",
+    [(), ("--scenario", "cart_recovery", "--set", "population.installs=5000")],
+    ids=["none", "own"],
+)
+def test_worker_takes_master_options(stalling_backend, tmp_path, worker_options):
     single = run_locust(tmp_path / "one", stalling_backend, overrides=OVERRIDES, users=20)
     assert single.returncode == 0, single.stderr[-3000:]
 
-    # The worker gets no pushsim option and runs from another directory, so its own defaults
-    # (cart_recovery, runs/locust-<time>) would show if it ignored the master's.
+    # The worker runs from another directory, so its own defaults or options (cart_recovery,
+    # runs/locust-<time>) would show if it ignored the master's.
     port = str(free_port())
     worker_dir = tmp_path / "worker-cwd"
     worker_dir.mkdir()
     worker = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
-         "--master-host", "127.0.0.1", "--master-port", port],
+         "--master-host", "127.0.0.1", "--master-port", port, *worker_options],
         cwd=worker_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -101,6 +106,10 @@ def test_worker_takes_master_options(stalling_backend, tmp_path):
 
     assert master.returncode == 0, master.stderr[-3000:]
     assert worker.returncode == 0, worker_errors[-3000:]
+    replaced = "this worker runs the master's scenario minimal; its own options, which differ in "
+    # Only a worker given options of its own is told that the master's replace them.
+    assert (replaced in worker_errors) == bool(worker_options)
+    assert ("are not used" in worker_errors) == bool(worker_options)
     assert not (worker_dir / "runs").exists()
     assert len(list((tmp_path / "master").glob("truth-*.jsonl"))) == 1
     single_calls = scheduled_calls(truth_records(tmp_path / "one"))
