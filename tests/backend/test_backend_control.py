@@ -15,6 +15,7 @@ from backend_harness import CONTROL_TOKEN
 from sim.backend.epoch_follower import follow_gateways_epoch
 from sim.backend.services import SERVICES
 from sim.formats.gateway_config import GatewayConfig
+from sim.scenario.dump import journey_to_plain
 
 EPOCH = {"wall_t0": 1_800_000_000.0, "sim_t0": 1_700_000_000.0, "time_scale": 60.0}
 BEARER = {"Authorization": f"Bearer {CONTROL_TOKEN}"}
@@ -43,12 +44,15 @@ def test_post_epoch_stored_and_returned(backend):
 
     assert posted.status_code == 200
     assert current.json() == body
-    # The response names the journeys the backend runs, which a driver compares with its own,
-    # the naive switches that are on (none here), which a report names, and what earlier runs
-    # left in the store (nothing here).
+    # The response names the journeys the backend runs and their settings, which a driver
+    # compares with its own, the naive switches that are on (none here), which a report names,
+    # and what earlier runs left in the store (nothing here).
     journeys = [j.name for j in backend.config.journeys]
+    settings = {j.name: journey_to_plain(j) for j in backend.config.journeys}
     earlier = {"epochs": 0, "profiles": 0, "devices": 0, "warning": None}
-    assert posted.json() == dict(body, journeys=journeys, naive=[], earlier=earlier)
+    assert posted.json() == dict(
+        body, journeys=journeys, journey_settings=settings, naive=[], earlier=earlier
+    )
     [row] = backend.query("SELECT * FROM epochs")
     assert row["time_scale"] == 60.0
     assert row["run_key"] == "run-42"
