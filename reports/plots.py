@@ -41,6 +41,18 @@ def _hours(seconds: Sequence[float]) -> np.ndarray:
     return np.asarray(seconds, dtype=float) / 3600.0
 
 
+def _count_axis(axis, peak: float) -> None:
+    """Give an axis of counts whole-number ticks, headroom above ``peak`` and an outside legend.
+
+    The legend sits right of the plot, where it hides no bar, and the headroom keeps the
+    tallest bar off the frame.
+    """
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_ylim(0, max(1.0, peak * 1.15))
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
 def _style(position: int) -> dict:
     return {
         "marker": MARKERS[position % len(MARKERS)],
@@ -87,11 +99,12 @@ def delivery_over_time(result: OracleResult) -> bytes:
     centres = hours + width / 2
     for position, step in enumerate(("displayed", "opened", "converted")):
         axis.plot(centres, series["reactions"][step], label=step, **_style(position))
-    axis.set_ylim(bottom=0)
+    pushes = accepted + np.asarray(series["pushes_rejected"], dtype=float)
+    peak = max([*pushes, *(max(v, default=0) for v in series["reactions"].values())], default=0)
+    _count_axis(axis, peak)
     axis.set_xlabel("simulated time since start (h)")
     axis.set_ylabel(f"count per {series['bin_width_s'] / 60:.0f} simulated min")
     axis.set_title("Delivery and conversion over simulated time")
-    axis.legend(fontsize="small", ncol=2)
     axis.grid(alpha=0.3)
     return _png(figure)
 
@@ -106,12 +119,10 @@ def stitching_over_time(result: OracleResult) -> bytes:
         if any(values):
             axis.plot(hours, values, label=kind.replace("_", " "), **_style(drawn))
             drawn += 1
-    if drawn:
-        axis.legend(fontsize="small", ncol=2)
-    else:
+    if not drawn:
         axis.text(0.5, 0.5, "no stitching failures or cross-row problems", ha="center",
                   transform=axis.transAxes)  # fmt: skip
-    axis.set_ylim(bottom=0)
+    _count_axis(axis, max((max(v, default=0) for v in series["stitching"].values()), default=0))
     axis.set_xlim(hours[0] if len(hours) else 0, hours[-1] if len(hours) else 1)
     axis.set_xlabel("simulated time since start (h)")
     axis.set_ylabel(f"count per {series['bin_width_s'] / 60:.0f} simulated min")
@@ -182,8 +193,7 @@ def status_mix(result: OracleResult) -> bytes:
         bottom += np.asarray(values, dtype=float)
     if not series["status_mix"]:
         axis.text(0.5, 0.5, "no push requests", ha="center", transform=axis.transAxes)
-    else:
-        axis.legend(fontsize="small", ncol=2)
+    _count_axis(axis, float(bottom.max(initial=0.0)))
     axis.set_xlabel("simulated time since start (h)")
     axis.set_ylabel(f"requests per {series['bin_width_s'] / 60:.0f} simulated min")
     axis.set_title("Gateway responses: service, HTTP status and reason")

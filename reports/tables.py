@@ -64,8 +64,9 @@ def write_tables(result: OracleResult, directory: Path) -> list[Path]:
     }
     written.append(_write(
         directory / "series.csv",
-        ("bin_start_s", *columns),
-        zip(series["bin_start_s"], *columns.values(), strict=True),
+        ("bin_start_s", "bin_width_s", *columns),
+        [(start, series["bin_width_s"], *values)
+         for start, *values in zip(series["bin_start_s"], *columns.values(), strict=True)],
     ))  # fmt: skip
     written.append(_write(
         directory / "status_mix.csv",

@@ -143,7 +143,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         generator=judge_generator(index),
         sdk_errors=judge_sdk_errors(index),
         reach=reach_over_time(index, clock.duration),
-        series=time_series(pushes, trigger_rows, problems, index, clock.duration),
+        series=time_series(pushes, trigger_rows, problems, index, clock.duration, clock.drain),
         unattributed_pushes=sum(1 for push in pushes if push.row.seq not in claimed),
         push_requests=len(pushes),
         unknown_token_pushes=sum(1 for push in pushes if push.holder_person is None),
@@ -295,11 +295,16 @@ def time_series(
     problems: dict,
     index: TruthIndex,
     duration: float,
+    drain: float = 0.0,
 ) -> dict[str, Any]:
-    """Bin pushes, reactions, problems, gateway responses and connections by simulated time."""
+    """Bin pushes, reactions, problems, gateway responses and connections by simulated time.
+
+    The bins cover the run's duration and its drain, in which late pushes still arrive. The
+    last bin also takes anything later, such as a push the backend sent after the drain.
+    """
     edges = sample_times(duration)
     width = edges[1] - edges[0] if len(edges) > 1 else max(duration, 1.0)
-    bins = len(edges)
+    bins = max(len(edges), math.ceil((duration + drain) / width))
 
     def slot(at: float) -> int:
         return min(bins - 1, max(0, int(at // width)))
