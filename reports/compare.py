@@ -62,6 +62,7 @@ BETTER_WITHIN_NOISE = "better, within noise"
 # A legitimate outcome whose share moved beyond noise: shown, and not counted either way.
 MOVED = "moved beyond noise"
 UNTESTED = "worse, no noise test"
+UNTESTED_BETTER = "better, no noise test"
 # A lateness that fell while the backend left more triggers without a push: lateness counts only
 # the pushes sent, so a backend that gives up on slow sends looks faster. Shown, not counted.
 FEWER_SENT = "better, but fewer sent"
@@ -357,6 +358,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     }
     untested: list[str] = []
     fewer_sent: list[str] = []
+    untested_better: list[str] = []
     for metric in sorted(a["metrics"] | b["metrics"]):
         before, after = a["metrics"].get(metric), b["metrics"].get(metric)
         flag = _flag(metric, a, b)
@@ -366,6 +368,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
             untested.append(metric)
         if flag == FEWER_SENT:
             fewer_sent.append(metric)
+        if flag == UNTESTED_BETTER:
+            untested_better.append(metric)
         lines.append(f"{metric:<{width}}{_format(before):>14}{_format(after):>14}  {flag}")
 
     gates_a = {gate["gate"]: gate["passed"] for gate in a["gates"]}
@@ -422,6 +426,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
         lines.append(
             f"moved the wrong way with no noise test, not counted: {', '.join(untested)} "
             "(runs with more shoppers, or several seeds of each, tell chance from a change)"
+        )
+    if untested_better:
+        lines.append(
+            f"moved the right way with no noise test, not counted: {', '.join(untested_better)}"
         )
     if failed_gates:
         lines.append(f"gates that pass in A and fail in B: {', '.join(failed_gates)}")

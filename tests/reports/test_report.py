@@ -293,8 +293,13 @@ def test_compare_flags_better(good_run, flawed_run):
     assert rows["conversion_rate"].endswith("better, within noise")
     # delivery_rate with failure_rate, retries_without_backoff and two failure outcomes.
     assert comparison.better_figures == 4
+    assert (
+        "nothing worse in B; 4 figure(s) better in B (2 more better within noise, not counted)\n"
+    ) in comparison.text
+    # The run with few lateness samples gives its p99s no noise test, so they are named apart.
     assert comparison.text.endswith(
-        "nothing worse in B; 4 figure(s) better in B (2 more better within noise, not counted)"
+        "moved the right way with no noise test, not counted: trigger_lateness_p99, "
+        "trigger_lateness_p99_wall_ms"
     )
     assert compare_runs(good_run, flawed_run).better_figures == 0
 
@@ -828,6 +833,7 @@ def test_compare_notes_too_few_lateness_samples(good_run, flawed_run):
     # A move the right way is not tested either, and the note gives the reason.
     reverse = compare_runs(flawed_run, good_run).text
     assert _line(reverse, "trigger_lateness_p99 ").endswith("better, no noise test")
+    assert "moved the right way with no noise test, not counted: trigger_lateness_p99" in reverse
     assert f"note: run B has {count} lateness samples, too few to bound its p99" in reverse
 
 
