@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
+from sim.formats.epoch import Epoch
 from sim.formats.tokens import TokenInfo, parse_token
 from sim.gateways.hooks import ALIVE, PushRequest, Service, TokenState, TokenVerdict
 from sim.gateways.logs import RepeatLimiter
@@ -30,6 +31,8 @@ PLATFORM_OF_SERVICE = {Service.APNS: "ios", Service.FCM: "android"}
 UNKNOWN = TokenVerdict(TokenState.UNKNOWN)
 WRONG_AUDIENCE = TokenVerdict(TokenState.WRONG_AUDIENCE)
 THROTTLED = TokenVerdict(TokenState.THROTTLED)
+# The clock of open mode with no run posted: simulated Unix time is wall Unix time.
+WALL_CLOCK = Epoch(wall_t0=0.0, sim_t0=0.0, time_scale=1.0)
 
 
 # About 400 bytes per entry for an FCM token, so the cache stays near 6 MiB at most.
@@ -191,7 +194,7 @@ class TokenRegistry:
             )
             if expected and request.audience != expected:
                 return WRONG_AUDIENCE
-            verdict = ALIVE
+            verdict = self._invalidated(request, WALL_CLOCK)
         elif config is None:
             self._repeats.log(
                 logging.WARNING,
@@ -215,18 +218,22 @@ class TokenRegistry:
         expected = config.audience(request.service)
         audience_ok = not expected or request.audience == expected
         if config.mode == "open":
-            return ALIVE if audience_ok else WRONG_AUDIENCE
+            if not audience_ok:
+                return WRONG_AUDIENCE
+            return self._invalidated(request, config.epoch)
 
         info = locate_token(config.run_key, request.token)
         if info is None or info.platform != PLATFORM_OF_SERVICE[request.service]:
             return UNKNOWN
         if not audience_ok:
             return WRONG_AUDIENCE
+        return self._invalidated(request, config.epoch)
 
+    def _invalidated(self, request: PushRequest, epoch: Epoch) -> TokenVerdict:
+        """Return DEAD once the token's invalidation has been reported, else ALIVE."""
         invalidation = self._invalidations.get(request.token)
         if invalidation is None:
             return ALIVE
-        epoch = config.epoch
         if epoch.sim_at(request.received_at) < invalidation.reported_at:
             return ALIVE
         died_at_ms = round(epoch.wall_at(invalidation.died_at) * 1000)

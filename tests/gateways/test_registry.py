@@ -157,6 +157,27 @@ def test_open_mode_works_without_run():
     assert tokens.check(push(apns_token(1), audience="x")).state is TokenState.WRONG_AUDIENCE
 
 
+def test_open_mode_reports_invalidated_token_dead():
+    # A team's own test token, invalidated through the control API: 410 from reported_at on.
+    token = "cd" * 32
+    posted = dataclasses.replace(run_config(wall_t0=WALL_T0, time_scale=60.0), mode="open")
+    with_run = TokenRegistry(RunState(posted))
+    without_run = TokenRegistry(RunState(), default_mode="open")
+    with_run.report([Invalidation(token, "uninstall", SIM_T0 + 3600, SIM_T0 + 7200)])
+    # With no run posted, simulated Unix time is wall Unix time.
+    without_run.report([Invalidation(token, "uninstall", WALL_T0 - 60, WALL_T0 - 30)])
+
+    before = with_run.check(push(token, received_at=WALL_T0 + 119.9))
+    after = with_run.check(push(token, received_at=WALL_T0 + 120.0))
+    unposted = without_run.check(push(token, received_at=WALL_T0))
+
+    assert before.state is TokenState.ALIVE
+    assert after.state is TokenState.DEAD
+    assert after.died_at_ms == round((WALL_T0 + 60.0) * 1000)
+    assert unposted.state is TokenState.DEAD
+    assert unposted.died_at_ms == round((WALL_T0 - 60) * 1000)
+
+
 def test_unconfigured_run_returns_unknown():
     tokens = TokenRegistry(RunState())
 
