@@ -189,7 +189,9 @@ class ApnsRules:
         push = PushRequest(
             service=Service.APNS,
             token=token,
-            audience=headers.get("apns-topic", ""),
+            # A device token belongs to the app's bundle id, which a VoIP or Live Activity topic
+            # carries with its suffix.
+            audience=_split_topic(headers.get("apns-topic", ""))[0],
             headers={name: headers[name] for name in _LEDGER_HEADERS if name in headers},
             payload=request.body,
             connection_id=request.connection_id,

@@ -25,7 +25,9 @@ from sim.gateways import pki
 from sim.gateways.apns_auth import PRODUCTION, ProviderKey
 from sim.gateways.apns_reasons import REASON_STATUS
 from sim.gateways.apns_server import ApnsGateway
-from sim.gateways.hooks import FaultAction, TokenState, TokenVerdict
+from sim.gateways.hooks import FaultAction, Service, TokenState, TokenVerdict
+from sim.gateways.registry import TokenRegistry
+from sim.gateways.run import RunState
 
 SANDBOX_HOST = "api.sandbox.push.apple.com"
 DIED_AT_MS = 1_700_000_000_123
@@ -279,6 +281,38 @@ def test_push_type_rules(push_type, topic, priority, reason, credentials, gatewa
         assert response.status_code == 200, response.content
     else:
         assert response.json()["reason"] == reason
+
+
+@pytest.mark.parametrize(
+    ("push_type", "topic", "priority"),
+    [
+        ("voip", TOPIC + ".voip", "10"),
+        ("liveactivity", TOPIC + ".push-type.liveactivity", "10"),
+        ("complication", TOPIC + ".complication", "1"),
+    ],
+)
+def test_suffixed_topic_matches_the_apps_token(credentials, push_type, topic, priority):
+    # The registry checks the token against the app's bundle id, as open mode with a topic does.
+    registry = TokenRegistry(RunState(), default_mode="open", default_topic=TOPIC)
+    rules = make_rules(credentials, tokens=registry.for_service(Service.APNS))
+    context = pki.server_ssl_context(credentials)
+    thread = GatewayThread(lambda: ApnsGateway(rules, ssl_context=context))
+    headers = _headers(
+        credentials, apns_push_type=push_type, apns_topic=topic, apns_priority=priority
+    )
+    try:
+        with _client(credentials) as client:
+            accepted = _post(client, thread.port, headers=headers)
+            # The same provider token, since a new one on a connection this soon is refused.
+            other_app = _post(client, thread.port, headers=[
+                (name, topic.replace(TOPIC, "com.other") if name == "apns-topic" else value)
+                for name, value in headers
+            ])  # fmt: skip
+    finally:
+        thread.close()
+
+    assert accepted.status_code == 200, accepted.content
+    assert other_app.json()["reason"] in ("TopicDisallowed", "DeviceTokenNotForTopic")
 
 
 def test_token_of_other_team_on_same_connection(credentials, other_keys, gateway):
