@@ -139,6 +139,7 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
     held_until = quiet_end(trigger, context)
     due = held_until if held_until is not None else trigger.due
     deadline = due + trigger.window + late_tolerance(journey, trigger.window)
+    deadline += _send_lag(trigger, context)
     row = TriggerRow(
         journey=trigger.journey,
         trigger_id=trigger.trigger_id,
@@ -194,6 +195,18 @@ def _reached_person(push: Push, trigger: Trigger, devices: list[str]) -> bool:
     if push.owner_person is not None:
         return push.owner_person == trigger.person
     return push.owner_device in devices
+
+
+def _send_lag(trigger: Trigger, context: JudgeContext) -> float:
+    """Return how late the driver sent the trigger call, in simulated seconds, or 0.
+
+    A backend that times its push from the call's arrival is late by that much through no
+    fault of its own, so the deadline moves with it, as the wall lateness does.
+    """
+    lag_ms = trigger.call.get("lag_ms")
+    if not lag_ms:
+        return 0.0
+    return float(lag_ms) / 1000.0 * context.epoch.time_scale
 
 
 def _due_wall(trigger: Trigger, due: float, context: JudgeContext) -> float:

@@ -89,11 +89,11 @@ class Story:
         return apns_token(token)
 
     def add_to_cart(self, at: float, cart: str = "c1-1", *, device="d1-0", person="p1-0",
-                    user_id="p1-0", status="sent") -> None:  # fmt: skip
+                    user_id="p1-0", status="sent", **fields) -> None:  # fmt: skip
         self.record("cart", at, cart_id=cart, device=device, person=person, origin="organic")
         self.call("track" if user_id else "anonymous_track", at, device, person, user_id=user_id,
                   event="added_to_cart", status=status,
-                  properties={"sku": "SKU-1", "qty": 1, "cart_id": cart})  # fmt: skip
+                  properties={"sku": "SKU-1", "qty": 1, "cart_id": cart}, **fields)  # fmt: skip
 
     def abandon(self, at: float, cart: str = "c1-1", buy_anyway_at=None) -> None:
         self.record("cart_closed", at, cart_id=cart, outcome="abandoned")

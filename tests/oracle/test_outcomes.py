@@ -166,6 +166,17 @@ def test_sent_late(tmp_path):
     assert result.lateness_s["max"] == late_tolerance_for_test() + 30
 
 
+def test_driver_lag_not_counted_late(tmp_path):
+    story = Story()
+    token = story.shopper()
+    # The driver sent the trigger 0.5 wall s late: 720 simulated s at time scale 1440.
+    story.add_to_cart(CART_AT, lag_ms=500.0)
+    story.push(DUE + late_tolerance_for_test() + 700, token)
+    row, _ = outcome_of(story, tmp_path)
+    assert row.outcome == "delivered"
+    assert row.deadline_at == DUE + late_tolerance_for_test() + 720
+
+
 def late_tolerance_for_test() -> float:
     from sim.scenario import load_scenario
 
