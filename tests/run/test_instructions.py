@@ -49,7 +49,7 @@ journeys:
 """
     scenario = load_scenario(text=text).scenario
 
-    launch, winback = journey_lines(scenario)
+    launch, launch_judged, winback, winback_judged = journey_lines(scenario)
 
     # A broadcast waits no delay, so its line names its start and send rate instead.
     assert launch == (
@@ -57,3 +57,18 @@ journeys:
         "at most 50 pushes per wall second"
     )
     assert winback.startswith("  winback: no app open for 120 wall s (172800 simulated s")
+    # The second line of each names what the report judges beyond the start.
+    assert launch_judged == "    at most 1 per person per 60 wall s; deep link shop://deals"
+    assert winback_judged.endswith("on time up to 0.0417 wall s after due; deep link shop://home")
+
+
+def test_journey_lines_name_exit_cap_and_link():
+    text = target_instructions(
+        load_scenario("minimal").scenario, GATEWAYS, TARGET, Path("gateways.json"), shared=True
+    )
+
+    assert (
+        "    no push after order_completed with the same cart_id; at most 1 per person per 60 "
+        "wall s; on time up to 0.125 wall s after due; deep link shop://cart/{cart_id}"
+    ) in text
+    assert "deep link in the payload at one of CIO.push.link, message.data.link" in text
