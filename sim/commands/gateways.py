@@ -76,9 +76,19 @@ def describe(config) -> str:
             f"  CA    {config.ca_cert}",
             f"  proxy {config.proxy_url} (CONNECT to Apple's and Google's push hosts only)",
             f"  control {config.control_url} (bearer token in the config file)",
-            f"  mode  {config.mode}",
+            f"  mode  {config.mode}{MODE_NOTES.get(config.mode, '')}",
         ]
     )
+
+
+# What each token mode accepts, for a team sending its own test pushes.
+MODE_NOTES = {
+    "registry": (
+        " (only device tokens that a posted run issued: other pushes get BadDeviceToken or "
+        "INVALID_ARGUMENT until pushsim run posts one; --open accepts your own test tokens)"
+    ),
+    "open": " (any well-formed device token)",
+}
 
 
 def run(args: argparse.Namespace) -> int:

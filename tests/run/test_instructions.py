@@ -20,6 +20,7 @@ def test_own_gateways_point_to_gateways_config():
     )
 
     assert "pushsim gateways are running" in text
+    assert "mode  registry (only device tokens that a posted run issued" in text
     assert f"backend under test: {TARGET}" in text
     assert "started for this run only" in text
     assert "pass --gateways-config FILE to pushsim run" in text
