@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import gevent
 from locust import User, events, task
@@ -332,7 +333,17 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
                 error.status,
             ) from error
         _check_backend_journeys(response)
-        if isinstance(response, dict) and "naive" in response:
+        same_server = _same_server(backend_url, environment.host or "")
+        if not same_server:
+            log.warning(
+                "pushsim: --backend-control %s and --host %s are different servers, so the SDK "
+                "calls do not go to the backend that received the epoch; the report names %s "
+                "as the backend under test",
+                backend_url,
+                environment.host,
+                environment.host,
+            )
+        if isinstance(response, dict) and "naive" in response and same_server:
             run_record.reference_backend(response["naive"])
         earlier = response.get("earlier") if isinstance(response, dict) else None
         if isinstance(earlier, dict) and earlier.get("warning"):
@@ -340,6 +351,18 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
     run_record.start(epoch, record)
     state.record = run_record
     return epoch
+
+
+def _same_server(first: str, second: str) -> bool:
+    """Tell whether two URLs name the same scheme, host and port; localhost is 127.0.0.1."""
+
+    def server(url: str) -> tuple:
+        parts = urlsplit(url)
+        host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
+        default_port = 443 if parts.scheme == "https" else 80
+        return parts.scheme, host, parts.port or default_port
+
+    return server(first) == server(second)
 
 
 def _check_backend_journeys(response: object) -> None:

@@ -316,3 +316,22 @@ def test_host_without_scheme_stops_before_the_epoch(tmp_path):
     assert "Traceback" not in result.stderr
     # The run directory is not used up: no epoch was announced.
     assert not (run_dir / "epoch.json").exists()
+
+
+def test_control_of_another_server_is_not_the_backend(
+    reference_backend, stalling_backend, tmp_path
+):
+    # The epoch goes to the reference backend, while the SDK calls go to another server.
+    run_dir = tmp_path / "run"
+    result = run_locust(
+        run_dir, stalling_backend,
+        overrides=("clock.duration=1h", "clock.time_scale=3600", "population.installs=20"),
+        users=4,
+        extra=("--backend-control", reference_backend["url"],
+               "--backend-control-token", reference_backend["control_token"]),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "are different servers, so the SDK calls do not go to the backend" in result.stderr
+    status = json.loads((run_dir / "run-status.json").read_text())
+    assert status["backend"] == stalling_backend
