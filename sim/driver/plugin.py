@@ -34,7 +34,7 @@ from sim.driver.timing import TimingTable
 from sim.driver.webui import install_web_ui, print_summary, write_timing_csv
 from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
-from sim.run.preflight import same_seed_as_last_run
+from sim.run.preflight import same_seed_as_last_run, target_unreachable
 from sim.run.run_dir import EPOCH_FILE, STATUS_FILE, epoch_record, read_status, scenario_faults
 from sim.scenario import ScenarioError, load_scenario
 from sim.scenario.dump import differing_settings, journey_to_plain, scenario_to_plain
@@ -448,6 +448,11 @@ def on_test_start(environment, **kwargs) -> None:
     problem = backend_url_problem(environment.host)
     if problem is not None:
         _fail(environment, f"{problem}; give the backend under test as --host")
+        return
+    # As pushsim run checks --target: a run against nothing would fail every call to its end.
+    problem = target_unreachable(environment.host, option="--host")
+    if problem is not None:
+        _fail(environment, problem)
         return
 
     if isinstance(runner, MasterRunner):

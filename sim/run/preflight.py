@@ -21,11 +21,14 @@ from sim.formats.tokens import derive_run_key, run_key_id
 CONNECT_TIMEOUT = 3.0
 
 
-def target_unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+def target_unreachable(
+    url: str, timeout: float = CONNECT_TIMEOUT, option: str = "--target"
+) -> str | None:
     """Open and close one TCP connection to the host and port of ``url``.
 
     A TCP connect, not an HTTP request, so that a backend with no route at ``/`` or with
-    authentication on every path still passes. Returns the problem, or None when it connects.
+    authentication on every path still passes. Returns the problem, naming the ``option``
+    that gave the URL, or None when it connects.
     """
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -35,8 +38,8 @@ def target_unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
         return (
-            f"--target {url} is not reachable: connecting to {parts.hostname}:{port} failed "
-            f"({reason}); start the backend under test or correct --target"
+            f"{option} {url} is not reachable: connecting to {parts.hostname}:{port} failed "
+            f"({reason}); start the backend under test or correct {option}"
         )
 
 

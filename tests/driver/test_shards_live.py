@@ -306,13 +306,22 @@ def test_wrong_control_token_names_the_option(reference_backend, tmp_path):
     )
 
 
-def test_host_without_scheme_stops_before_the_epoch(tmp_path):
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1:9", "invalid backend URL '127.0.0.1:9': expected http://HOST[:PORT]"),
+        ("CLOSED", "is not reachable: connecting to 127.0.0.1:"),
+    ],
+    ids=["no scheme", "nothing listening"],
+)
+def test_bad_host_stops_before_the_epoch(tmp_path, host, expected):
     run_dir = tmp_path / "run"
+    host = f"http://127.0.0.1:{free_port()}" if host == "CLOSED" else host
 
-    result = run_locust(run_dir, "127.0.0.1:9", users=2, timeout=60)
+    result = run_locust(run_dir, host, users=2, timeout=60)
 
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "invalid backend URL '127.0.0.1:9': expected http://HOST[:PORT]" in result.stderr
+    assert expected in result.stderr
     assert "Traceback" not in result.stderr
     # The run directory is not used up: no epoch was announced.
     assert not (run_dir / "epoch.json").exists()
