@@ -18,7 +18,6 @@ import logging
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import gevent
 from locust import User, events, task
@@ -26,6 +25,15 @@ from locust.exception import LocustError
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
 from sim.commands.common import EXIT_PARTIAL
+from sim.driver.checks import (
+    DEFAULT_SCENARIO,
+    MISSING_HOST,
+    check_backend_journeys,
+    host_problem,
+    note_replaced_worker_options,
+    pushsim_options_given,
+    same_server,
+)
 from sim.driver.control import ControlClient, ControlError
 from sim.driver.http import LaneClient, backend_url_problem
 from sim.driver.live import LiveRun, RunPlan
@@ -34,10 +42,9 @@ from sim.driver.timing import TimingTable
 from sim.driver.webui import install_web_ui, print_summary, write_timing_csv
 from sim.formats.epoch import Epoch
 from sim.formats.gateway_config import GatewayConfig
-from sim.run.preflight import same_seed_as_last_run, target_unreachable
+from sim.run.preflight import same_seed_as_last_run
 from sim.run.run_dir import EPOCH_FILE, STATUS_FILE, epoch_record, read_status, scenario_faults
 from sim.scenario import ScenarioError, load_scenario
-from sim.scenario.dump import differing_settings, journey_to_plain, scenario_to_plain
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +53,6 @@ log = logging.getLogger(__name__)
 EPOCH_LEAD = 2.0
 PLAN_MESSAGE = "pushsim_plan"
 DONE_MESSAGE = "pushsim_done"
-DEFAULT_SCENARIO = "cart_recovery"
-MISSING_HOST = "missing backend URL: pass --host http://HOST:PORT (the backend under test)"
 # Wall seconds between the master's checks for workers that went missing.
 WORKER_WATCH_INTERVAL = 1.0
 
@@ -251,7 +256,7 @@ def on_init(environment, **kwargs) -> None:
             return
         _refuse_start(environment, str(error))
         return
-    if worker and _pushsim_options_given(environment):
+    if worker and pushsim_options_given(_options(environment)):
         state.worker_scenario = state.scenario
     if not worker:
         try:
@@ -332,9 +337,9 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
                 "pushsim backend wrote to its --ready-file (backend.json)",
                 error.status,
             ) from error
-        _check_backend_journeys(response)
-        same_server = _same_server(backend_url, environment.host or "")
-        if not same_server:
+        check_backend_journeys(response, state.scenario)
+        same = same_server(backend_url, environment.host or "")
+        if not same:
             log.warning(
                 "pushsim: --backend-control %s and --host %s are different servers, so the SDK "
                 "calls do not go to the backend that received the epoch; the report names %s "
@@ -343,7 +348,7 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
                 environment.host,
                 environment.host,
             )
-        if isinstance(response, dict) and "naive" in response and same_server:
+        if isinstance(response, dict) and "naive" in response and same:
             run_record.reference_backend(response["naive"])
         earlier = response.get("earlier") if isinstance(response, dict) else None
         if isinstance(earlier, dict) and earlier.get("warning"):
@@ -351,72 +356,6 @@ def _announce_epoch(environment, shard_count: int) -> Epoch:
     run_record.start(epoch, record)
     state.record = run_record
     return epoch
-
-
-def _same_server(first: str, second: str) -> bool:
-    """Tell whether two URLs name the same scheme, host and port; localhost is 127.0.0.1."""
-
-    def server(url: str) -> tuple:
-        parts = urlsplit(url)
-        host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
-        default_port = 443 if parts.scheme == "https" else 80
-        return parts.scheme, host, parts.port or default_port
-
-    return server(first) == server(second)
-
-
-def _check_backend_journeys(response: object) -> None:
-    """Warn when the reference backend runs other journeys than the scenario describes.
-
-    The names are compared, and then each journey's settings, since a journey that waits 30
-    minutes in the backend and 2 hours in the scenario is judged against the wrong due times.
-    """
-    if not isinstance(response, dict) or "journeys" not in response:
-        return  # a backend that does not report its journeys
-    running = sorted(response["journeys"])
-    expected = sorted(journey.name for journey in state.scenario.journeys)
-    if running != expected:
-        log.warning(
-            "pushsim: the backend runs the journeys %s, but the scenario %s has %s, so the report "
-            "will judge pushes the backend was never asked to send; start pushsim backend with "
-            "--scenario and the same scenario file",
-            ", ".join(running) or "(none)",
-            state.scenario.name,
-            ", ".join(expected) or "(none)",
-        )
-        return
-
-    settings = response.get("journey_settings")
-    if not isinstance(settings, dict):
-        return  # a backend from before journey settings were reported
-    for journey in state.scenario.journeys:
-        backend_settings = settings.get(journey.name)
-        scenario_settings = journey_to_plain(journey)
-        differing = differing_settings(backend_settings, scenario_settings)
-        if not differing:
-            continue
-        differences = ", ".join(
-            f"{path} (backend {_setting_at(backend_settings, path)!r}, scenario "
-            f"{_setting_at(scenario_settings, path)!r})"
-            for path in differing[:3]
-        )
-        more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
-        log.warning(
-            "pushsim: the backend's journey %s differs from the scenario's in %s%s, so the report "
-            "will judge its pushes against settings the backend does not use; start pushsim "
-            "backend with --scenario and the same scenario file and --set options",
-            journey.name,
-            differences,
-            more,
-        )
-
-
-def _setting_at(settings: object, path: str) -> object:
-    """Return the value at a dotted ``path`` of plain settings, or None where it is missing."""
-    value = settings
-    for key in path.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
 
 
 def second_start_message(environment) -> str:
@@ -442,15 +381,7 @@ def on_test_start(environment, **kwargs) -> None:
         return
     state.epoch_announced = True
     # Checked before the epoch is announced, which uses up the run directory.
-    if not environment.host:
-        _fail(environment, MISSING_HOST)
-        return
-    problem = backend_url_problem(environment.host)
-    if problem is not None:
-        _fail(environment, f"{problem}; give the backend under test as --host")
-        return
-    # As pushsim run checks --target: a run against nothing would fail every call to its end.
-    problem = target_unreachable(environment.host, option="--host")
+    problem = host_problem(environment.host or "")
     if problem is not None:
         _fail(environment, problem)
         return
@@ -518,37 +449,9 @@ def _take_master_options(environment) -> None:
         environment.runner.send_message(DONE_MESSAGE, {"failure": state.failure})
         return
     state.options_from_master = True
-    _note_replaced_worker_options(state.worker_scenario, state.scenario)
+    note_replaced_worker_options(state.worker_scenario, state.scenario)
     if state.pending_plan is not None and state.plan is None:
         _start_shard(environment, state.pending_plan)
-
-
-def _pushsim_options_given(environment) -> bool:
-    """Tell whether this process was given a scenario other than the default, or overrides."""
-    options = _options(environment)
-    return bool(
-        getattr(options, "scenario", None) not in (None, "", DEFAULT_SCENARIO)
-        or getattr(options, "pushsim_set", None)
-        or getattr(options, "seed", None) is not None
-        or getattr(options, "time_scale", None)
-    )
-
-
-def _note_replaced_worker_options(own, master) -> None:
-    """Log which of a worker's own scenario settings the master's options replaced."""
-    if own is None:
-        return
-    differing = differing_settings(scenario_to_plain(own), scenario_to_plain(master))
-    if not differing:
-        return
-    more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
-    log.warning(
-        "pushsim: this worker runs the master's scenario %s; its own options, which differ in "
-        "%s%s, are not used",
-        master.name,
-        ", ".join(differing[:5]),
-        more,
-    )
 
 
 def _on_plan(environment, msg, **kwargs) -> None:
