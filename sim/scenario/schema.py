@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sim.scenario.types import (
+    Amount,
     Count,
     DateTime,
     Duration,
@@ -69,6 +70,14 @@ class LogNormal:
 
     median: Duration = setting(3600.0, "median")
     sigma: NonNegative = setting(1.0, "standard deviation of the natural logarithm")
+
+
+@dataclass
+class Price:
+    """A lognormal price given by its median and the sigma of its logarithm."""
+
+    median: Amount = setting(35.0, "median price in the shop's currency")
+    sigma: NonNegative = setting(0.7, "standard deviation of the natural logarithm")
 
 
 @dataclass
@@ -200,12 +209,7 @@ class Products:
 
     count: Count = setting(200, "number of products (SKUs)")
     categories: Count = setting(10, "number of product categories")
-    # NOTE: the median is typed as a duration, so dumps and the reference write 35 as "35s".
-    # A plain number type would make the scenario.yaml of every earlier run directory invalid.
-    price: LogNormal = setting(
-        LogNormal(median=35.0, sigma=0.7),
-        "product price in the shop's currency (the median is a price here, not a duration)",
-    )
+    price: Price = setting(Price(), "lognormal product price in the shop's currency")
 
 
 # Tuned so that, solved as an absorbing Markov chain, 70.0% of carts end their session without

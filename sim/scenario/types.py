@@ -45,6 +45,11 @@ class DurationMarker:
 
 
 @dataclass(frozen=True)
+class LegacySecondsMarker:
+    """A plain number that also reads ``35s``, as scenario files once wrote some amounts."""
+
+
+@dataclass(frozen=True)
 class TimeOfDayMarker:
     """A local time of day written as ``HH:MM``."""
 
@@ -62,8 +67,24 @@ Count = Annotated[int, Bounds(0, None)]
 Duration = Annotated[float, DurationMarker(), Bounds(0.0, None)]
 # Wall time, never scaled.
 WallDuration = Annotated[float, DurationMarker(wall=True), Bounds(0.0, None)]
+# An amount such as a price. Scenario files written before it had its own type hold "35s".
+Amount = Annotated[float, LegacySecondsMarker(), Bounds(0.0, None, above_low=True)]
 TimeOfDay = Annotated[str, TimeOfDayMarker()]
 DateTime = Annotated[datetime.datetime, DateTimeMarker()]
+
+
+def parse_legacy_seconds(value: object) -> float:
+    """Parse a number, or a number followed by ``s`` as older scenario files wrote it."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value.strip().endswith("s"):
+        try:
+            return float(value.strip()[:-1])
+        except ValueError:
+            pass
+    raise ValueError(f"expected a number, got {value!r}")
 
 
 def parse_duration(value: object) -> float:

@@ -19,9 +19,11 @@ from sim.scenario.types import (
     Bounds,
     DateTimeMarker,
     DurationMarker,
+    LegacySecondsMarker,
     TimeOfDayMarker,
     parse_datetime,
     parse_duration,
+    parse_legacy_seconds,
     parse_time_of_day,
 )
 
@@ -174,6 +176,8 @@ class Walker:
                 converted = parse_time_of_day(value)
             elif DateTimeMarker in marker_kinds:
                 converted = parse_datetime(value)
+            elif LegacySecondsMarker in marker_kinds:
+                converted = parse_legacy_seconds(value)
             else:
                 converted = None
         except ValueError as error:

@@ -70,4 +70,14 @@ def test_reference_shows_nested_defaults():
     assert rows["tokens.unregistered_delay.median"] == "6h"
     assert rows["tokens.unregistered_delay.sigma"] == "0.5"
     assert rows["sessions.event_gap.median"] == "20s"
-    assert rows["funnel.products.price.median"] == "35s"
+    assert rows["funnel.products.price.median"] == "35.0"
+
+
+def test_price_reads_the_legacy_seconds_form():
+    # Run directories written before the price had its own type hold its median as "35s".
+    legacy = load_scenario(text="funnel: {products: {price: {median: 35s, sigma: 0.7}}}")
+    current = load_scenario(text="funnel: {products: {price: {median: 35, sigma: 0.7}}}")
+
+    assert legacy.scenario.funnel.products.price == current.scenario.funnel.products.price
+    assert legacy.scenario.funnel.products.price.median == 35.0
+    assert "median: 35.0\n" in dump_scenario(current.scenario)
