@@ -56,9 +56,7 @@ def _judged_settings(journey: Journey, scale: float) -> list[str]:
     if cap.count > 0:
         settings.append(f"at most {cap.count} per person per {cap.per / scale:.3g} wall s")
     if journey.quiet_hours is not None:
-        settings.append(
-            f"none in {journey.quiet_hours.start}-{journey.quiet_hours.end} local time"
-        )
+        settings.append(f"none in {journey.quiet_hours.start}-{journey.quiet_hours.end} local time")
     if journey.kind != "broadcast":
         tolerance = late_tolerance(journey) / scale
         settings.append(f"on time up to {tolerance:.3g} wall s after due")
