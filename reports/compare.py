@@ -108,13 +108,7 @@ def _percentile_interval(summary: dict, metric: str) -> PercentileInterval | Non
 def _share_counts(summary: dict, metric: str) -> tuple[int, int] | None:
     """Return the (part, whole) counts behind a share metric, or None for other metrics."""
     if metric in _TRIGGER_SHARES:
-        judged = [journey for journey in summary["journeys"] if journey.get("judged", True)]
-        part = whole = 0
-        for journey in judged:
-            outcomes = journey["outcomes"]
-            part += sum(outcomes.get(outcome, 0) for outcome in _TRIGGER_SHARES[metric])
-            whole += journey["eligible"] - sum(outcomes.get(o, 0) for o in LEGITIMATE)
-        return part, whole
+        return _trigger_counts(summary, _TRIGGER_SHARES[metric])
     if metric == "sdk_error_rate" and "sdk_errors" in summary:
         errors = summary["sdk_errors"]
         return errors["failed"], errors["sent"]
@@ -144,15 +138,21 @@ def _metric_z(metric: str, a: dict, b: dict) -> float | None:
     return None
 
 
-def _not_sent_share(summary: dict) -> float:
-    """Return the share of the triggers that expected a push which got the outcome not_sent."""
+def _trigger_counts(summary: dict, counted: tuple[str, ...]) -> tuple[int, int]:
+    """Return the judged triggers with an outcome in ``counted``, and those that expected a push."""
     part = whole = 0
     for journey in summary["journeys"]:
         if not journey.get("judged", True):
             continue
         outcomes = journey["outcomes"]
-        part += outcomes.get("not_sent", 0)
+        part += sum(outcomes.get(outcome, 0) for outcome in counted)
         whole += journey["eligible"] - sum(outcomes.get(o, 0) for o in LEGITIMATE)
+    return part, whole
+
+
+def _not_sent_share(summary: dict) -> float:
+    """Return the share of the triggers that expected a push which got the outcome not_sent."""
+    part, whole = _trigger_counts(summary, ("not_sent",))
     return part / whole if whole else 0.0
 
 

@@ -116,13 +116,10 @@ class DeviceLanes:
         self._busy.add(device)
         try:
             lag = self._wall_clock() - action.due
-            lag_ms = max(0.0, lag * 1000.0)
             if lag > self.lag_budget:
-                self.timing.get(SCHEDULE_LAG).add_drop(lag_ms)
-                self.dropped += 1
-                action.dropped(lag)
+                self._drop(action, lag)
             else:
-                self.timing.get(SCHEDULE_LAG).add(lag_ms)
+                self.timing.get(SCHEDULE_LAG).add(max(0.0, lag * 1000.0))
                 self.sent += 1
                 action.send(client)
         except Exception:
@@ -136,6 +133,12 @@ class DeviceLanes:
                 del self._queues[device]
                 self._end_if_idle()
 
+    def _drop(self, action: Action, lag: float) -> None:
+        """Record ``action`` as dropped, ``lag`` wall seconds after it was due."""
+        self.timing.get(SCHEDULE_LAG).add_drop(max(0.0, lag * 1000.0))
+        self.dropped += 1
+        action.dropped(lag)
+
     def abandon(self) -> int:
         """Drop every action still queued, as too late, and return how many there were.
 
@@ -147,12 +150,9 @@ class DeviceLanes:
         for queue in self._queues.values():
             while queue:
                 action = queue.popleft()
-                lag = now - action.due
-                self.timing.get(SCHEDULE_LAG).add_drop(max(0.0, lag * 1000.0))
-                self.dropped += 1
                 abandoned += 1
                 try:
-                    action.dropped(lag)
+                    self._drop(action, now - action.due)
                 except Exception:
                     log.exception(
                         "recording a dropped SDK call for device %s failed", action.device

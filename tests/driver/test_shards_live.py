@@ -107,7 +107,7 @@ def test_worker_takes_master_options(stalling_backend, tmp_path, worker_options)
     assert master.returncode == 0, master.stderr[-3000:]
     assert worker.returncode == 0, worker_errors[-3000:]
     replaced = "this worker runs the master's scenario minimal; its own options, which differ in "
-    # Only a worker given options of its own is told that the master's replace them.
+    # Only a worker given options of its own is warned that the master's replace them.
     assert (replaced in worker_errors) == bool(worker_options)
     assert ("are not used" in worker_errors) == bool(worker_options)
     assert not (worker_dir / "runs").exists()
@@ -186,16 +186,21 @@ def start_master(run_dir: Path, port: str, host: str, expect_workers: int) -> su
     return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
 
 
+def wait_for_shards(run_dir: Path, count: int) -> None:
+    """Wait up to 60 s until ``count`` shards have started their truth ledgers."""
+    deadline = time.monotonic() + 60
+    while len(list(run_dir.glob("truth-*.jsonl"))) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(list(run_dir.glob("truth-*.jsonl"))) == count, "the run did not start"
+
+
 def test_late_worker_stops_the_run(stalling_backend, tmp_path):
     port = str(free_port())
     run_dir = tmp_path / "run"
     master = start_master(run_dir, port, stalling_backend, expect_workers=1)
     workers = [start_worker(port, tmp_path)]
     try:
-        deadline = time.monotonic() + 60
-        while not list(run_dir.glob("truth-*.jsonl")) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert list(run_dir.glob("truth-*.jsonl")), "the run did not start"
+        wait_for_shards(run_dir, 1)
         started = time.monotonic()
         workers.append(start_worker(port, tmp_path))
         errors = master.communicate(timeout=60)[1]
@@ -231,10 +236,7 @@ def test_lost_worker_ends_the_run_as_partial(stalling_backend, tmp_path):
     master = start_master(run_dir, port, stalling_backend, expect_workers=2)
     workers = [start_worker(port, tmp_path), start_worker(port, tmp_path)]
     try:
-        deadline = time.monotonic() + 60
-        while len(list(run_dir.glob("truth-*.jsonl"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(list(run_dir.glob("truth-*.jsonl"))) == 2, "the run did not start"
+        wait_for_shards(run_dir, 2)
         started = time.monotonic()
         workers[1].kill()
         errors = master.communicate(timeout=90)[1]
