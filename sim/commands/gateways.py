@@ -81,7 +81,7 @@ def describe(config) -> str:
     )
 
 
-# What each token mode accepts, for a team sending its own test pushes.
+# The device tokens each mode accepts, for a team sending its own test pushes.
 MODE_NOTES = {
     "registry": (
         " (only device tokens that a posted run issued: other pushes get BadDeviceToken or "

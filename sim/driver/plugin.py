@@ -644,7 +644,7 @@ def on_quitting(environment, **kwargs) -> None:
         and state.record is not None
         and not environment.process_exit_code
     ):
-        # A CI job that runs Locust alone then sees from the exit status that the run is incomplete.
+        # A CI job that runs Locust alone then gets an exit status that marks the run incomplete.
         environment.process_exit_code = EXIT_PARTIAL
 
 

@@ -14,9 +14,9 @@ from sim.scenario.schema import Journey, Scenario
 def journey_lines(scenario: Scenario) -> list[str]:
     """Return the lines that describe each journey to the backend under test.
 
-    Each journey gets a line with what starts it and its waits in wall seconds, and an indented
-    line with the rest of what the report judges: exit, cap, quiet hours, how late a push may
-    be and the deep link.
+    Each journey gets a line with what starts it and its waits in wall seconds. An indented
+    line follows with the rest of what the report judges: exit, cap, quiet hours, how late a
+    push may be and the deep link.
     """
     scale = scenario.clock.time_scale
 

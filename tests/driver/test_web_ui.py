@@ -96,7 +96,7 @@ def test_web_ui_second_start_refused(stalling_backend, tmp_path):
     assert response.json()["message"].startswith(rejection)
     assert state == "stopped"
     assert (run_dir / "epoch.json").read_text() == epoch
-    # The stopped run is finished only when Locust quits, and the log says so.
+    # The stopped run is finished only when Locust quits, and the log states it.
     assert (
         f"the run is stopped; quit Locust (Ctrl-C) to finish {run_dir}, then judge it with "
         f"pushsim report {run_dir}"

@@ -92,8 +92,8 @@ def test_rejection_warning_names_fix(tmp_path):
 
 
 @pytest.mark.parametrize("status", [405, 501])
-def test_rejection_warning_for_a_server_that_is_not_a_backend(tmp_path, status):
-    # Python's http.server, say, answers the SDK's POST with 501.
+def test_rejection_warning_other_server(tmp_path, status):
+    # Python's http.server, for example, responds to the SDK's POST with 501.
     write_locust_csv(tmp_path, 300, 300, {f"BadStatus({status})": 300})
 
     warning = rejection_warning(tmp_path)
