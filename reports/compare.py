@@ -28,7 +28,8 @@ from reports.noise import SIGNIFICANT_Z, PercentileInterval, count_z, percentile
 from sim.gates import GATE_METRICS
 from sim.oracle.outcomes import DELIVERED, FAILURES, LEGITIMATE
 from sim.oracle.stats import fewest_samples_for_upper_bound
-from sim.scenario.dump import differing_settings
+from sim.scenario import ScenarioError, load_scenario
+from sim.scenario.dump import differing_settings, scenario_to_plain
 
 # Gate metrics where a higher value is better; every other metric is better lower.
 HIGHER_IS_BETTER = frozenset(
@@ -192,12 +193,33 @@ class Comparison:
     same_scenario: bool
 
 
-def _scenario_fingerprint(run_dir: str | Path) -> str | None:
-    """Return a hash of the run's scenario file and seed, or None when they are missing."""
-    scenario = Path(run_dir) / "scenario.yaml"
-    if not scenario.exists():
+def _scenario_settings(run_dir: str | Path) -> object:
+    """Return the run's scenario as resolved settings, or None when its file is missing.
+
+    The settings come from loading the file, so two runs whose files spell one value in two
+    ways (a price of ``"35s"`` from older runs and ``35.0``) count as one scenario. A file that
+    no longer loads is compared as written.
+    """
+    path = Path(run_dir) / "scenario.yaml"
+    if not path.exists():
         return None
-    digest = hashlib.sha256(scenario.read_bytes())
+    try:
+        return scenario_to_plain(load_scenario(path).scenario)
+    except ScenarioError:
+        pass
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _scenario_fingerprint(run_dir: str | Path) -> str | None:
+    """Return a hash of the run's resolved scenario and seed, or None when they are missing."""
+    settings = _scenario_settings(run_dir)
+    if settings is None:
+        return None
+    text = json.dumps(settings, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode())
     digest.update(str(_seed(run_dir)).encode())
     return digest.hexdigest()
 
@@ -211,14 +233,8 @@ def _seed(run_dir: str | Path) -> object:
 
 def _scenario_note(run_a: str | Path, run_b: str | Path) -> str:
     """Say how the two runs' scenarios and seeds differ, naming the keys where it can."""
-    keys: list[str] = []
-    paths = [Path(run) / "scenario.yaml" for run in (run_a, run_b)]
-    if all(path.exists() for path in paths):
-        try:
-            texts = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in paths]
-        except yaml.YAMLError:
-            texts = None
-        keys = differing_settings(*texts) if texts is not None else []
+    settings = [_scenario_settings(run) for run in (run_a, run_b)]
+    keys = differing_settings(*settings) if None not in settings else []
 
     parts = []
     seeds = (_seed(run_a), _seed(run_b))

@@ -411,10 +411,30 @@ def test_compare_notes_other_scenario(tmp_path, good_run):
     other = tmp_path / "other"
     shutil.copytree(good_run, other)
     scenario = other / "scenario.yaml"
-    scenario.write_text(scenario.read_text() + "\n# another rehearsal\n")
+    text = scenario.read_text()
+    assert "logout: 0.03\n" in text
+    scenario.write_text(text.replace("logout: 0.03\n", "logout: 0.2\n"))
+
     comparison = compare_runs(good_run, other)
+
     assert not comparison.same_scenario
-    assert "different scenario files or seeds" in comparison.text
+    assert "note: the scenarios differ in identity.logout" in comparison.text
+
+
+def test_compare_reads_scenarios_as_resolved(tmp_path, good_run):
+    # A comment and the older "35s" spelling of a price change the file but not the scenario.
+    older = tmp_path / "older"
+    shutil.copytree(good_run, older)
+    scenario = older / "scenario.yaml"
+    text = scenario.read_text()
+    assert "median: 35.0\n" in text
+    text = text.replace("median: 35.0\n", "median: 35s\n", 1)
+    scenario.write_text(text + "\n# written before prices were numbers\n")
+
+    comparison = compare_runs(good_run, older)
+
+    assert comparison.same_scenario
+    assert "note: the scenarios differ" not in comparison.text
 
 
 def test_report_command_exit_codes(tmp_path, good_run, capsys):
