@@ -8,10 +8,12 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from sim.scenario import rules
 from sim.scenario.overrides import OverrideError, apply_override, parse_override
@@ -103,16 +105,39 @@ def _place(problem: Problem, source: Source) -> Finding:
     return Finding(file, line, format_path(problem.path), problem.message, problem.severity)
 
 
-def _seed_default_list(data: dict, key_path: tuple) -> None:
-    """Copy a default list, such as the default journeys, into ``data`` before ``--set`` indexes
-    into it, so ``journeys[0].delay=45m`` works on a file that never lists journeys."""
+def _seed_defaults(data: dict, key_path: tuple) -> None:
+    """Copy the default list or table that ``--set`` reaches into, when ``data`` lacks it.
+
+    A list (the journeys) or a table keyed by free names (the funnel transitions) given in a
+    file replaces the default whole. ``--set`` means to change one value, so before it writes
+    ``journeys[0].delay`` or ``funnel.transitions.added_to_cart.checkout_started`` into a file
+    that never gave them, the default list or table is copied in, and the rest of it stays.
+    """
     from sim.scenario.dump import scenario_to_plain
 
-    if len(key_path) < 2 or not isinstance(key_path[1], int) or key_path[0] in data:
-        return
-    defaults = scenario_to_plain(Scenario())
-    if isinstance(defaults.get(key_path[0]), list):
-        data[key_path[0]] = defaults[key_path[0]]
+    node: Any = data
+    default: Any = scenario_to_plain(Scenario())
+    section: Any = Scenario
+    for part in key_path[:-1]:
+        # Only a section's own field is seeded: below a list or table that the file gave, the
+        # file's value is the whole value.
+        if not dataclasses.is_dataclass(section) or not isinstance(node, dict):
+            return
+        hint = get_type_hints(section, include_extras=True).get(part)
+        if hint is None or not isinstance(default, dict):
+            return
+        while get_origin(hint) is Annotated:
+            hint = get_args(hint)[0]
+
+        if node.get(part) is None:
+            if dataclasses.is_dataclass(hint):
+                node[part] = {}
+            elif isinstance(default.get(part), list | dict):
+                node[part] = copy.deepcopy(default[part])
+                return
+            else:
+                return
+        node, default, section = node[part], default.get(part), hint
 
 
 def load_scenario(
@@ -148,7 +173,7 @@ def load_scenario(
     for override in overrides:
         try:
             key_path, value = parse_override(override)
-            _seed_default_list(data, key_path)
+            _seed_defaults(data, key_path)
             apply_override(data, key_path, value, override)
         except OverrideError as error:
             findings.append(Finding("--set", None, override.partition("=")[0], str(error)))

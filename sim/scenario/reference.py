@@ -35,9 +35,16 @@ Units:
 - **wall duration**: wall-clock time, never scaled.
 - **probability**: a number from 0 to 1.
 
+A mapping keyed by platform (`ios`, `android`) keeps the default of a platform it leaves out. A
+list (the journeys, spikes and faults) and a table keyed by free names (`population.timezones`,
+`funnel.transitions`) replace the default whole, so a transitions table in a file gives every row
+the funnel should have.
+
 Override any key from the command line with `--set key.path=value`, for example
-`--set permission.opt_in.ios=0.45` or `--set journeys[0].delay=45m`. Overrides are validated like
-the file. `pushsim validate FILE --print` shows the resolved scenario.
+`--set permission.opt_in.ios=0.45` or `--set journeys[0].delay=45m`. An override changes that one
+value: `--set funnel.transitions.added_to_cart.checkout_started=0.4` keeps the rest of the
+transitions table, default or from the file. Overrides are validated like the file. `pushsim
+validate FILE --print` shows the resolved scenario.
 """
 
 

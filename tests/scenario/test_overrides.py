@@ -49,6 +49,27 @@ def test_override_indexes_default_list():
     assert loaded.scenario.journeys[0].delay == 2700.0
 
 
+def test_override_changes_one_transition():
+    loaded = load_scenario("minimal", ["funnel.transitions.added_to_cart.checkout_started=0.4"])
+    transitions = loaded.scenario.funnel.transitions
+    defaults = load_scenario("minimal").scenario.funnel.transitions
+
+    assert transitions["added_to_cart"] == {**defaults["added_to_cart"], "checkout_started": 0.4}
+    assert {row: transitions[row] for row in defaults if row != "added_to_cart"} == {
+        row: value for row, value in defaults.items() if row != "added_to_cart"
+    }
+
+
+def test_override_inside_file_table_keeps_file_table():
+    text = "funnel:\n  transitions:\n    session_start: {product_viewed: 0.5}\n"
+    loaded = load_scenario("case.yaml", ["funnel.transitions.product_viewed.added_to_cart=0.2"],
+                           text=text)  # fmt: skip
+    assert loaded.scenario.funnel.transitions == {
+        "session_start": {"product_viewed": 0.5},
+        "product_viewed": {"added_to_cart": 0.2},
+    }
+
+
 def test_directory_is_not_a_scenario(tmp_path):
     with pytest.raises(FileNotFoundError, match="is a directory"):
         load_scenario(tmp_path)
