@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 from sim import catalogue
 from sim.gates import GATE_METRICS, parse_gate
-from sim.scenario.schema import FUNNEL_STATES, PLATFORMS, Journey, Scenario
+from sim.scenario.schema import FUNNEL_STATES, PLATFORMS, Journey, Scenario, Spike
 from sim.scenario.source import Path
 from sim.scenario.types import format_duration
 from sim.scenario.validate import Collector, suggest
@@ -16,6 +16,8 @@ from sim.scenario.validate import Collector, suggest
 SHARE_TOLERANCE = 1e-3
 # A fault window shorter than this in wall time is over before anyone can watch it.
 MIN_WALL_WINDOW = 5.0
+# Journey kinds that start from a tracked trigger event and wait out a delay.
+TRIGGERED_KINDS = ("event", "repeated_event", "delay_range")
 LINK_FIELDS = ("cart_id", "sku", "order_id", "person_id", "product_id")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
@@ -27,25 +29,43 @@ def check(scenario: Scenario, collector: Collector) -> None:
     _check_permission(scenario, collector)
     _check_funnel(scenario, collector)
     _check_journeys(scenario, collector)
+    _check_reached(scenario, collector)
     _check_target(scenario, collector)
     _check_faults(scenario, collector)
     _check_gates(scenario, collector)
 
 
-def _check_shares(shares: dict, path: Path, collector: Collector) -> None:
+def _check_shares(shares: dict, path: Path, collector: Collector, hint: str = "") -> None:
     total = sum(v for v in shares.values() if isinstance(v, int | float))
     if shares and abs(total - 1.0) > SHARE_TOLERANCE:
-        collector.error(path, f"shares sum to {total:g}; they must sum to 1")
+        listed = ", ".join(f"{key} {value:g}" for key, value in shares.items())
+        collector.error(path, f"shares sum to {total:g} ({listed}); they must sum to 1{hint}")
 
 
 def _check_clock(scenario: Scenario, collector: Collector) -> None:
-    if scenario.clock.duration <= 0:
+    clock = scenario.clock
+    if clock.duration <= 0:
         collector.error(("clock", "duration"), "invalid duration: the run must last longer than 0")
+    elif clock.duration <= clock.drain:
+        # The report judges only the triggers due before the drain, so none would count.
+        collector.warning(
+            ("clock", "duration"),
+            f"the run lasts {format_duration(clock.duration)} and clock.drain is "
+            f"{format_duration(clock.drain)}, so the report judges no trigger: make "
+            "clock.duration longer than clock.drain",
+        )
 
 
 def _check_population(scenario: Scenario, collector: Collector) -> None:
     population = scenario.population
-    _check_shares(population.platforms, ("population", "platforms"), collector)
+    # Platforms are a fixed pair, merged with the defaults, so a file naming one platform
+    # still has the other at its default share.
+    _check_shares(
+        population.platforms,
+        ("population", "platforms"),
+        collector,
+        "; a platform left out keeps its default share, so give it 0 to leave it out",
+    )
     _check_shares(population.timezones, ("population", "timezones"), collector)
     for name in population.timezones:
         try:
@@ -56,6 +76,16 @@ def _check_population(scenario: Scenario, collector: Collector) -> None:
                 f"unknown time zone {name!r}: use an IANA name such as Europe/Berlin",
             )
 
+    for index, spike in enumerate(population.arrival.spikes):
+        if spike is not None and not _spike_in_run(spike, scenario):
+            collector.warning(
+                ("population", "arrival", "spikes", index, "at"),
+                f"the spike at {spike.at:%Y-%m-%d %H:%M} local time falls outside the run "
+                f"(clock.start {scenario.clock.start:%Y-%m-%d %H:%M} UTC for "
+                f"{format_duration(scenario.clock.duration)}) in every time zone of the "
+                "population, so it adds no installs: move at into the run",
+            )
+
     for key, length in (("hourly", 24), ("weekday", 7)):
         weights = getattr(population.arrival, key)
         path = ("population", "arrival", key)
@@ -63,6 +93,21 @@ def _check_population(scenario: Scenario, collector: Collector) -> None:
             collector.error(path, f"expected {length} weights, got {len(weights)}")
         elif not any(w for w in weights if w):
             collector.error(path, "at least one weight must be greater than 0")
+
+
+def _spike_in_run(spike: Spike, scenario: Scenario) -> bool:
+    """Return True when the spike overlaps the run in at least one of the population's zones."""
+    clock = scenario.clock
+    for name in scenario.population.timezones:
+        try:
+            zone = zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            continue
+        # The spike's reading is local time in each zone, as the install schedule takes it.
+        start = (spike.at.replace(tzinfo=zone) - clock.start).total_seconds()
+        if start < clock.duration and start + spike.duration > 0:
+            return True
+    return False
 
 
 def _check_permission(scenario: Scenario, collector: Collector) -> None:
@@ -118,6 +163,37 @@ def _check_funnel(scenario: Scenario, collector: Collector) -> None:
             )
 
 
+def reachable_events(transitions: dict) -> set[str]:
+    """Return the funnel events that a session can reach from its start with some probability."""
+    reached: set[str] = set()
+    frontier = ["session_start"]
+    while frontier:
+        row = transitions.get(frontier.pop())
+        if not isinstance(row, dict):
+            continue
+        for event, probability in row.items():
+            if isinstance(probability, int | float) and probability > 0 and event not in reached:
+                reached.add(event)
+                frontier.append(event)
+    return reached
+
+
+def _check_reached(scenario: Scenario, collector: Collector) -> None:
+    """Warn about journeys triggered by a funnel event that no session reaches."""
+    reached = reachable_events(scenario.funnel.transitions)
+    for index, journey in enumerate(scenario.journeys):
+        if journey is None or journey.kind not in TRIGGERED_KINDS:
+            continue
+        event = journey.trigger.event
+        if event in catalogue.RETENTION_EVENTS and event not in reached:
+            collector.warning(
+                ("journeys", index, "trigger", "event"),
+                f"no session reaches {event} through funnel.transitions, so this journey gets "
+                "no trigger; a transitions table in a file replaces the default table whole, "
+                "so give every row (pushsim validate --print shows the defaults)",
+            )
+
+
 def _check_event(name: str, path: Path, collector: Collector, required: bool) -> bool:
     if not name:
         if required:
@@ -125,7 +201,13 @@ def _check_event(name: str, path: Path, collector: Collector, required: bool) ->
         return False
     if name not in catalogue.TRACKABLE_EVENTS:
         canonical = catalogue.canonical_name(name)
-        if canonical:
+        if canonical in catalogue.PUSH_METRICS:
+            collector.error(
+                path,
+                f"{name!r} is a push metric that the phone reports about a push, not an event "
+                f"the app tracks; name a tracked event: {', '.join(catalogue.TRACKABLE_EVENTS)}",
+            )
+        elif canonical:
             collector.error(path, f"{name!r} is an alias; name the catalogue event {canonical!r}")
         else:
             collector.error(path, _unknown_event(name))
@@ -145,7 +227,7 @@ def _check_journey(journey: Journey, path: Path, collector: Collector) -> None:
     if not journey.name:
         collector.error((*path, "name"), "missing name: give each journey a unique name")
 
-    if kind in ("event", "repeated_event", "delay_range"):
+    if kind in TRIGGERED_KINDS:
         trigger_ok = _check_event(
             journey.trigger.event, (*path, "trigger", "event"), collector, required=True
         )
@@ -190,9 +272,28 @@ def _check_journeys(scenario: Scenario, collector: Collector) -> None:
         _check_journey(journey, path, collector)
         if journey.kind == "broadcast" and journey.at is not None:
             _check_broadcast_time(journey, scenario, (*path, "at"), collector)
+        elif journey.kind in TRIGGERED_KINDS:
+            _check_delay_judged(journey, scenario, (*path, "delay"), collector)
         if journey.name in seen:
             collector.error((*path, "name"), f"duplicate journey name {journey.name!r}")
         seen.add(journey.name)
+
+
+def _check_delay_judged(
+    journey: Journey, scenario: Scenario, path: Path, collector: Collector
+) -> None:
+    """Warn when a journey's delay leaves no trigger in the part of the run that is judged."""
+    clock = scenario.clock
+    judged_until = clock.duration - clock.drain
+    # A run no longer than its drain has its own warning at clock.duration.
+    if judged_until > 0 and journey.delay >= judged_until:
+        collector.warning(
+            path,
+            f"the delay of {format_duration(journey.delay)} is not shorter than the "
+            f"{format_duration(judged_until)} the report judges (clock.duration less "
+            "clock.drain), so no trigger of this journey is judged: make clock.duration at "
+            f"least {format_duration(journey.delay + clock.drain)} plus the time triggers need",
+        )
 
 
 def _check_broadcast_time(
@@ -239,6 +340,13 @@ def _check_faults(scenario: Scenario, collector: Collector) -> None:
         if fault is None:
             continue
         path: Path = ("gateways", "faults", index)
+        if fault.start >= scenario.clock.duration:
+            collector.warning(
+                (*path, "start"),
+                f"the window starts {format_duration(fault.start)} into a run of "
+                f"{format_duration(scenario.clock.duration)}, so it never applies: make start "
+                "shorter than clock.duration",
+            )
         wall = fault.duration / scale if scale > 0 else 0.0
         if wall < MIN_WALL_WINDOW:
             shortest = format_duration(MIN_WALL_WINDOW * scale)

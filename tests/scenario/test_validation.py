@@ -139,6 +139,9 @@ CASES = [
      "gateways.faults[0].limit", "limit above 0",
      "gateways:\n  faults:\n    - {kind: stream_limit, duration: 1h, limit: 4}\n"),
     ("duplicate-yaml-key", "seed: 1\nseed: 2\n", "seed", "duplicate key", "seed: 2\n"),
+    ("push-metric-trigger", "journeys:\n  - {name: a, trigger: {event: delivered}}\n",
+     "journeys[0].trigger.event", "is a push metric",
+     "journeys:\n  - {name: a, trigger: {event: Application Opened}}\n"),
 ]  # fmt: skip
 
 
@@ -225,3 +228,47 @@ def test_all_problems_listed_at_once():
            "    trigger: {event: add_to_crt}\n"  # fmt: skip
     paths = {f.path for f in problems(text)}
     assert paths == {"permision", "reactions.open.ios", "journeys[0].trigger.event"}
+
+
+def test_platform_shares_name_the_default_kept():
+    (finding,) = problems("population:\n  platforms: {ios: 1.0}\n")
+    assert finding.path == "population.platforms"
+    assert "shares sum to 1.5 (ios 1, android 0.5)" in finding.message
+    assert "give it 0 to leave it out" in finding.message
+
+
+WARNINGS = [
+    ("run-within-drain", "clock: {duration: 2h, drain: 2h}\n", "clock.duration",
+     "the report judges no trigger"),
+    ("delay-past-judged-run", "clock: {duration: 1d, drain: 2h}\njourneys:\n"
+     "  - {name: a, trigger: {event: added_to_cart}, delay: 22h}\n", "journeys[0].delay",
+     "no trigger of this journey is judged"),
+    ("spike-before-run", "clock: {start: 2026-12-04T00:00:00Z, duration: 1d}\npopulation:\n"
+     "  arrival:\n    spikes: [{at: 2026-11-27T09:00:00, duration: 1h}]\n",
+     "population.arrival.spikes[0].at", "outside the run"),
+    ("fault-after-run", "clock: {duration: 1d}\ngateways:\n  faults:\n"
+     "    - {kind: brownout, start: 30h, duration: 3h}\n", "gateways.faults[0].start",
+     "never applies"),
+    ("trigger-never-reached", "funnel:\n  transitions:\n"
+     "    added_to_cart: {checkout_started: 0.5}\n", "journeys[0].trigger.event",
+     "no session reaches added_to_cart"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "phrase"),
+    [pytest.param(text, path, phrase, id=name) for name, text, path, phrase in WARNINGS],
+)
+def test_setting_that_rehearses_nothing_warns(text, path, phrase):
+    (warning,) = problems(text)
+    assert warning.severity == "warning"
+    assert warning.path == path
+    assert phrase in warning.message
+
+
+def test_spike_inside_run_in_one_zone_passes():
+    # 22:00 local on the eve is 03:00 UTC in New York, inside the run, and 21:00 UTC in Berlin.
+    text = ("clock: {start: 2026-12-04T00:00:00Z, duration: 6h}\npopulation:\n"
+            "  timezones: {America/New_York: 0.5, Europe/Berlin: 0.5}\n  arrival:\n"
+            "    spikes: [{at: 2026-12-03T22:00:00, duration: 1h}]\n")  # fmt: skip
+    assert problems(text) == []
