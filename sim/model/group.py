@@ -108,12 +108,11 @@ class ShopperGroup:
         world.env.process(run_device(first, at))
         self.record(at, "device_user", device=first.device_id, person=owner.person_id)
 
-        if multi:
+        # A second install that would fall after the run does not happen, and its person is
+        # not counted as multi-device.
+        if multi and at + delay < world.horizon:
             world.stats.multi_device_people += 1
-            if at + delay < world.horizon:
-                second = new_device(self, 1, owner, rate)
-                self.devices.append(second)
-                self.record(
-                    at + delay, "device_user", device=second.device_id, person=owner.person_id
-                )
-                world.env.process(run_device(second, at + delay))
+            second = new_device(self, 1, owner, rate)
+            self.devices.append(second)
+            self.record(at + delay, "device_user", device=second.device_id, person=owner.person_id)
+            world.env.process(run_device(second, at + delay))

@@ -60,6 +60,17 @@ def test_old_android_is_never_prompted(tmp_path):
     assert android["granted_without_prompt"] == summary["population"]["installs"]
 
 
+def test_multi_device_people_have_two_devices(tmp_path):
+    summary, records = _run(tmp_path)
+    # A group's device index 1 is its first person's second phone.
+    second_phones = {
+        r["device"] for r in records if r["kind"] == "device_user" and r["device"].endswith("-1")
+    }
+
+    assert summary["population"]["multi_device_people"] == len(second_phones)
+    assert len(second_phones) > 10
+
+
 def test_reinstall_gets_new_anonymous_id(tmp_path):
     _, records = _run(tmp_path)
     ids = defaultdict(list)
