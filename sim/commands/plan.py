@@ -113,4 +113,12 @@ def run(args: argparse.Namespace) -> int:
         if args.truth:
             written.append(out / "truth.jsonl.gz")
         print(f"wrote {', '.join(str(path) for path in written)}")
+        for name, option in (("events.jsonl", "--events"), ("truth.jsonl.gz", "--truth")):
+            stale = out / name
+            if stale not in written and stale.exists():
+                print(
+                    f"pushsim: warning: {stale} is left from an earlier plan and does not "
+                    f"belong to this one: delete it, or add {option} to rewrite it",
+                    file=sys.stderr,
+                )
     return 0

@@ -44,6 +44,8 @@ def summarise(world: World, recorder: PlanRecorder, plan_hash: str) -> dict[str,
         "seed": scenario.seed,
         "shard": f"{index}/{count}",
         "duration_s": world.horizon,
+        # Simulated second 0 as a UTC time, so that an analyst can turn ``at`` into timestamps.
+        "clock_start": scenario.clock.start.isoformat().replace("+00:00", "Z"),
         "population": {
             "groups": stats.groups,
             "people": stats.people,
@@ -97,6 +99,11 @@ def summarise(world: World, recorder: PlanRecorder, plan_hash: str) -> dict[str,
     }
 
 
+def _days(seconds: float) -> str:
+    days = seconds / 86400
+    return f"{days:g} simulated day{'' if days == 1 else 's'}"
+
+
 def render(summary: dict[str, Any]) -> str:
     """Return the summary as the plain-text report that ``pushsim plan`` prints."""
     population = summary["population"]
@@ -104,7 +111,7 @@ def render(summary: dict[str, Any]) -> str:
     funnel = summary["funnel"]
     lines = [
         f"plan of {summary['scenario']} (seed {summary['seed']}, shard {summary['shard']}, "
-        f"{summary['duration_s'] / 86400:g} simulated days)",
+        f"{_days(summary['duration_s'])} from {summary['clock_start']})",
         "",
         "population",
         f"  groups {population['groups']}, people {population['people']}, installs "
@@ -144,7 +151,7 @@ def render(summary: dict[str, Any]) -> str:
         f"  orders {_pairs(funnel['orders'])}; abandoned carts that would be bought anyway "
         f"{funnel['would_buy_anyway']}",
         "",
-        "journeys (expected audience by truth, ignoring frequency caps)",
+        "journeys (expected audience by truth, ignoring frequency caps and quiet hours)",
     ]
     for journey in summary["journeys"]:
         if journey.get("estimated") is False:

@@ -23,6 +23,26 @@ def test_plan_writes_summary_and_events(tmp_path, capsys):
     assert f"wrote {tmp_path / 'summary.json'}, {tmp_path / 'events.jsonl'}" in output
 
 
+def test_plan_summary_names_clock_start(tmp_path, capsys):
+    main(["plan", "minimal", "--set", "clock.start=2026-12-04T06:00:00Z", "--out", str(tmp_path)])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+
+    assert summary["clock_start"] == "2026-12-04T06:00:00Z"
+    assert "simulated days from 2026-12-04T06:00:00Z" in capsys.readouterr().out
+
+
+def test_plan_warns_of_earlier_events_file(tmp_path, capsys):
+    main(["plan", "minimal", "--out", str(tmp_path), "--events"])
+    capsys.readouterr()
+
+    status = main(["plan", "minimal", "--seed", "8", "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+
+    assert status == 0
+    assert f"{tmp_path / 'events.jsonl'} is left from an earlier plan" in error
+    assert "add --events to rewrite it" in error
+
+
 def test_plan_seed_option_changes_hash(tmp_path, capsys):
     main(["plan", "minimal", "--out", str(tmp_path / "a")])
     main(["plan", "minimal", "--seed", "8", "--out", str(tmp_path / "b")])
