@@ -54,9 +54,13 @@ class Collector:
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
-    """Return "; did you mean 'x'?" for the closest choice, or a full stop when none is close."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else "."
+    """Return "; did you mean 'x'?" for the closest choice, or a full stop when none is close.
+
+    Case is ignored, so that ``iOS`` finds ``ios``.
+    """
+    by_folded = {str(choice).casefold(): str(choice) for choice in choices}
+    close = difflib.get_close_matches(str(word).casefold(), list(by_folded), n=1, cutoff=0.6)
+    return f"; did you mean {by_folded[close[0]]!r}?" if close else "."
 
 
 def _allowed(choices: typing.Iterable[Any]) -> str:

@@ -28,6 +28,7 @@ def test_override_parses_durations_and_indexes():
     [
         ("permission.opt_in.ios=1.5", "permission.opt_in.ios", "between 0 and 1"),
         ("permission.optin.ios=0.5", "permission.optin", "did you mean 'opt_in'"),
+        ("population.platforms.iOS=0.5", "population.platforms.iOS", "did you mean 'ios'"),
         ("clock.duration=-3h", "clock.duration", "must not be negative"),
         ("journeys[5].delay=1h", "journeys[5].delay", "out of range"),
         ("no-equals-sign", "no-equals-sign", "key.path=value"),
