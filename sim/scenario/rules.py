@@ -77,7 +77,9 @@ def _check_population(scenario: Scenario, collector: Collector) -> None:
             )
 
     for index, spike in enumerate(population.arrival.spikes):
-        if spike is not None and not _spike_in_run(spike, scenario):
+        if spike is None or collector.failed(("clock",)):
+            continue
+        if not _spike_in_run(spike, scenario):
             collector.warning(
                 ("population", "arrival", "spikes", index, "at"),
                 f"the spike at {spike.at:%Y-%m-%d %H:%M} local time falls outside the run "
@@ -252,7 +254,7 @@ def _check_journey(journey: Journey, path: Path, collector: Collector) -> None:
         collector.error(
             (*path, "delay_max"), "delay_max must be longer than delay for a delay_range journey"
         )
-    if kind == "broadcast" and journey.at is None:
+    if kind == "broadcast" and journey.at is None and not collector.failed((*path, "at")):
         collector.error((*path, "at"), "missing start time: a broadcast needs at")
 
     for placeholder in _PLACEHOLDER.findall(journey.link):
@@ -265,14 +267,16 @@ def _check_journey(journey: Journey, path: Path, collector: Collector) -> None:
 
 def _check_journeys(scenario: Scenario, collector: Collector) -> None:
     seen: set[str] = set()
+    # Times within the run mean nothing against a clock that fell back to its defaults.
+    timed = not collector.failed(("clock",))
     for index, journey in enumerate(scenario.journeys):
         if journey is None:
             continue
         path: Path = ("journeys", index)
         _check_journey(journey, path, collector)
-        if journey.kind == "broadcast" and journey.at is not None:
+        if timed and journey.kind == "broadcast" and journey.at is not None:
             _check_broadcast_time(journey, scenario, (*path, "at"), collector)
-        elif journey.kind in TRIGGERED_KINDS:
+        elif timed and journey.kind in TRIGGERED_KINDS:
             _check_delay_judged(journey, scenario, (*path, "delay"), collector)
         if journey.name in seen:
             collector.error((*path, "name"), f"duplicate journey name {journey.name!r}")
@@ -340,7 +344,7 @@ def _check_faults(scenario: Scenario, collector: Collector) -> None:
         if fault is None:
             continue
         path: Path = ("gateways", "faults", index)
-        if fault.start >= scenario.clock.duration:
+        if fault.start >= scenario.clock.duration and not collector.failed(("clock",)):
             collector.warning(
                 (*path, "start"),
                 f"the window starts {format_duration(fault.start)} into a run of "

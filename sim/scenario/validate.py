@@ -52,6 +52,10 @@ class Collector:
     def warning(self, path: Path, message: str) -> None:
         self.problems.append(Problem(path, message, WARNING))
 
+    def failed(self, path: Path) -> bool:
+        """Return True when a value at ``path`` or below it was rejected and fell back."""
+        return any(p.severity == ERROR and p.path[: len(path)] == path for p in self.problems)
+
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
     """Return "; did you mean 'x'?" for the closest choice, or a full stop when none is close.

@@ -272,3 +272,17 @@ def test_spike_inside_run_in_one_zone_passes():
             "  timezones: {America/New_York: 0.5, Europe/Berlin: 0.5}\n  arrival:\n"
             "    spikes: [{at: 2026-12-03T22:00:00, duration: 1h}]\n")  # fmt: skip
     assert problems(text) == []
+
+
+def test_bad_clock_start_gives_one_problem():
+    # The broadcast is not judged against the default start that clock.start fell back to.
+    text = "clock: {start: yesterday}\njourneys:\n  - {name: b, kind: broadcast, at: 2026-12-10}\n"
+    (finding,) = problems(text)
+    assert finding.path == "clock.start"
+
+
+def test_bad_broadcast_time_gives_one_problem():
+    text = "journeys:\n  - {name: b, kind: broadcast, at: tomorrow}\n"
+    (finding,) = problems(text)
+    assert finding.path == "journeys[0].at"
+    assert "invalid date and time 'tomorrow'" in finding.message
