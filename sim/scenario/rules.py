@@ -125,7 +125,8 @@ def _check_permission(scenario: Scenario, collector: Collector) -> None:
         if granted + undecided > 1 + SHARE_TOLERANCE:
             collector.error(
                 ("permission", "not_determined", platform),
-                f"opt_in ({granted:g}) plus not_determined ({undecided:g}) is above 1",
+                f"opt_in ({granted:g}) plus not_determined ({undecided:g}) is above 1; lower "
+                "either, since what is left of 1 is the share that denies",
             )
 
 
