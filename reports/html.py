@@ -95,6 +95,9 @@ def _gates(result: OracleResult) -> str:
                    f"{len(result.gates)} gates passed with no push to judge</div>")  # fmt: skip
     else:
         verdict = f'<div class="verdict pass">GATES PASSED: all {len(result.gates)}</div>'
+    ungated = result.ungated_problems_warning()
+    if ungated is not None:
+        verdict += f'<div class="banner" role="alert">NOT GATED: {escape(ungated)}.</div>'
     rows = []
     for gate in result.gates:
         metric = GATE_METRICS.get(gate.metric)

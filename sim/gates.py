@@ -119,6 +119,12 @@ GATE_METRICS: dict[str, GateMetric] = {
             "never stored (needs the embedded backend's store)",
             "count",
         ),
+        GateMetric(
+            "unsent_after_identify",
+            "triggers made anonymously whose shopper identified before the push was due, that "
+            "got no push: the usual sign of a backend that does not merge anonymous activity",
+            "count",
+        ),
     )
 }
 

@@ -62,10 +62,11 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     every gate. ``load`` is Locust's rows from ``reports.build.backend_load``, and ``partial``
     is True for a run that ended early.
 
-    Returns 0 when every gate passes, else 1.
+    Everything goes to stdout, warnings included, so that "see above" stays true in a log
+    that captures both streams. Returns 0 when every gate passes, else 1.
     """
     if result.generator.fell_behind:
-        print(f"warning: {result.generator.message}", file=sys.stderr)
+        print(f"warning: {result.generator.message}")
     sdk_line = sdk_errors_line(result.sdk_errors)
     if sdk_line:
         print(sdk_line)
@@ -104,7 +105,7 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
             print(f"  broadcast {journey.name} pacing: {journey.pacing.describe()}")
         warning = journey.exclusion_warning(partial)
         if warning is not None:
-            print(f"warning: {warning}", file=sys.stderr)
+            print(f"warning: {warning}")
 
     hint = result.stitching_hint()
     if hint is not None:
@@ -115,11 +116,11 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
 
     ungated = result.ungated_problems_warning()
     if ungated is not None:
-        print(f"warning: {ungated}", file=sys.stderr)
+        print(f"warning: {ungated}")
 
     no_push = result.no_push_warning()
     if no_push is not None:
-        print(f"warning: {no_push}", file=sys.stderr)
+        print(f"warning: {no_push}")
 
     failed = [gate for gate in result.gates if not gate.passed]
     if not result.gates:
@@ -129,15 +130,14 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
         status = "pass" if gate.passed else "FAIL"
         print(f"{status}  {gate.gate}  (value {value}, threshold {gate.threshold:g})")
     if failed:
-        print(f"{len(failed)} of {len(result.gates)} gate(s) failed", file=sys.stderr)
+        print(f"{len(failed)} of {len(result.gates)} gate(s) failed")
         return EXIT_GATES_FAILED
     if no_push is not None:
         # Gates on counts of bad pushes pass trivially when no push was sent at all, and a push
         # rehearsal whose backend sent nothing has not shown that the pipeline works.
         print(
             f"the run fails: no push request reached the gateways (see above), so the "
-            f"{len(result.gates)} gate(s) had no push to judge",
-            file=sys.stderr,
+            f"{len(result.gates)} gate(s) had no push to judge"
         )
         return EXIT_GATES_FAILED
     if result.gates:

@@ -20,7 +20,15 @@ from sim.oracle.gating import evaluate_gates, gate_metrics
 from sim.oracle.generator import judge_generator
 from sim.oracle.inputs import RunInputs
 from sim.oracle.ledger import TruthIndex
-from sim.oracle.outcomes import DELIVERED, EXCLUDED, OUTCOMES, JudgeContext, TriggerRow, judge
+from sim.oracle.outcomes import (
+    DELIVERED,
+    EXCLUDED,
+    OUTCOMES,
+    JudgeContext,
+    TriggerRow,
+    judge,
+    merged_anonymous,
+)
 from sim.oracle.pacing import broadcast_pacing
 from sim.oracle.problems import PROBLEM_KINDS, find_problems
 from sim.oracle.pushes import Push, link_value, place_pushes
@@ -58,6 +66,8 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     trigger_rows: list[TriggerRow] = []
     exits_by_journey: dict[str, dict[str, list[float]]] = {}
     claimed: set[int] = set()
+    # Triggers made anonymously, identified before their due time, that got no push at all.
+    unsent_after_identify = 0
     next_broadcast = next_broadcast_starts(scenario.journeys, origin)
     # A trigger is judged when its due time plus the drain fits before the end. A partial run
     # ends where its models stopped, so a trigger due after that is excluded, not a failure.
@@ -100,6 +110,13 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
             for trigger in triggers.triggers
         ]
         trigger_rows.extend(judged)
+        unsent_after_identify += sum(
+            1
+            for trigger, row in zip(triggers.triggers, judged, strict=True)
+            if row.outcome == "not_sent"
+            and not row.push_count
+            and merged_anonymous(trigger, index, row.due_at)
+        )
         attributed_all.extend(
             (trigger, attributed.get(trigger.trigger_id, [])) for trigger in triggers.triggers
         )
@@ -147,6 +164,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         unattributed_pushes=sum(1 for push in pushes if push.row.seq not in claimed),
         push_requests=len(pushes),
         unknown_token_pushes=sum(1 for push in pushes if push.holder_person is None),
+        unsent_after_identify=unsent_after_identify,
         protocol=scenario.target.protocol,
     )
     result.metrics = gate_metrics(result)

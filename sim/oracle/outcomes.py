@@ -326,10 +326,39 @@ def _failure(
     if live_tokens and trigger_profile not in profiles:
         return "events_without_device", f"trigger on {trigger_profile}"
 
+    merged = _merge_note(trigger, trigger_profile, merged_anonymous(trigger, index, due))
     if not good:
         others = sorted({p.owner_person for p in pushes if p.accepted and p.owner_person})
         if others:
-            return "not_sent", f"accepted for a phone used by {', '.join(others)}"
+            return "not_sent", _joined(f"accepted for a phone used by {', '.join(others)}", merged)
         statuses = sorted({f"{p.row.status} {p.row.reason or ''}".strip() for p in pushes})
-        return "not_sent", ("responses: " + ", ".join(statuses)) if statuses else ""
-    return "sent_late", f"first push {good[0].at - due:.0f} s after due"
+        responses = (
+            ("responses: " + ", ".join(statuses)) if statuses else "no push for this trigger"
+        )
+        return "not_sent", _joined(responses, merged)
+    return "sent_late", _joined(f"first push {good[0].at - due:.0f} s after due", merged)
+
+
+def merged_anonymous(trigger: Trigger, index: TruthIndex, due: float) -> bool:
+    """Tell whether an anonymous trigger belongs to an identified profile by ``due`` by a merge.
+
+    A backend that does not merge anonymous activity into the profile that identifies keeps
+    such a trigger on an anonymous profile without a device. It then sends nothing, or sends
+    late from a later event of the identified profile that starts the journey again.
+    """
+    if trigger.call.get("user_id"):
+        return False
+    return index.profile_at(trigger.call, due).startswith("user:")
+
+
+def _merge_note(trigger: Trigger, trigger_profile: str, merged: bool) -> str:
+    if not merged:
+        return ""
+    return (
+        f"made anonymously as {trigger.call.get('anonymous_id')}, which identified as "
+        f"{trigger_profile} before the due time: anonymous activity must merge into that profile"
+    )
+
+
+def _joined(detail: str, note: str) -> str:
+    return f"{detail}; {note}" if note else detail

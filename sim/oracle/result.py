@@ -30,6 +30,7 @@ PROBLEM_METRICS = (
     "retries_without_backoff",
     "retries_before_retry_after",
     "device_tokens_lost",
+    "unsent_after_identify",
 )
 
 
@@ -128,6 +129,8 @@ class OracleResult:
     push_requests: int
     # Push requests to device tokens that no shopper of this run ever held.
     unknown_token_pushes: int = 0
+    # Triggers made anonymously, identified before their due time, that got no push at all.
+    unsent_after_identify: int = 0
     metrics: dict[str, float | None] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
     # The scenario's target.protocol, which explains the commonest stitching failure.
@@ -258,6 +261,7 @@ def to_summary(result: OracleResult) -> dict[str, Any]:
         "passed": result.passed,
         "gates_passed": result.gates_passed,
         "no_push_warning": result.no_push_warning(),
+        "ungated_problems_warning": result.ungated_problems_warning(),
         "gates": [dataclasses.asdict(gate) for gate in result.gates],
         "metrics": result.metrics,
         "journeys": journeys,

@@ -370,3 +370,36 @@ def test_partial_run_excludes_triggers_due_after_stop(tmp_path):
 
     assert [row.outcome for row in whole.rows] == ["not_sent"]
     assert [row.outcome for row in partial.rows] == ["excluded_near_end"]
+
+
+def test_unmerged_anonymous_trigger_is_named(tmp_path):
+    # The cart was added anonymously; the shopper identified before the push was due, and the
+    # backend, which kept the cart on the anonymous profile, sent nothing.
+    story = Story()
+    token = story.shopper(user_id=None)
+    story.add_to_cart(CART_AT, user_id=None)
+    story.abandon(CART_AT + 60)
+    # The SDK identifies and registers the token again on the identified profile.
+    story.call("identify", CART_AT + 300, "d1-0", "p1-0", user_id="p1-0")
+    story.call("register_token", CART_AT + 300, "d1-0", "p1-0", user_id="p1-0", token=token,
+               attributes={"platform": "ios", "push_enabled": True})  # fmt: skip
+
+    row, result = outcome_of(story, tmp_path)
+
+    assert row.outcome == "not_sent"
+    assert "no push for this trigger" in row.detail
+    assert "made anonymously as anon-1, which identified as user:p1-0" in row.detail
+    assert result.metrics["unsent_after_identify"] == 1
+
+
+def test_identified_trigger_not_sent_is_not_unmerged(tmp_path):
+    story = Story()
+    story.shopper()
+    story.add_to_cart(CART_AT)
+    story.abandon(CART_AT + 60)
+
+    row, result = outcome_of(story, tmp_path)
+
+    assert row.outcome == "not_sent"
+    assert row.detail == "no push for this trigger"
+    assert result.metrics["unsent_after_identify"] == 0

@@ -23,7 +23,7 @@ SUMMARY_KEYS = {
     "metrics",
     "journeys", "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
     "push_requests", "unattributed_pushes", "unknown_token_pushes", "partial", "partial_reason",
-    "backend_load", "sdk_errors", "backend",
+    "backend_load", "sdk_errors", "backend", "ungated_problems_warning",
 }  # fmt: skip
 
 
@@ -294,7 +294,7 @@ def test_compare_flags_better(good_run, flawed_run):
     # delivery_rate with failure_rate, retries_without_backoff and two failure outcomes.
     assert comparison.better_figures == 4
     assert (
-        "nothing worse in B; 4 figure(s) better in B (2 more better within noise, not counted)\n"
+        "nothing worse in B; 4 figure(s) better in B (3 more better within noise, not counted)\n"
     ) in comparison.text
     # The run with few lateness samples gives its p99s no noise test, so they are named apart.
     assert comparison.text.endswith(
@@ -452,7 +452,7 @@ def test_report_command_exit_codes(tmp_path, good_run, capsys):
     output = capsys.readouterr()
     assert "FAIL  delivery_rate >= 1.5  (value 1, threshold 1.5)" in output.out
     assert "pass  wrong_person_pushes == 0" in output.out
-    assert "1 of 2 gate(s) failed" in output.err
+    assert output.out.endswith("1 of 2 gate(s) failed\n")
 
     passing = tmp_path / "passing"
     shutil.copytree(failing, passing)
@@ -474,9 +474,9 @@ def test_report_warns_when_no_push_arrived(tmp_path, good_run, capsys):
 
     capsys.readouterr()
     good_status = main(["report", str(good_run)])
-    quiet = capsys.readouterr().err
+    quiet = capsys.readouterr().out
     silent_status = main(["report", str(silent)])
-    warned = capsys.readouterr().err
+    warned = capsys.readouterr().out
 
     assert good_status == 0
     assert "no push request reached the gateways" not in quiet
@@ -523,10 +523,10 @@ def test_report_warns_when_most_triggers_excluded(tmp_path, good_run, capsys):
 
     capsys.readouterr()
     main(["report", str(good_run)])
-    quiet = capsys.readouterr().err
+    quiet = capsys.readouterr().out
     main(["report", str(late)])
     output = capsys.readouterr()
-    warned = output.err
+    warned = output.out
 
     assert "not judged" not in quiet
     assert "warning: journey cart_recovery:" in warned
@@ -544,7 +544,7 @@ def test_report_warns_when_most_triggers_excluded(tmp_path, good_run, capsys):
                     "naive": []})
     )  # fmt: skip
     main(["report", str(late)])
-    partial = capsys.readouterr().err
+    partial = capsys.readouterr().out
     assert "not judged; the run ended early, and a whole run judges them" in partial
     assert "longer clock.duration" not in partial
 
@@ -935,3 +935,20 @@ def test_compare_notes_generator_fell_behind(tmp_path, good_run):
 
     assert "note: run B's driver dropped 1,234 SDK calls (12.5%), so its backend saw less" in text
     assert "note: run A's driver" not in text
+
+
+def test_report_shows_ungated_problems(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(1000.0)
+    story.order(1600.0)
+    story.push(1000.0 + 1800.0, token)
+    inputs, run_dir = write_run_dir(story, tmp_path)
+    shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
+
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+
+    warning = summary["ungated_problems_warning"]
+    assert warning.startswith("no gate checks these, and none is zero: pushes_after_conversion 1")
+    assert "NOT GATED: no gate checks these, and none is zero: pushes_after_conversion 1" in html
