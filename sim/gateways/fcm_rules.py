@@ -3,7 +3,7 @@
 ``FcmRules.decide`` takes the body of ``POST /v1/projects/{project}/messages:send`` and returns
 the response Google would send: ``{"name": "projects/P/messages/ID"}`` on success, or Google's
 error body with a canonical ``status`` and a ``details`` list naming the FCM ``errorCode``.
-Error codes, HTTP statuses and the 4096-byte limit follow the FCM v1 REST reference
+Error codes, HTTP statuses and the payload limits follow the FCM v1 REST reference
 (https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode).
 """
 
@@ -33,17 +33,20 @@ FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 
-# FCM's message-type guide gives 4096 bytes as the maximum payload. The mock counts the UTF-8
-# keys and values of `data` against it, because Google does not document its exact accounting.
-DATA_LIMIT_BYTES = 4096
+# FCM's ErrorCode reference limits "the total size of the payload data" to 4096 bytes, or 2048
+# for a message to a topic, keys and values included, and its message-type guide applies the
+# limit to notification and data messages alike. Google does not document its accounting, so
+# the mock counts the UTF-8 keys and string values of data and notification, at the message
+# level and under android.
+PAYLOAD_LIMIT_BYTES = 4096
+TOPIC_PAYLOAD_LIMIT_BYTES = 2048
+PAYLOAD_PARTS = (("data",), ("notification",), ("android", "data"), ("android", "notification"))
 
-# The REST reference reserves "from", "message_type" and keys starting with "google" or "gcm",
-# and the Admin SDK docs name the prefix "google.". The mock checks the dotted prefixes, so a
-# key such as "googleAnalytics" stays allowed. It also rejects "collapse_key", a message option
-# in the legacy API.
-# NOTE: whether FCM v1 rejects "collapse_key" as a data key is not verified.
-RESERVED_DATA_KEYS = frozenset({"from", "message_type", "collapse_key"})
-RESERVED_DATA_PREFIXES = ("google.", "gcm.")
+# The Message.data reference reserves "from", "message_type" and keys starting with "google." or
+# "gcm.notification.". Its ErrorCode page adds that some words FCM uses, such as collapse_key,
+# are allowed in data and overridden by FCM's own value.
+RESERVED_DATA_KEYS = frozenset({"from", "message_type"})
+RESERVED_DATA_PREFIXES = ("google.", "gcm.notification.")
 
 TARGET_FIELDS = ("token", "topic", "condition", "fid")
 MESSAGE_FIELDS = frozenset(
@@ -192,7 +195,6 @@ def _data_violations(data: Any, path: str) -> list[tuple[str, str]]:
         return [(path, f"Invalid value at '{path}': expected a map of strings")]
 
     violations = []
-    size = 0
     for key, value in data.items():
         if not isinstance(value, str):
             violations.append(
@@ -200,7 +202,8 @@ def _data_violations(data: Any, path: str) -> list[tuple[str, str]]:
             )
             continue
         try:
-            size += len(key.encode()) + len(value.encode())
+            key.encode()
+            value.encode()
         except UnicodeEncodeError:
             # JSON escapes can carry lone surrogates, which have no UTF-8 form.
             violations.append((path, f"Invalid value at '{path}': {key!r} is not valid UTF-8"))
@@ -211,19 +214,41 @@ def _data_violations(data: Any, path: str) -> list[tuple[str, str]]:
                 (
                     path,
                     f"Invalid data payload key: {key!r} is reserved; rename it "
-                    "(reserved: from, message_type, collapse_key, and keys starting with "
-                    "google. or gcm.)",
+                    "(reserved: from, message_type, and keys starting with google. or "
+                    "gcm.notification.)",
                 )
             )
-    if size > DATA_LIMIT_BYTES:
-        violations.append(
-            (
-                path,
-                f"Message is too big: data payload is {size} bytes, "
-                f"the limit is {DATA_LIMIT_BYTES} bytes",
-            )
-        )
     return violations
+
+
+def payload_size(message: dict) -> int:
+    """Return the UTF-8 bytes of the keys and string values of the message's payload parts."""
+    size = 0
+    for part in PAYLOAD_PARTS:
+        node: Any = message
+        for name in part:
+            node = node.get(name) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if isinstance(key, str) and isinstance(value, str):
+                size += len(key.encode(errors="replace")) + len(value.encode(errors="replace"))
+    return size
+
+
+def _size_violations(message: dict) -> list[tuple[str, str]]:
+    limit = TOPIC_PAYLOAD_LIMIT_BYTES if "topic" in message else PAYLOAD_LIMIT_BYTES
+    size = payload_size(message)
+    if size <= limit:
+        return []
+    target = "a topic message" if "topic" in message else "a message"
+    return [
+        (
+            "message",
+            f"Message is too big: its data and notification keys and values are {size} bytes, "
+            f"and the limit for {target} is {limit} bytes",
+        )
+    ]
 
 
 def _notification_violations(notification: Any, path: str) -> list[tuple[str, str]]:
@@ -371,6 +396,7 @@ def message_violations(request: Any) -> list[tuple[str, str]]:
         violations += _notification_violations(message["notification"], "message.notification")
     if "android" in message:
         violations += _android_violations(message["android"])
+    violations += _size_violations(message)
     for name in ("apns", "webpush", "fcm_options"):
         if name in message and not isinstance(message[name], dict):
             violations.append(

@@ -278,7 +278,7 @@ class FcmApp:
             push = self.rules.push_request(project, b"", ledger_headers, connection_id, received_at)
             message = (
                 f"Request body of {error.args[0]} bytes or more is over the "
-                f"{MAX_BODY_BYTES}-byte limit; send at most 4096 bytes of data"
+                f"{MAX_BODY_BYTES}-byte limit; send at most 4096 bytes of data and notification"
             )
             response = FcmResponse(413, google_error(413, message), reason="INVALID_ARGUMENT")
             self.sink.record(push, _outcome(response))

@@ -8,7 +8,8 @@ import pytest
 
 from sim.gateways.fcm_rules import (
     BAD_REQUEST_TYPE,
-    DATA_LIMIT_BYTES,
+    PAYLOAD_LIMIT_BYTES,
+    TOPIC_PAYLOAD_LIMIT_BYTES,
     FCM_ERROR_TYPE,
     FcmRules,
     message_violations,
@@ -45,11 +46,45 @@ def test_topic_recorded_with_prefix():
 
 def test_data_limit_counts_utf8_bytes():
     # "é" is two bytes in UTF-8, so 2048 of them reach the limit with the 1-byte key over it.
-    over = {"message": {"token": fcm_token(2), "data": {"k": "é" * (DATA_LIMIT_BYTES // 2)}}}
+    over = {"message": {"token": fcm_token(2), "data": {"k": "é" * (PAYLOAD_LIMIT_BYTES // 2)}}}
 
     violations = message_violations(over)
 
     assert any("too big" in description for _, description in violations)
+
+
+def test_payload_limit_counts_notification_and_data():
+    # 3000 bytes of body and 1000 of data with their keys are over 4096 together.
+    body = {"message": {"token": fcm_token(2), "notification": {"body": "y" * 3000},
+                        "data": {"d": "x" * 1100}}}  # fmt: skip
+
+    (violation,) = message_violations(body)
+
+    assert violation[0] == "message"
+    assert "its data and notification keys and values are 4105 bytes" in violation[1]
+    assert "the limit for a message is 4096 bytes" in violation[1]
+
+
+def test_android_notification_counts_toward_limit():
+    android = {"notification": {"body": "y" * PAYLOAD_LIMIT_BYTES}}
+    body = {"message": {"token": fcm_token(2), "android": android}}
+
+    assert any("too big" in description for _, description in message_violations(body))
+
+
+def test_topic_message_limit_is_2048_bytes():
+    # Key "k" (1 byte) plus the value reaches the topic limit exactly, and one byte more is over.
+    at_limit = {"message": {"topic": "deals", "data": {"k": "x" * (TOPIC_PAYLOAD_LIMIT_BYTES - 1)}}}
+    over = {"message": {"topic": "deals", "data": {"k": "x" * TOPIC_PAYLOAD_LIMIT_BYTES}}}
+
+    assert message_violations(at_limit) == []
+    assert "the limit for a topic message is 2048 bytes" in message_violations(over)[0][1]
+
+
+def test_collapse_key_allowed_in_data():
+    body = {"message": {"token": fcm_token(3), "data": {"collapse_key": "cart", "gcm.x": "1"}}}
+
+    assert message_violations(body) == []
 
 
 def test_allowed_keys_that_look_reserved():
