@@ -3,7 +3,8 @@
 - ``POST /control/run``: ``{"epoch": {"wall_t0", "sim_t0", "time_scale"}, "run_key": hex,
   "shard_count": n, "mode": "registry"|"open", "topic": s, "project": s}``. ``seed`` may replace
   ``run_key``, which is then derived from it as the model does. An optional ``"throttle":
-  {"limit": n, "window": wall seconds}`` sets the per-token push limit (limit 0 turns it off).
+  {"limit": n, "window": wall seconds}`` sets the per-token push limit (limit 0 turns it off);
+  without it the run gets the throttle the gateways started with.
   ``GET /control/run`` returns the run in force (404 before the first post).
 - ``POST /control/invalidations``: ``{"invalidations": [{"token", "reason", "died_at",
   "reported_at"}]}``, times in simulated Unix seconds.
@@ -203,16 +204,19 @@ async def post_run(request: web.Request) -> web.Response:
     except ValueError as error:
         raise BadRequest(str(error)) from None
 
+    # A run without a throttle gets the gateways' starting one, not the previous run's.
     throttle = _field(body, "throttle", dict, None)
+    limit, window = world.default_throttle
     if throttle is not None:
         try:
-            world.registry.set_throttle(
-                _field(throttle, "limit", int), float(_field(throttle, "window", (int, float)))
-            )
+            limit = _field(throttle, "limit", int)
+            window = float(_field(throttle, "window", (int, float)))
         except BadRequest as error:
             raise BadRequest(f"throttle: {error}; send {{'limit': n, 'window': seconds}}") from None
-        except ValueError as error:
-            raise BadRequest(str(error)) from None
+    try:
+        world.registry.set_throttle(limit, window)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
 
     world.configure_run(config)
     return web.json_response(_run_json(world, config))

@@ -128,6 +128,8 @@ class GatewayWorld:
         self.default_mode = mode
         self.default_topic = topic
         self.default_project = project
+        # The throttle that a run posted without one gets, so that no run inherits another's.
+        self.default_throttle = (throttle_limit, throttle_window)
         # Hex, so that the token never starts with "-" when a command line passes it on.
         self.control_token = control_token or secrets.token_hex(32)
         self.run = RunState()

@@ -307,6 +307,22 @@ def test_posted_throttle_applies(tmp_path):
     assert states == [TokenState.ALIVE, TokenState.ALIVE, TokenState.THROTTLED]
 
 
+def test_run_without_throttle_gets_starting_one(tmp_path):
+    world = GatewayWorld(tmp_path / "ledger.sqlite", throttle_limit=5, throttle_window=10).start()
+
+    responses = call(
+        world,
+        [
+            ("POST", "/control/run", {"json": run_body(throttle={"limit": 2, "window": 30})}),
+            ("POST", "/control/run", {"json": run_body()}),
+        ],
+    )
+    world.close()
+
+    assert responses[0].json()["throttle"] == {"limit": 2, "window": 30.0}
+    assert responses[1].json()["throttle"] == {"limit": 5, "window": 10.0}
+
+
 def test_world_from_scenario(tmp_path):
     scenario = load_scenario(
         text="seed: 9\ngateways:\n  mode: open\n  faults:\n    - kind: brownout\n      start: 1h\n"

@@ -8,9 +8,9 @@ import pytest
 
 from sim.gateways.fcm_rules import (
     BAD_REQUEST_TYPE,
+    FCM_ERROR_TYPE,
     PAYLOAD_LIMIT_BYTES,
     TOPIC_PAYLOAD_LIMIT_BYTES,
-    FCM_ERROR_TYPE,
     FcmRules,
     message_violations,
 )
