@@ -110,6 +110,8 @@ FCM_ERROR_STATUS = {
     "THIRD_PARTY_AUTH_ERROR": 401,
 }
 _DEFAULT_FAULT_CODE = {status: code for code, status in FCM_ERROR_STATUS.items()}
+# The ErrorCode reference names the project's message rate among the causes of QUOTA_EXCEEDED.
+QUOTA_FAULT_MESSAGE = "Quota exceeded for the project's message rate; retry after the backoff."
 
 _FCM_ERROR_MESSAGES = {
     "INVALID_ARGUMENT": "The registration token is not a valid FCM registration token",
@@ -525,7 +527,10 @@ class FcmRules:
     def _fault_response(fault: FaultAction) -> FcmResponse:
         status = fault.status or 500
         code = fault.reason or _DEFAULT_FAULT_CODE.get(status)
-        if code in FCM_ERROR_STATUS and FCM_ERROR_STATUS[code] == status:
+        if fault.fault == "quota" and code == "QUOTA_EXCEEDED":
+            # The quota fault stands for the project's message rate, not one device's.
+            response = fcm_error_response(code, QUOTA_FAULT_MESSAGE)
+        elif code in FCM_ERROR_STATUS and FCM_ERROR_STATUS[code] == status:
             response = fcm_error_response(code)
         else:
             message = f"Injected fault: HTTP {status}" + (f" ({code})" if code else "")

@@ -157,6 +157,23 @@ def test_fault_with_named_reason():
     assert response.body["error"]["details"][0]["errorCode"] == "QUOTA_EXCEEDED"
 
 
+def test_quota_fault_names_project_rate():
+    faults = ScriptedFaults()
+    throttled, quota = fcm_token(6), fcm_token(8)
+    faults.actions[quota] = FaultAction(status=429, reason="QUOTA_EXCEEDED", fault="quota")
+    tokens = ScriptedTokens()
+    tokens.states[throttled] = TokenState.THROTTLED
+    rules = FcmRules(fault_policy=faults, token_policy=tokens)
+
+    _, by_quota = decide(rules, {"message": {"token": quota}})
+    _, by_throttle = decide(rules, {"message": {"token": throttled}})
+
+    assert by_quota.body["error"]["message"].startswith("Quota exceeded for the project's")
+    assert by_throttle.body["error"]["message"] == (
+        "Quota exceeded for sending messages to this device."
+    )
+
+
 def test_fault_with_other_status_uses_plain_error():
     faults = ScriptedFaults()
     token = fcm_token(7)
