@@ -115,7 +115,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
             for trigger, row in zip(triggers.triggers, judged, strict=True)
             if row.outcome == "not_sent"
             and not row.push_count
-            and merged_anonymous(trigger, index, row.due_at)
+            and merged_anonymous(trigger, index, row.due_at, journey)
         )
         attributed_all.extend(
             (trigger, attributed.get(trigger.trigger_id, [])) for trigger in triggers.triggers

@@ -326,7 +326,8 @@ def _failure(
     if live_tokens and trigger_profile not in profiles:
         return "events_without_device", f"trigger on {trigger_profile}"
 
-    merged = _merge_note(trigger, trigger_profile, merged_anonymous(trigger, index, due))
+    merged_before = merged_anonymous(trigger, index, due, context.journey)
+    merged = _merge_note(trigger, trigger_profile, merged_before)
     if not good:
         others = sorted({p.owner_person for p in pushes if p.accepted and p.owner_person})
         if others:
@@ -339,16 +340,20 @@ def _failure(
     return "sent_late", _joined(f"first push {good[0].at - due:.0f} s after due", merged)
 
 
-def merged_anonymous(trigger: Trigger, index: TruthIndex, due: float) -> bool:
-    """Tell whether an anonymous trigger belongs to an identified profile by ``due`` by a merge.
+def merged_anonymous(trigger: Trigger, index: TruthIndex, due: float, journey: Journey) -> bool:
+    """Tell whether an anonymous trigger belongs to an identified profile by a merge before due.
 
     A backend that does not merge anonymous activity into the profile that identifies keeps
     such a trigger on an anonymous profile without a device. It then sends nothing, or sends
-    late from a later event of the identified profile that starts the journey again.
+    late from a later event of the identified profile that starts the journey again. The
+    identify must come at least the journey's late tolerance before the due time, so that a
+    backend that merges but reads the profile a moment before the identify arrives is not
+    blamed.
     """
     if trigger.call.get("user_id"):
         return False
-    return index.profile_at(trigger.call, due).startswith("user:")
+    before = due - late_tolerance(journey, trigger.window)
+    return index.profile_at(trigger.call, before).startswith("user:")
 
 
 def _merge_note(trigger: Trigger, trigger_profile: str, merged: bool) -> str:
@@ -356,7 +361,8 @@ def _merge_note(trigger: Trigger, trigger_profile: str, merged: bool) -> str:
         return ""
     return (
         f"made anonymously as {trigger.call.get('anonymous_id')}, which identified as "
-        f"{trigger_profile} before the due time: anonymous activity must merge into that profile"
+        f"{trigger_profile} well before the due time: anonymous activity must merge into that "
+        "profile"
     )
 
 
