@@ -122,7 +122,10 @@ def _conversion_split(split: dict[str, int]) -> str:
     if unknown:
         # A broadcast's trigger names no cart, so no latent draw splits its conversions: they
         # are orders in the visits its pushes opened.
-        text += f", {unknown} of triggers that name no cart, which no latent draw splits"
+        text += (
+            f", {unknown} from triggers that name no cart, such as a broadcast's, which no "
+            "latent draw splits"
+        )
     return text
 
 
@@ -266,7 +269,8 @@ def _conduct(result: OracleResult) -> str:
         ["retries of them", _number(conduct.retries)],
         ["retries without backoff", _number(conduct.retries_without_backoff)],
         ["retries before Retry-After", _number(conduct.retries_before_retry_after)],
-        ["429/503 never retried", _number(conduct.errors_never_retried)],
+        ["429/503 with no retry after it (the sender gave up)",
+         _number(conduct.errors_never_retried)],
         ["unregistered responses (410 / UNREGISTERED)", _number(conduct.unregistered_responses)],
         ["sends after an unregistered response", _number(conduct.sends_after_unregistered)],
         ["connections per service", escape(", ".join(

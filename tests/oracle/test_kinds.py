@@ -172,7 +172,7 @@ def test_broadcast_conversion_is_unsplit(tmp_path):
     row = next(row for row in result.rows if row.person == "p1-0")
     assert (row.outcome, row.conversion) == ("converted", "unknown")
     assert result.journeys[0].conversions == {"incremental": 0, "pulled_forward": 0, "unknown": 1}
-    assert "1 of triggers that name no cart, which no latent draw splits" in html
+    assert "1 from triggers that name no cart, such as a broadcast's" in html
 
 
 def test_broadcast_lateness_left_out_of_summary(tmp_path):
