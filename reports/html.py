@@ -24,6 +24,15 @@ CONDUCT_PROBLEMS = {
     "retries_without_backoff": "retry_without_backoff",
     "retries_before_retry_after": "retry_before_retry_after",
 }
+# The gate metric that counts each problem kind, outcome or conduct figure of Top problems.
+GATE_METRIC_OF = {
+    "wrong_person": "wrong_person_pushes",
+    "duplicate_delivery": "duplicate_deliveries",
+    "push_after_conversion": "pushes_after_conversion",
+    "push_without_permission": "pushes_without_permission",
+    "stranded_anonymous": "stranded_anonymous",
+    **{name: name for name in CONDUCT_PROBLEMS},
+}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1180px; color: #111; }
@@ -161,22 +170,22 @@ def _waterfalls(result: OracleResult) -> str:
 
 
 def _top_problems(result: OracleResult) -> str:
+    # (count, name, examples); a name is a failure outcome, a problem kind or a conduct figure.
     entries: list[tuple[int, str, str]] = []
     for outcome in FAILURES:
         rows = [r for r in result.rows if r.outcome == outcome]
         if rows:
             examples = ", ".join(r.trigger_id for r in rows[:3])
-            entries.append((len(rows), outcome.replace("_", " "), examples))
+            entries.append((len(rows), outcome, examples))
     for problem in result.problems.values():
         if problem.count:
-            entries.append((problem.count, problem.kind.replace("_", " "),
-                            "; ".join(problem.examples[:3])))  # fmt: skip
+            entries.append((problem.count, problem.kind, "; ".join(problem.examples[:3])))
     conduct = result.conduct
     for name, example_key in CONDUCT_PROBLEMS.items():
         count = getattr(conduct, name)
         if count:
             examples = conduct.examples.get(example_key, [])
-            entries.append((count, name.replace("_", " "), "; ".join(examples[:3])))
+            entries.append((count, name, "; ".join(examples[:3])))
     if result.unattributed_pushes:
         entries.append((result.unattributed_pushes, "pushes tied to no trigger", ""))
     if result.unknown_token_pushes:
@@ -186,9 +195,18 @@ def _top_problems(result: OracleResult) -> str:
         )
     if not entries:
         return "<p>No failures or problems found.</p>"
-    entries.sort(key=lambda entry: -entry[0])
-    rows = [[escape(kind), _number(count), escape(examples)]
-            for count, kind, examples in entries[:TOP_PROBLEMS]]  # fmt: skip
+
+    # What fails a gate leads, however small its count; the rest follow by count.
+    failing = {gate.metric for gate in result.gates if not gate.passed}
+
+    def fails_gate(name: str) -> bool:
+        return GATE_METRIC_OF.get(name) in failing
+
+    entries.sort(key=lambda entry: (not fails_gate(entry[1]), -entry[0]))
+    rows = []
+    for count, name, examples in entries[:TOP_PROBLEMS]:
+        label = name.replace("_", " ") + (" (fails a gate)" if fails_gate(name) else "")
+        rows.append([escape(label), _number(count), escape(examples)])
     table = _table(["problem", "count", "example ids"], rows, {1})
     hint = result.stitching_hint()
     return table + (f"<p>{escape(hint)}.</p>" if hint else "")

@@ -952,3 +952,26 @@ def test_report_shows_ungated_problems(tmp_path):
     warning = summary["ungated_problems_warning"]
     assert warning.startswith("no gate checks these, and none is zero: pushes_after_conversion 1")
     assert "NOT GATED: no gate checks these, and none is zero: pushes_after_conversion 1" in html
+
+
+def test_top_problems_lead_with_failed_gate(tmp_path):
+    # Three carts get no push (not_sent) and one gets a push after its order, which the gate
+    # fails on: the gate's problem leads although its count is the smaller.
+    story = Story()
+    token = story.shopper()
+    for number in (1, 2, 3):
+        story.add_to_cart(1000.0 * number, f"c1-{number}")
+        story.abandon(1000.0 * number + 60, f"c1-{number}")
+    story.add_to_cart(5000.0, "c1-4")
+    story.order(5600.0, "c1-4")
+    story.push(5000.0 + 1800.0, token, "c1-4")
+    gated = SCENARIO.replace("gates:\n", "gates:\n  - pushes_after_conversion == 0\n")
+    inputs, run_dir = write_run_dir(story, tmp_path, gated)
+    shutil.copy(inputs.truth_paths[0], run_dir / "truth-0.jsonl")
+
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    section = html[html.index("<h2>Top problems</h2>") :]
+    rows = re.findall(r"<tr><td>([^<]*)</td><td class=\"n\">([^<]*)</td>", section)
+
+    assert rows[0] == ("push after conversion (fails a gate)", "1")
+    assert rows[1] == ("not sent", "3")
