@@ -247,7 +247,11 @@ def _legitimate(
     if journey.eligibility.push_permission and reachable and not permitted:
         return "no_permission", ""
     if journey.eligibility.device and not reachable:
-        return "no_device", ""
+        # A backend may still push to a token that died before the push service says so.
+        sent = (
+            f"{len(pushes)} push(es) sent anyway, to tokens no installed app held" if pushes else ""
+        )
+        return "no_device", sent
 
     cap = journey.frequency_cap
     if cap.count > 0 and not any(push.accepted for push in pushes):

@@ -44,6 +44,23 @@ def test_no_device_after_uninstall(tmp_path):
                  reported_at=CART_AT + 9000)  # fmt: skip
     row, _ = outcome_of(story, tmp_path)
     assert row.outcome == "no_device"
+    assert row.detail == ""
+
+
+def test_no_device_names_pushes_sent_anyway(tmp_path):
+    # The token died at the uninstall, and the push service answers 200 until it reports it.
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.record("uninstall", CART_AT + 100, device="d1-0", platform="ios", anonymous_id="anon-1")
+    story.record("token_died", CART_AT + 100, device="d1-0", token=token, reason="uninstall",
+                 reported_at=CART_AT + 9000)  # fmt: skip
+    story.push(DUE, token, live=False)
+
+    row, _ = outcome_of(story, tmp_path)
+
+    assert row.outcome == "no_device"
+    assert row.detail == "1 push(es) sent anyway, to tokens no installed app held"
 
 
 CAPPED_SCENARIO = SCENARIO.replace("frequency_cap: {count: 0, per: 1d}",
