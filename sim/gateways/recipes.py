@@ -92,14 +92,15 @@ def aioapns_recipe(
     apns_port: int,
     ca_cert: Path | str,
     use_sandbox: bool = False,
-    proxy_port: int | None = None,
 ) -> dict:
     """Describe how aioapns (4.x) reaches the mock APNs gateway.
 
     aioapns connects to ``APNsProductionClientProtocol.APNS_SERVER`` (or the development
-    protocol's, with ``use_sandbox``) on ``APNsTLSClientProtocol.APNS_PORT``. Its ``APNs``
-    constructor also takes ``ssl_context`` and ``proxy_host``/``proxy_port``, which keep the
-    real host names and need no patching.
+    protocol's, with ``use_sandbox``) on ``APNsTLSClientProtocol.APNS_PORT``, with the
+    ``ssl_context`` its constructor takes. The recipe offers no proxy: aioapns 4.0's
+    ``proxy_host``/``proxy_port`` path fails on Python 3.11 before the TLS handshake, with
+    "'TransportSocket' object has no attribute 'send'", because it hands asyncio the tunnel's
+    socket wrapper where a socket is needed.
     """
     protocol = "APNsDevelopmentClientProtocol" if use_sandbox else "APNsProductionClientProtocol"
     return {
@@ -111,14 +112,9 @@ def aioapns_recipe(
         },
         "constructor": {"use_sandbox": use_sandbox},
         "ssl_context_cafile": str(ca_cert),
-        "proxy": _proxy(proxy_port),
-        "constructor_with_proxy": (
-            {"proxy_host": "127.0.0.1", "proxy_port": proxy_port, "use_sandbox": use_sandbox}
-            if proxy_port
-            else None
-        ),
-        "proxy_hosts": [APNS_HOSTS[1] if use_sandbox else APNS_HOSTS[0]],
-        "notes": "aioapns offers no ALPN protocol, so the APNs gateway must accept TLS without it.",
+        "notes": "aioapns offers no ALPN protocol, so the APNs gateway must accept TLS without "
+        "it. aioapns 4.0's proxy_host/proxy_port fail on Python 3.11, so the recipe sets the "
+        "server and port instead.",
     }
 
 
@@ -182,9 +178,7 @@ def all_recipes(
         ),
     }
     if apns_port is not None:
-        recipes["aioapns"] = aioapns_recipe(
-            apns_port=apns_port, ca_cert=ca_cert, proxy_port=proxy_port
-        )
+        recipes["aioapns"] = aioapns_recipe(apns_port=apns_port, ca_cert=ca_cert)
         recipes["@parse/node-apn"] = node_apn_recipe(
             apns_port=apns_port, ca_cert=ca_cert, proxy_port=proxy_port
         )

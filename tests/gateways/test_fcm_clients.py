@@ -210,6 +210,7 @@ def test_recipes_cover_known_clients(fcm):
     )
 
     assert set(recipes) == {"firebase-admin", "pyfcm", "aioapns", "@parse/node-apn"}
-    assert recipes["aioapns"]["constructor_with_proxy"]["proxy_port"] == fcm.proxy_port
+    # aioapns 4.0's own proxy support fails on Python 3.11, so its recipe offers none.
+    assert "constructor_with_proxy" not in recipes["aioapns"]
     assert recipes["@parse/node-apn"]["provider_options"]["port"] == 2197
     assert json.loads(json.dumps(recipes)) == recipes
