@@ -35,26 +35,27 @@ def test_no_permission(tmp_path):
     assert row.outcome == "no_permission"
 
 
-def test_no_device_after_uninstall(tmp_path):
+def _uninstalled_story() -> tuple[Story, str]:
+    """A shopper whose app is uninstalled after the cart; the token dies with it."""
     story = Story()
     token = story.shopper()
     story.add_to_cart(CART_AT)
     story.record("uninstall", CART_AT + 100, device="d1-0", platform="ios", anonymous_id="anon-1")
     story.record("token_died", CART_AT + 100, device="d1-0", token=token, reason="uninstall",
                  reported_at=CART_AT + 9000)  # fmt: skip
+    return story, token
+
+
+def test_no_device_after_uninstall(tmp_path):
+    story, _ = _uninstalled_story()
     row, _ = outcome_of(story, tmp_path)
     assert row.outcome == "no_device"
     assert row.detail == ""
 
 
 def test_no_device_names_pushes_sent_anyway(tmp_path):
-    # The token died at the uninstall, and the push service answers 200 until it reports it.
-    story = Story()
-    token = story.shopper()
-    story.add_to_cart(CART_AT)
-    story.record("uninstall", CART_AT + 100, device="d1-0", platform="ios", anonymous_id="anon-1")
-    story.record("token_died", CART_AT + 100, device="d1-0", token=token, reason="uninstall",
-                 reported_at=CART_AT + 9000)  # fmt: skip
+    # The push service answers 200 for the dead token until it reports it.
+    story, token = _uninstalled_story()
     story.push(DUE, token, live=False)
 
     row, _ = outcome_of(story, tmp_path)
