@@ -247,7 +247,7 @@ def _legitimate(
     if journey.eligibility.push_permission and reachable and not permitted:
         return "no_permission", ""
     if journey.eligibility.device and not reachable:
-        # A backend may still push to a token that died before the push service says so.
+        # A backend may still push to a token that died before the push service reports it.
         sent = (
             f"{len(pushes)} push(es) sent anyway, to tokens no installed app held" if pushes else ""
         )
