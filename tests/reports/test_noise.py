@@ -1,12 +1,13 @@
-"""The z statistic of two runs' percentiles from their confidence intervals."""
+"""The z statistics of two runs' counts, and of their percentiles from confidence intervals."""
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import pytest
 
-from reports.noise import PercentileInterval, percentile_z
+from reports.noise import EXACT_COUNT_LIMIT, PercentileInterval, count_z, percentile_z
 
 
 def test_percentile_z_adds_errors_in_quadrature():
@@ -68,3 +69,26 @@ def test_percentile_z_bound_past_estimate():
     b = PercentileInterval(2.0, None, 2.0)
 
     assert percentile_z(1.0, a, 1.99, b) == pytest.approx(0.99 / 0.5)
+
+
+@pytest.mark.parametrize(
+    ("count_a", "count_b", "tail"),
+    [(0, 4, 1 / 16), (0, 6, 1 / 64), (2, 8, 56 / 1024)],
+)
+def test_count_z_matches_exact_binomial_tail(count_a, count_b, tail):
+    # 2 against 8: P(X >= 8) for X ~ Binomial(10, 1/2) is (45 + 10 + 1) / 1024.
+    z = count_z(count_a, count_b)
+
+    assert 1.0 - NormalDist().cdf(z) == pytest.approx(tail)
+    assert count_z(count_b, count_a) == pytest.approx(-z)
+
+
+def test_count_z_continues_past_exact_limit():
+    # Just below and above the limit, the exact tail and the corrected normal agree closely.
+    half = EXACT_COUNT_LIMIT // 2
+    below = count_z(half - 50, half + 49)
+    above = count_z(half - 50, half + 51)
+
+    assert below == pytest.approx(above, abs=0.05)
+    assert count_z(3, 3) == 0.0
+    assert count_z(0, 0) == 0.0

@@ -689,14 +689,21 @@ def test_compare_count_change_within_noise(tmp_path, good_run):
     def four_more(summary):
         summary["metrics"]["wrong_person_pushes"] += 4
 
+    def six_more(summary):
+        summary["metrics"]["wrong_person_pushes"] += 6
+
     assert load_summary(good_run)["metrics"]["wrong_person_pushes"] == 0
     small = compare_runs(good_run, _edited_copy(tmp_path, good_run, "one", one_more))
-    large = compare_runs(good_run, _edited_copy(tmp_path, good_run, "four", four_more))
+    four = compare_runs(good_run, _edited_copy(tmp_path, good_run, "four", four_more))
+    large = compare_runs(good_run, _edited_copy(tmp_path, good_run, "six", six_more))
 
-    # 0 against 1 is 1 standard error, 0 against 4 is 2.
+    # Given a sum of n, chance puts all n in B with probability 2^-n: 1/2 for one, 1/16 for
+    # four (z 1.53) and 1/64 for six (z 2.15).
     assert _line(small.text, "wrong_person_pushes").endswith("worse, within noise")
     assert small.worse_figures == 0
     assert small.text.endswith("nothing worse in B (1 more worse within noise, not counted)")
+    assert _line(four.text, "wrong_person_pushes").endswith("worse, within noise")
+    assert four.worse_figures == 0
     assert _line(large.text, "wrong_person_pushes").endswith("WORSE")
     assert large.worse_figures == 1
 
