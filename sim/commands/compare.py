@@ -16,10 +16,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print the gate metrics, gates and outcome shares of RUN_A and RUN_B side "
         "by side and mark each figure that is worse or better in RUN_B. A run without "
         "report/summary.json is judged first. Exits 0, 1 when a gate that passes in RUN_A "
-        "fails in RUN_B, or 2 when a run cannot be read.",
+        "fails in RUN_B (or, with --fail-on-worse, when any figure is WORSE), or 2 when a run "
+        "cannot be read.",
     )
     parser.add_argument("run_a", metavar="RUN_A", help="the baseline run directory")
     parser.add_argument("run_b", metavar="RUN_B", help="the run directory to compare with it")
+    parser.add_argument(
+        "--fail-on-worse",
+        action="store_true",
+        help="also exit 1 when a figure is WORSE beyond noise, gated or not, so that a CI job "
+        "catches a regression the scenario has no gate for",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -37,4 +44,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"pushsim: cannot compare: {error}", file=sys.stderr)
         return EXIT_USAGE
     print(comparison.text)
-    return EXIT_GATES_FAILED if comparison.failed_gates else 0
+    if comparison.failed_gates:
+        return EXIT_GATES_FAILED
+    if args.fail_on_worse and comparison.worse_figures:
+        print(
+            f"pushsim: {comparison.worse_figures} figure(s) worse in B (--fail-on-worse)",
+            file=sys.stderr,
+        )
+        return EXIT_GATES_FAILED
+    return 0

@@ -597,6 +597,19 @@ def test_compare_command(good_run, flawed_run, capsys):
     assert "WORSE" in capsys.readouterr().out
 
 
+def test_compare_fail_on_worse(good_run, flawed_run, capsys):
+    comparison = compare_runs(good_run, flawed_run)
+    assert comparison.failed_gates == ()
+    assert comparison.worse_figures > 0
+
+    plain = main(["compare", str(good_run), str(flawed_run)])
+    strict = main(["compare", str(good_run), str(flawed_run), "--fail-on-worse"])
+    same = main(["compare", str(good_run), str(good_run), "--fail-on-worse"])
+
+    assert (plain, strict, same) == (0, 1, 0)
+    assert "figure(s) worse in B (--fail-on-worse)" in capsys.readouterr().err
+
+
 def test_compare_command_gate_newly_failed(tmp_path, good_run, flawed_run, capsys):
     rates = [load_summary(run)["metrics"]["delivery_rate"] for run in (good_run, flawed_run)]
     assert rates[0] > rates[1]
