@@ -306,9 +306,14 @@ def _percentile_notes(a: dict, b: dict, run_a: str | Path, run_b: str | Path) ->
 
 
 def _unbounded_notes(metrics: list[str], a: dict, b: dict) -> list[str]:
-    """Note each run whose samples were too few to set the bound that faces the other run."""
-    # Metrics by run, sample count, percentile, side and the samples that side needs.
-    grouped: dict[tuple[str, int, int, str, int], list[str]] = {}
+    """Note the runs whose samples were too few to set the bound that faces the other run.
+
+    Which run lacks the bound depends on the way each metric moved, so metrics that moved
+    opposite ways name different runs; one note per percentile and side names them all.
+    """
+    # Per percentile, side and the samples that side needs: the runs short of them with their
+    # sample counts, and the metrics left without a test.
+    grouped: dict[tuple[int, str, int], tuple[dict[str, int], list[str]]] = {}
     for metric in metrics:
         samples, percentile = _PERCENTILES[metric]
         rising = b["metrics"][metric] > a["metrics"][metric]
@@ -320,16 +325,18 @@ def _unbounded_notes(metrics: list[str], a: dict, b: dict) -> list[str]:
             # (100 - p)-th.
             side_percentile = percentile if above else 100 - percentile
             needed = fewest_samples_for_upper_bound(side_percentile, interval.z)
-            count = summary["trigger_lateness"][samples]["count"]
             side = "above" if above else "below"
-            grouped.setdefault((label, count, percentile, side, needed), []).append(metric)
+            runs, names = grouped.setdefault((percentile, side, needed), ({}, []))
+            runs[label] = summary["trigger_lateness"][samples]["count"]
+            if metric not in names:
+                names.append(metric)
 
     notes = []
-    for (label, count, percentile, side, needed), names in grouped.items():
+    for (percentile, side, needed), (runs, names) in grouped.items():
+        counts = " and ".join(f"run {label} {count}" for label, count in sorted(runs.items()))
         notes.append(
-            f"note: run {label} has {count} lateness samples, too few to bound its "
-            f"p{percentile} from {side} ({needed} are needed), so {' and '.join(names)} got no "
-            "noise test"
+            f"note: too few lateness samples ({counts}) to bound the p{percentile} from {side} "
+            f"({needed} are needed), so {' and '.join(names)} got no noise test"
         )
     return notes
 

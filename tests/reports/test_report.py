@@ -866,7 +866,7 @@ def test_compare_notes_too_few_lateness_samples(good_run, flawed_run):
 
     assert _line(text, "trigger_lateness_p99 ").endswith("worse, no noise test")
     assert (
-        f"note: run A has {count} lateness samples, too few to bound its p99 from above "
+        f"note: too few lateness samples (run A {count}) to bound the p99 from above "
         "(377 are needed), so trigger_lateness_p99 and trigger_lateness_p99_wall_ms got no "
         "noise test"
     ) in text
@@ -874,7 +874,28 @@ def test_compare_notes_too_few_lateness_samples(good_run, flawed_run):
     reverse = compare_runs(flawed_run, good_run).text
     assert _line(reverse, "trigger_lateness_p99 ").endswith("better, no noise test")
     assert "moved the right way with no noise test, not counted: trigger_lateness_p99" in reverse
-    assert f"note: run B has {count} lateness samples, too few to bound its p99" in reverse
+    assert f"note: too few lateness samples (run B {count}) to bound the p99 from above" in reverse
+
+
+def test_compare_notes_both_runs_short_of_samples_once(tmp_path, good_run):
+    # The sim p99 rises from A to B and the wall p99 falls, so each move needs the upper bound
+    # of another run.
+    def later_wall(summary):
+        summary["metrics"]["trigger_lateness_p99_wall_ms"] += 10.0
+
+    def later_sim(summary):
+        summary["metrics"]["trigger_lateness_p99"] += 10.0
+
+    count = load_summary(good_run)["trigger_lateness"]["sim_s"]["count"]
+    a = _edited_copy(tmp_path, good_run, "a", later_wall)
+    text = compare_runs(a, _edited_copy(tmp_path, good_run, "b", later_sim)).text
+    notes = [line for line in text.splitlines() if line.startswith("note: too few")]
+
+    assert notes == [
+        f"note: too few lateness samples (run A {count} and run B {count}) to bound the p99 "
+        "from above (377 are needed), so trigger_lateness_p99 and "
+        "trigger_lateness_p99_wall_ms got no noise test"
+    ]
 
 
 def test_compare_names_differing_scenario_keys(tmp_path, good_run):
