@@ -286,3 +286,9 @@ def test_bad_broadcast_time_gives_one_problem():
     (finding,) = problems(text)
     assert finding.path == "journeys[0].at"
     assert "invalid date and time 'tomorrow'" in finding.message
+
+
+def test_problems_follow_file_order():
+    # The rules find the gate problem before the clock warning; the list follows the file.
+    text = "gates: ['nothing >= 1']\nclock: {duration: 1h, drain: 2h}\n"
+    assert [finding.line for finding in problems(text)] == [1, 2]
