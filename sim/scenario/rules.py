@@ -166,7 +166,7 @@ def _check_funnel(scenario: Scenario, collector: Collector) -> None:
             )
 
 
-def reachable_events(transitions: dict) -> set[str]:
+def _reachable_events(transitions: dict) -> set[str]:
     """Return the funnel events that a session can reach from its start with some probability."""
     reached: set[str] = set()
     frontier = ["session_start"]
@@ -183,7 +183,7 @@ def reachable_events(transitions: dict) -> set[str]:
 
 def _check_reached(scenario: Scenario, collector: Collector) -> None:
     """Warn about journeys triggered by a funnel event that no session reaches."""
-    reached = reachable_events(scenario.funnel.transitions)
+    reached = _reachable_events(scenario.funnel.transitions)
     for index, journey in enumerate(scenario.journeys):
         if journey is None or journey.kind not in TRIGGERED_KINDS:
             continue
