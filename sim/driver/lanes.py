@@ -40,12 +40,15 @@ class Action:
 
     ``due`` is the wall Unix time it was scheduled for. ``send`` performs it with a lane's
     client; ``dropped`` is called instead when it is already later than the lag budget.
+    ``unsent`` is called, with how late it is, for a call still within the lag budget, or not
+    yet due, when the run stops; without it such a call counts as dropped.
     """
 
     device: str
     due: float
     send: Callable[[Any], None]
     dropped: Callable[[float], None]
+    unsent: Callable[[float], None] | None = None
 
 
 class DeviceLanes:
@@ -139,32 +142,39 @@ class DeviceLanes:
         self.dropped += 1
         action.dropped(lag)
 
-    def abandon(self) -> int:
-        """Drop every action still queued, as too late, and return how many there were.
+    def abandon(self) -> tuple[int, int]:
+        """Give up every action still queued; return how many were dropped and how many unsent.
 
         At the end of a run these calls will never be sent: a shard that Locust gave no lane
-        keeps all of its calls queued, as an interrupted run keeps its last few.
+        keeps all of its calls queued, as an interrupted run keeps its last few. A call already
+        later than the lag budget is dropped, as a lane would have dropped it. One still within
+        the budget, or not yet due, is unsent: the stop, not the generator, kept it back.
         """
         now = self._wall_clock()
-        abandoned = 0
+        dropped = unsent = 0
         for queue in self._queues.values():
             while queue:
                 action = queue.popleft()
-                abandoned += 1
+                lag = now - action.due
                 try:
-                    self._drop(action, now - action.due)
+                    if lag <= self.lag_budget and action.unsent is not None:
+                        unsent += 1
+                        action.unsent(lag)
+                    else:
+                        dropped += 1
+                        self._drop(action, lag)
                 except Exception:
                     log.exception(
-                        "recording a dropped SDK call for device %s failed", action.device
+                        "recording an unsent SDK call for device %s failed", action.device
                     )
-        self.pending -= abandoned
+        self.pending -= dropped + unsent
         # Devices a lane is sending for keep their queue until the lane hands them back.
         self._queues = {
             device: queue for device, queue in self._queues.items() if device in self._busy
         }
         self._finishing = True
         self._end_if_idle()
-        return abandoned
+        return dropped, unsent
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued action left, up to ``timeout`` wall seconds."""

@@ -33,6 +33,7 @@ from sim.formats.truth import TruthWriter
 from sim.model.ports import Delivery, SdkCall, TokenInvalidation
 from sim.model.world import World
 from sim.oracle.generator import falling_behind
+from sim.oracle.ledger import UNSENT
 from sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ class LiveRun:
                 due,
                 send=lambda client: self._send(client, requests, calls, due),
                 dropped=lambda lag: self._write_truth(calls, "dropped", None, lag=lag),
+                unsent=lambda lag: self._write_truth(calls, UNSENT, None),
             )
         )
 
@@ -364,13 +366,16 @@ class LiveRun:
         self.env.stop()
         self._flush_invalidations()
         gevent.killall(self._greenlets, timeout=5)
-        abandoned = self.lanes.abandon()
-        if abandoned:
+        dropped, unsent = self.lanes.abandon()
+        if dropped or unsent:
             log.warning(
-                "pushsim: shard %d ends with %d SDK calls that no lane sent; the truth ledger "
-                "counts them as dropped",
+                "pushsim: shard %d ends with %d SDK calls that no lane sent: the truth ledger "
+                "counts %d, later than clock.lag_budget, as dropped, and %d, not late yet when "
+                "the run stopped, as unsent",
                 self.plan.shard_index,
-                abandoned,
+                dropped + unsent,
+                dropped,
+                unsent,
             )
         release_frozen()
         self.truth.close()

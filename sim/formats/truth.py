@@ -5,7 +5,8 @@ The model writes it through a sink; the driver and the oracle read it back. Ever
 and ``seq`` (the group's own counter), so ``(at, group, seq)`` is the canonical order of records
 from any number of shards. Kinds and their extra fields:
 
-- ``sdk_call``: ``method``, ``status`` (sent, dropped, local or planned), ``device``, ``person``
+- ``sdk_call``: ``method``, ``status`` (sent, dropped, unsent, local or planned; unsent is a
+  call a stopped run held back before it was late), ``device``, ``person``
   (the true person at the phone), ``anonymous_id``, ``user_id`` (the identity the SDK sent, or
   null), ``token``, ``event``, ``properties``, ``attributes``, ``fault`` (injected fault label,
   several joined with commas, or null). The driver adds ``http_status`` to a sent call: the
@@ -18,7 +19,8 @@ from any number of shards. Kinds and their extra fields:
   ``cause`` (fcm_refresh or os_update for a rotation, else the reason), ``reported_at`` (when
   the push service starts reporting the token as unregistered).
 - ``permission``: ``device``, ``state`` (granted, denied, not_determined), ``prompted``.
-- ``device_user``: ``device``, ``person`` (who uses the phone from ``at`` on).
+- ``device_user``: ``device``, ``person`` (who uses the phone from ``at`` on). The record of a
+  second phone is written when its owner's group arrives, ahead of ``at``.
 - ``cart``: ``cart_id``, ``device``, ``person``, ``origin``. The origin is organic, reorder for
   the cart a reorder opens, or reorder_visit for later carts of that visit.
 - ``cart_closed``: ``cart_id``, ``outcome`` (ordered or abandoned).

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sim.oracle.ledger import DROPPED, TruthIndex
+from sim.oracle.ledger import DROPPED, UNSENT, TruthIndex
 from sim.oracle.stats import summarise
 
 # Share of SDK calls dropped above which the run's backend figures are flagged as untrustworthy.
@@ -40,8 +40,9 @@ def judge_generator(index: TruthIndex) -> GeneratorHealth:
     """Count dropped SDK calls, summarise lag, and flag a generator that fell behind."""
     counts = dict(sorted(index.status_counts.items()))
     dropped = counts.get(DROPPED, 0)
-    # Local calls never leave the app, so they are not part of the load.
-    offered = sum(count for status, count in counts.items() if status != "local")
+    # Local calls never leave the app, and unsent ones were held back by a stop, not by the
+    # generator, so neither is part of the load offered.
+    offered = sum(count for status, count in counts.items() if status not in ("local", UNSENT))
     share = dropped / offered if offered else 0.0
     health = GeneratorHealth(
         calls_by_status=counts,

@@ -18,6 +18,8 @@ from sim.formats.truth import TruthView, canonical_key, read_records
 # SDK call statuses that reached the backend, or would have in a virtual run.
 DELIVERED_STATUSES = frozenset({"sent", "planned"})
 DROPPED = "dropped"
+# A call that a stopped run held back while it was still within the lag budget or not yet due.
+UNSENT = "unsent"
 
 
 def _only_counted(record: dict, events: Collection[str]) -> bool:
@@ -107,7 +109,8 @@ class TruthIndex:
         for path in paths:
             last = 0.0
             for record in read_records(path):
-                last = max(last, record["at"])
+                if _marks_progress(record):
+                    last = max(last, record["at"])
                 if events is not None and _only_counted(record, events):
                     index._count_call(record)
                     continue
@@ -223,3 +226,14 @@ class TruthIndex:
             if since <= at:
                 current = anonymous_id
         return current
+
+
+def _marks_progress(record: dict) -> bool:
+    """Tell whether a record shows that its shard's model reached its time.
+
+    A second phone's device_user record is written ahead, when its group arrives, and calls
+    given up when a run stops may lie ahead of where the model stood, so neither counts.
+    """
+    if record["kind"] == "device_user":
+        return False
+    return record["kind"] != "sdk_call" or record.get("status") not in (DROPPED, UNSENT)

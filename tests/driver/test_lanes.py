@@ -131,6 +131,32 @@ def test_idle_lanes_end_at_finish():
     assert lanes.pending == 0
 
 
+def test_abandon_keeps_calls_not_yet_late_apart():
+    timing = TimingTable()
+    lanes = DeviceLanes(lag_budget=1.0, timing=timing)
+    outcomes: list[tuple[str, str]] = []
+    now = time.time()
+    # Due 3 s ago (past the 1 s budget), 0.5 s ago (within it) and in 10 s (not yet due).
+    for name, due in (("late", now - 3.0), ("recent", now - 0.5), ("ahead", now + 10.0)):
+        lanes.submit(
+            Action(
+                name,
+                due,
+                lambda client: None,
+                lambda lag, name=name: outcomes.append((name, "dropped")),
+                lambda lag, name=name: outcomes.append((name, "unsent")),
+            )
+        )
+
+    abandoned = lanes.abandon()
+
+    assert abandoned == (1, 2)
+    assert sorted(outcomes) == [("ahead", "unsent"), ("late", "dropped"), ("recent", "unsent")]
+    assert lanes.dropped == 1
+    assert timing.get(SCHEDULE_LAG).drops == 1
+    assert lanes.pending == 0
+
+
 def test_abandon_drops_calls_no_lane_sent():
     timing = TimingTable()
     lanes = DeviceLanes(lag_budget=5.0, timing=timing)
@@ -151,7 +177,7 @@ def test_abandon_drops_calls_no_lane_sent():
     # A shard that Locust gave no lane: nothing served the queue before the run ended.
     abandoned = lanes.abandon()
 
-    assert abandoned == 6
+    assert abandoned == (6, 0)
     assert [device for device, _ in dropped] == ["a"] * 3 + ["b"] * 3
     assert all(lag >= 2.0 for _, lag in dropped)
     assert lanes.dropped == 6

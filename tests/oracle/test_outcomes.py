@@ -390,6 +390,29 @@ def test_partial_run_excludes_triggers_due_after_stop(tmp_path):
     assert [row.outcome for row in partial.rows] == ["excluded_near_end"]
 
 
+def test_partial_run_end_ignores_records_written_ahead(tmp_path):
+    # As above, but the ledger also holds a second phone's device_user record written ahead,
+    # and calls given up at the stop that were due later: neither moves the end of the run.
+    story = Story()
+    story.shopper()
+    story.add_to_cart(CART_AT)
+    story.call("track", 5000.0, "d1-0", "p1-0", user_id="p1-0", event="product_viewed")
+    story.record("device_user", 150_000.0, device="d1-1", person="p1-0")
+    story.call("track", 90_000.0, "d1-0", "p1-0", user_id="p1-0", event="product_viewed",
+               status="unsent")  # fmt: skip
+    story.call("track", 95_000.0, "d1-0", "p1-0", user_id="p1-0", event="product_viewed",
+               status="dropped")  # fmt: skip
+    inputs = story.write(tmp_path)
+    inputs.partial = True
+
+    result = judge_run(inputs)
+
+    assert [row.outcome for row in result.rows] == ["excluded_near_end"]
+    # The unsent call is no part of the load the generator offered.
+    assert result.generator.calls_by_status["unsent"] == 1
+    assert result.generator.drop_share == 1 / 5
+
+
 def test_unmerged_anonymous_trigger_is_named(tmp_path):
     # The cart was added anonymously; the shopper identified before the push was due, and the
     # backend, which kept the cart on the anonymous profile, sent nothing.
