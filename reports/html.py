@@ -357,8 +357,13 @@ def render(
     """
     banner = ""
     if partial is not None:
+        where = ""
+        if result.reached is not None:
+            where = (f" The model reached {result.reached / 3600:.1f} of "
+                     f"{result.duration / 3600:g} simulated hours.")  # fmt: skip
         banner += (f'<div class="banner" role="alert">PARTIAL RUN: {escape(partial)}. The '
-                   "figures cover only what was collected before it ended.</div>")  # fmt: skip
+                   f"figures cover only what was collected before it ended."
+                   f"{where}</div>")  # fmt: skip
     if result.generator.fell_behind:
         health = result.generator
         banner += (f'<div class="banner" role="alert">GENERATOR FELL BEHIND: backend figures '

@@ -52,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     status = print_verdict(result, backend_load(Path(args.run_dir)), partial=partial is not None)
     if partial is not None:
         # As pushsim run does: gates that pass on part of a run do not pass the run.
-        print(f"pushsim: the run is partial: {partial}", file=sys.stderr)
+        reached = ""
+        if result.reached is not None:
+            reached = f" (the model reached {result.reached / 3600:.1f} simulated hours)"
+        print(f"pushsim: the run is partial: {partial}{reached}", file=sys.stderr)
         return EXIT_PARTIAL
     return status
 

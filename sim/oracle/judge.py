@@ -72,8 +72,10 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     # A trigger is judged when its due time plus the drain fits before the end. A partial run
     # ends where its models stopped, so a trigger due after that is excluded, not a failure.
     horizon = clock.duration
+    model_reached = None
     if inputs.partial and index.reached is not None:
-        horizon = min(horizon, index.reached)
+        model_reached = min(horizon, index.reached)
+        horizon = model_reached
 
     for journey in scenario.journeys:
         triggers = find_triggers(journey, index, origin, inputs.epoch.time_scale, clock.duration)
@@ -165,6 +167,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         push_requests=len(pushes),
         unknown_token_pushes=sum(1 for push in pushes if push.holder_person is None),
         unsent_after_identify=unsent_after_identify,
+        reached=model_reached,
         protocol=scenario.target.protocol,
     )
     result.metrics = gate_metrics(result)

@@ -131,6 +131,8 @@ class OracleResult:
     unknown_token_pushes: int = 0
     # Triggers made anonymously, identified before their due time, that got no push at all.
     unsent_after_identify: int = 0
+    # Simulated seconds the models of a partial run reached, or None for a whole run.
+    reached: float | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
     # The scenario's target.protocol, which explains the commonest stitching failure.
@@ -254,6 +256,7 @@ def to_summary(result: OracleResult) -> dict[str, Any]:
         "scenario": result.scenario,
         "clock": {
             "duration_s": result.duration,
+            "reached_s": result.reached,
             "drain_s": result.drain,
             "time_scale": result.time_scale,
             "origin_unix": result.origin,

@@ -408,6 +408,7 @@ def test_partial_run_end_ignores_records_written_ahead(tmp_path):
     result = judge_run(inputs)
 
     assert [row.outcome for row in result.rows] == ["excluded_near_end"]
+    assert result.reached == 5000.0
     # The unsent call is no part of the load the generator offered.
     assert result.generator.calls_by_status["unsent"] == 1
     assert result.generator.drop_share == 1 / 5

@@ -95,7 +95,11 @@ def test_partial_run_is_marked(tmp_path, good_run):
     summary = json.loads((html.parent / "summary.json").read_text())
     assert summary["partial"] is True
     assert summary["partial_reason"] == "interrupted by the user"
+    reached = summary["clock"]["reached_s"]
+    assert 0 < reached <= summary["clock"]["duration_s"]
     assert "PARTIAL RUN: interrupted by the user" in html.read_text()
+    assert f"The model reached {reached / 3600:.1f} of" in html.read_text()
+    assert load_summary(good_run)["clock"]["reached_s"] is None
 
 
 LOCUST_STATS = (
