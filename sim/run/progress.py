@@ -20,8 +20,11 @@ REJECTION_SHARE = 0.99
 # Bytes read from the end of the stats history, which contains one row a second for each request
 # name and the Aggregated row.
 _HISTORY_TAIL_BYTES = 16384
-# Wall seconds over which the current request rate is measured.
+# Wall seconds over which the current request rate is measured, at the least.
 RATE_WINDOW_S = 3.0
+# Locust's workers report every 3 s, later on a busy machine, so the master's totals rise in
+# steps. A total unchanged for longer than this many wall seconds means no request went out.
+STALL_S = 6.0
 _BAD_STATUS = re.compile(r"BadStatus\((\d+)\)")
 
 # Byte patterns of truth ledger lines, as sim.formats.truth and the driver's sdk_call_line write
@@ -68,9 +71,10 @@ def _locust_load(run_dir: Path) -> LocustLoad | None:
 def _current_rate(path: Path) -> float | None:
     """Return the current requests/s from the end of the stats history, reading its end only.
 
-    The rate is the slope of the Aggregated rows' Total Request Count over the last
-    RATE_WINDOW_S seconds. Locust's own Requests/s column trails it at the start of a run: it
-    read 0 while 429 requests had been sent, and 168 while about 300 a second went out.
+    The rate is the slope of the Aggregated rows' Total Request Count between the last row where
+    it changed and one at least RATE_WINDOW_S seconds before it, or the first row. Locust's own
+    Requests/s column trails it at the start of a run: it read 0 while 429 requests had been
+    sent, and 168 while about 300 a second went out.
     """
     try:
         with open(path, "rb") as handle:
@@ -98,12 +102,20 @@ def _current_rate(path: Path) -> float | None:
             continue
     if len(totals) < 2:
         return None
-    newest_at, newest = totals[-1]
-    for at, total in reversed(totals[:-1]):
-        if newest_at - at >= RATE_WINDOW_S:
-            return (newest - total) / (newest_at - at)
+
+    # The rate runs between the rows where the total changed, so that the steps of worker
+    # reports neither read as a stop between two reports nor double at a report.
+    steps = [
+        row for index, row in enumerate(totals) if index == 0 or row[1] != totals[index - 1][1]
+    ]
+    step_at, step_total = steps[-1]
+    if totals[-1][0] - step_at > STALL_S:
+        return 0.0
+    for at, total in reversed(steps[:-1]):
+        if step_at - at >= RATE_WINDOW_S:
+            return (step_total - total) / (step_at - at)
     at, total = totals[0]
-    return (newest - total) / (newest_at - at) if newest_at > at else None
+    return (step_total - total) / (step_at - at) if step_at > at else None
 
 
 def _failures_by_response(run_dir: Path) -> Counter[str]:
