@@ -13,6 +13,7 @@ from html import escape
 from reports.locust import EndpointLoad
 from sim.gates import GATE_METRICS
 from sim.oracle.conduct import Conduct
+from sim.oracle.gating import PROBLEM_GATE_METRICS
 from sim.oracle.outcomes import FAILURES, LEGITIMATE, MEANINGS
 from sim.oracle.result import OracleResult
 
@@ -26,10 +27,7 @@ CONDUCT_PROBLEMS = {
 }
 # The gate metric that counts each problem kind, outcome or conduct figure of Top problems.
 GATE_METRIC_OF = {
-    "wrong_person": "wrong_person_pushes",
-    "duplicate_delivery": "duplicate_deliveries",
-    "push_after_conversion": "pushes_after_conversion",
-    "push_without_permission": "pushes_without_permission",
+    **PROBLEM_GATE_METRICS,
     "stranded_anonymous": "stranded_anonymous",
     **{name: name for name in CONDUCT_PROBLEMS},
 }

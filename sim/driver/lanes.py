@@ -165,7 +165,7 @@ class DeviceLanes:
                         self._drop(action, lag)
                 except Exception:
                     log.exception(
-                        "recording an unsent SDK call for device %s failed", action.device
+                        "recording an abandoned SDK call for device %s failed", action.device
                     )
         self.pending -= dropped + unsent
         # Devices a lane is sending for keep their queue until the lane hands them back.

@@ -11,6 +11,15 @@ def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
+# The gate metric that counts each kind of problem push.
+PROBLEM_GATE_METRICS = {
+    "wrong_person": "wrong_person_pushes",
+    "push_after_conversion": "pushes_after_conversion",
+    "duplicate_delivery": "duplicate_deliveries",
+    "push_without_permission": "pushes_without_permission",
+}
+
+
 def gate_metrics(result: OracleResult) -> dict[str, float | None]:
     """Return every metric in ``sim.gates.GATE_METRICS``; None means the run gives no value."""
     judged = [journey for journey in result.journeys if journey.judged]
@@ -24,10 +33,14 @@ def gate_metrics(result: OracleResult) -> dict[str, float | None]:
     stranded = sum(journey.outcomes["stranded_anonymous"] for journey in judged)
     conduct = result.conduct
 
+    problems = {
+        metric: result.problems[kind].count for kind, metric in PROBLEM_GATE_METRICS.items()
+    }
+
     metrics: dict[str, float | None] = {
         "delivery_rate": _share(reached, expected),
-        "wrong_person_pushes": result.problems["wrong_person"].count,
-        "pushes_after_conversion": result.problems["push_after_conversion"].count,
+        "wrong_person_pushes": problems["wrong_person_pushes"],
+        "pushes_after_conversion": problems["pushes_after_conversion"],
         "trigger_lateness_p99": result.lateness_s.get("p99"),
         "generator_drops": result.generator.drop_share,
         "sdk_error_rate": result.sdk_errors.error_rate,
@@ -35,8 +48,8 @@ def gate_metrics(result: OracleResult) -> dict[str, float | None]:
         "incremental_conversions": incremental,
         "failure_rate": _share(failures, expected),
         "stranded_anonymous": stranded,
-        "duplicate_deliveries": result.problems["duplicate_delivery"].count,
-        "pushes_without_permission": result.problems["push_without_permission"].count,
+        "duplicate_deliveries": problems["duplicate_deliveries"],
+        "pushes_without_permission": problems["pushes_without_permission"],
         "sends_after_unregistered": conduct.sends_after_unregistered,
         "retries_without_backoff": conduct.retries_without_backoff,
         "retries_before_retry_after": conduct.retries_before_retry_after,
