@@ -309,7 +309,7 @@ def _unbounded_notes(metrics: list[str], a: dict, b: dict) -> list[str]:
     """Note the runs whose samples were too few to set the bound that faces the other run.
 
     Which run lacks the bound depends on the way each metric moved, so metrics that moved
-    opposite ways name different runs; one note per percentile and side names them all.
+    opposite ways name different runs. One note per percentile and side names them all.
     """
     # Per percentile, side and the samples that side needs: the runs short of them with their
     # sample counts, and the metrics left without a test.

@@ -168,7 +168,8 @@ def _waterfalls(result: OracleResult) -> str:
 
 
 def _top_problems(result: OracleResult) -> str:
-    # (count, name, examples); a name is a failure outcome, a problem kind or a conduct figure.
+    # Each entry is (count, name, examples). A name is a failure outcome, a problem kind or a
+    # conduct figure.
     entries: list[tuple[int, str, str]] = []
     for outcome in FAILURES:
         rows = [r for r in result.rows if r.outcome == outcome]

@@ -66,7 +66,8 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     trigger_rows: list[TriggerRow] = []
     exits_by_journey: dict[str, dict[str, list[float]]] = {}
     claimed: set[int] = set()
-    # Triggers made anonymously, identified before their due time, that got no push at all.
+    # Triggers made anonymously and identified well before their due time (see
+    # merged_anonymous) that got no push at all.
     unsent_after_identify = 0
     next_broadcast = next_broadcast_starts(scenario.journeys, origin)
     # A trigger is judged when its due time plus the drain fits before the end. A partial run

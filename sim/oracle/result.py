@@ -129,7 +129,7 @@ class OracleResult:
     push_requests: int
     # Push requests to device tokens that no shopper of this run ever held.
     unknown_token_pushes: int = 0
-    # Triggers made anonymously, identified before their due time, that got no push at all.
+    # Triggers made anonymously and identified well before their due time that got no push.
     unsent_after_identify: int = 0
     # Simulated seconds the models of a partial run reached, or None for a whole run.
     reached: float | None = None

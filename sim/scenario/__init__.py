@@ -186,8 +186,8 @@ def load_scenario(
     # still run and every problem is listed in one go.
     rules.check(scenario, collector)
     findings += [_place(problem, source) for problem in collector.problems]
-    # In the order of the file, then the --set overrides (which have no line), so that a long
-    # list reads top to bottom; sorted() keeps the order of findings on one line.
+    # Findings follow the file, and the --set overrides, which have no line, come last. The
+    # sort is stable, so findings on one line keep the order the checks found them.
     findings = sorted(findings, key=lambda f: (f.line is None, f.line or 0))
 
     if not scenario.name:

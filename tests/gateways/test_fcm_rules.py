@@ -54,7 +54,7 @@ def test_data_limit_counts_utf8_bytes():
 
 
 def test_payload_limit_counts_notification_and_data():
-    # 3000 bytes of body and 1000 of data with their keys are over 4096 together.
+    # 3000 bytes of body and 1100 of data, with their keys, are 4105 bytes: over 4096.
     body = {"message": {"token": fcm_token(2), "notification": {"body": "y" * 3000},
                         "data": {"d": "x" * 1100}}}  # fmt: skip
 

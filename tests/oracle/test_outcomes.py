@@ -54,7 +54,7 @@ def test_no_device_after_uninstall(tmp_path):
 
 
 def test_no_device_names_pushes_sent_anyway(tmp_path):
-    # The push service answers 200 for the dead token until it reports it.
+    # The push service accepts pushes to the dead token until it reports the token gone.
     story, token = _uninstalled_story()
     story.push(DUE, token, live=False)
 
@@ -391,8 +391,8 @@ def test_partial_run_excludes_triggers_due_after_stop(tmp_path):
 
 
 def test_partial_run_end_ignores_records_written_ahead(tmp_path):
-    # As above, but the ledger also holds a second phone's device_user record written ahead,
-    # and calls given up at the stop that were due later: neither moves the end of the run.
+    # As above, but the ledger also contains a second phone's device_user record written
+    # ahead, and calls given up at the stop that were due later. Neither moves the run's end.
     story = Story()
     story.shopper()
     story.add_to_cart(CART_AT)
@@ -415,8 +415,8 @@ def test_partial_run_end_ignores_records_written_ahead(tmp_path):
 
 
 def test_unmerged_anonymous_trigger_is_named(tmp_path):
-    # The cart was added anonymously; the shopper identified before the push was due, and the
-    # backend, which kept the cart on the anonymous profile, sent nothing.
+    # The cart was added anonymously, and the shopper identified before the push was due. The
+    # backend kept the cart on the anonymous profile, so it sent nothing.
     story = Story()
     token = story.shopper(user_id=None)
     story.add_to_cart(CART_AT, user_id=None)

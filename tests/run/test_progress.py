@@ -119,7 +119,7 @@ def test_rejection_warning_before_locust_csv(tmp_path):
 
 def test_progress_shows_current_rate(tmp_path, metrics_url):
     # The stats CSV averages since the start, and the history's Requests/s column trails the
-    # requests sent, so the rate is the slope of Total Request Count over the last seconds.
+    # requests sent, so the rate is the slope of Total Request Count over the last 3 s.
     write_locust_csv(tmp_path, 4100, 7, {})
     header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,Total Request Count,"
     header += "Total Failure Count\n"
@@ -137,15 +137,21 @@ def test_progress_shows_current_rate(tmp_path, metrics_url):
     assert "300.0 req/s  failed 7" in text
 
 
-def test_progress_rate_with_late_worker_reports(tmp_path, metrics_url):
-    # With workers, the totals rise only when a report arrives, every 3 s or, on a busy
-    # machine, 4 s; the last 4 s here hold no report.
-    write_locust_csv(tmp_path, 6000, 0, {})
+def write_aggregated_history(directory, totals: list[tuple[int, int]]) -> None:
+    """Write a stats history of Aggregated rows only: (second, Total Request Count) each."""
     header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,Total Request Count\n"
-    totals = [(20, 3000), (21, 3000), (22, 3000), (23, 4200), (24, 4200), (25, 4200),
-              (26, 4200), (27, 5400), (28, 5400), (29, 5400), (30, 5400)]  # fmt: skip
     rows = "".join(f"{second},20,,Aggregated,0.0,0.0,{total}\n" for second, total in totals)
-    (tmp_path / "locust_stats_history.csv").write_text(header + rows)
+    (directory / "locust_stats_history.csv").write_text(header + rows)
+
+
+def test_progress_rate_with_late_worker_reports(tmp_path, metrics_url):
+    # With workers, the totals rise only when a report arrives. Reports come every 3 s, or
+    # every 4 s on a busy machine, so the last 4 s here have no report.
+    write_locust_csv(tmp_path, 6000, 0, {})
+    write_aggregated_history(tmp_path, [
+        (20, 3000), (21, 3000), (22, 3000), (23, 4200), (24, 4200), (25, 4200),
+        (26, 4200), (27, 5400), (28, 5400), (29, 5400), (30, 5400),
+    ])  # fmt: skip
 
     # 1200 requests between the reports at seconds 23 and 27.
     assert "300.0 req/s" in line(tmp_path, metrics_url)
@@ -153,10 +159,8 @@ def test_progress_rate_with_late_worker_reports(tmp_path, metrics_url):
 
 def test_progress_rate_zero_when_requests_stop(tmp_path, metrics_url):
     write_locust_csv(tmp_path, 3000, 0, {})
-    header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,Total Request Count\n"
-    totals = [(20, 1000), (21, 2000), (22, 3000)] + [(second, 3000) for second in range(23, 31)]
-    rows = "".join(f"{second},20,,Aggregated,0.0,0.0,{total}\n" for second, total in totals)
-    (tmp_path / "locust_stats_history.csv").write_text(header + rows)
+    stopped = [(second, 3000) for second in range(23, 31)]
+    write_aggregated_history(tmp_path, [(20, 1000), (21, 2000), (22, 3000), *stopped])
 
     assert "0.0 req/s" in line(tmp_path, metrics_url)
 
