@@ -105,6 +105,10 @@ def _gates(result: OracleResult) -> str:
     ungated = result.ungated_problems_warning()
     if ungated is not None:
         verdict += f'<div class="banner" role="alert">NOT GATED: {escape(ungated)}.</div>'
+    environments = result.wrong_environment_note()
+    if environments is not None:
+        verdict += (f'<div class="banner" role="alert">WRONG APNs ENVIRONMENT: '
+                    f"{escape(environments)}.</div>")  # fmt: skip
     rows = []
     for gate in result.gates:
         metric = GATE_METRICS.get(gate.metric)

@@ -125,6 +125,12 @@ GATE_METRICS: dict[str, GateMetric] = {
             "got no push: the usual sign of a backend that does not merge anonymous activity",
             "count",
         ),
+        GateMetric(
+            "wrong_environment_pushes",
+            "APNs pushes refused with BadDeviceToken because they went to the environment "
+            "(production or sandbox) their device token is not for",
+            "count",
+        ),
     )
 }
 

@@ -15,6 +15,7 @@ NAIVE_SWITCHES = {
     "no_pruning_after_410": "never prune a token the gateway reports gone",
     "no_anonymous_merge": "never stitch anonymous profiles into people",
     "single_device_per_person": "a new token deletes the person's other tokens",
+    "apns_sandbox_host": "send every APNs push to the sandbox host, as a development setup does",
 }
 
 
@@ -68,6 +69,8 @@ class BackendConfig:
     # The sender's naive switches: retry 429/503 at once, and never prune after an APNs 410.
     retry_without_backoff: bool = False
     no_pruning_after_410: bool = False
+    # Send to APNs's sandbox host, where the device tokens of store builds are refused.
+    apns_sandbox_host: bool = False
     # The journeys the engine runs, usually a scenario's; empty runs no journey engine work.
     journeys: tuple[Journey, ...] = ()
     # Wall seconds between two looks at new events and due runs. It bounds a push's lateness.

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -58,6 +59,8 @@ class GatewaySender:
             no_pruning_after_410=config.no_pruning_after_410,
             retry_without_backoff=config.retry_without_backoff,
         )
+        if apns is not None and config.apns_sandbox_host:
+            apns = dataclasses.replace(apns, use_sandbox=True)
         self._listener = listener
         self._services = {
             service for service, settings in (("apns", apns), ("fcm", fcm)) if settings

@@ -116,6 +116,9 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     unknown = result.unknown_token_note()
     if unknown is not None:
         print(f"note: {unknown}")
+    environments = result.wrong_environment_note()
+    if environments is not None:
+        print(f"warning: {environments}")
 
     ungated = result.ungated_problems_warning()
     if ungated is not None:

@@ -5,7 +5,9 @@ key, so the gateways recognise it and route its pushes to the right shard with n
 
 Layout, before encoding: a 16-byte MAC followed by a 16-byte header masked with a keystream
 derived from the MAC. The header is ``version, platform, group id (8 bytes), sequence (4 bytes),
-2 reserved bytes``. Masking makes every byte look random, as real tokens do.
+APNs environment, 1 reserved byte``. Masking makes every byte look random, as real tokens do.
+The environment byte is 0 for production and 1 for sandbox, the environment of an iOS app built
+with the development entitlement; FCM has no environments, so Android tokens carry 0.
 
 - APNs: the 32 bytes as 64 lowercase hex characters.
 - FCM: ``<instance id>:APA91b<suffix>`` in URL-safe base64, where the instance id encodes the MAC
@@ -26,7 +28,11 @@ from typing import NamedTuple
 TOKEN_VERSION = 1
 PLATFORMS = ("ios", "android")
 _PLATFORM_CODE = {"ios": 1, "android": 2}
-_HEADER = struct.Struct(">BBQI2x")
+PRODUCTION, SANDBOX = "production", "sandbox"
+# Tokens issued before the environment byte existed carry 0 there, so they read as production.
+_ENVIRONMENT_CODE = {PRODUCTION: 0, SANDBOX: 1}
+_ENVIRONMENT_OF_CODE = {code: name for name, code in _ENVIRONMENT_CODE.items()}
+_HEADER = struct.Struct(">BBQIBx")
 _MAC_BYTES = 16
 _SHA256_BLOCK = 64  # bytes
 _FCM_PAD_BYTES = 80
@@ -42,6 +48,7 @@ class TokenInfo(NamedTuple):
     platform: str
     group_id: int
     sequence: int
+    environment: str = PRODUCTION
 
 
 def derive_run_key(seed: int) -> bytes:
@@ -97,11 +104,24 @@ def _xor(data: bytes, mask: bytes) -> bytes:
     return mixed.to_bytes(length, "big")
 
 
-def issue_token(run_key: bytes, platform: str, group_id: int, sequence: int) -> str:
-    """Return the device token for ``(group_id, sequence)`` in the platform's wire shape."""
+def issue_token(
+    run_key: bytes, platform: str, group_id: int, sequence: int, environment: str = PRODUCTION
+) -> str:
+    """Return the device token for ``(group_id, sequence)`` in the platform's wire shape.
+
+    ``environment`` is the APNs environment the token works with; only an iOS token may be
+    for the sandbox.
+    """
     if platform not in _PLATFORM_CODE:
         raise ValueError(f"invalid platform {platform!r}: use one of {', '.join(PLATFORMS)}")
-    header = _HEADER.pack(TOKEN_VERSION, _PLATFORM_CODE[platform], group_id, sequence)
+    if environment not in _ENVIRONMENT_CODE or (platform != "ios" and environment != PRODUCTION):
+        raise ValueError(
+            f"invalid environment {environment!r} for platform {platform!r}: use {PRODUCTION!r}, "
+            f"or {SANDBOX!r} for an iOS development build"
+        )
+    header = _HEADER.pack(
+        TOKEN_VERSION, _PLATFORM_CODE[platform], group_id, sequence, _ENVIRONMENT_CODE[environment]
+    )
     mac = _mac(run_key, header)
 
     if platform == "ios":
@@ -141,8 +161,9 @@ def parse_token(run_key: bytes, token: str) -> TokenInfo | None:
     if not hmac.compare_digest(_mac(run_key, header), mac):
         return None
 
-    version, platform_code, group_id, sequence = _HEADER.unpack(header)
-    if version != TOKEN_VERSION:
+    version, platform_code, group_id, sequence, environment_code = _HEADER.unpack(header)
+    if version != TOKEN_VERSION or environment_code not in _ENVIRONMENT_OF_CODE:
         return None
     platform = "ios" if platform_code == 1 else "android"
-    return TokenInfo(platform=platform, group_id=group_id, sequence=sequence)
+    environment = _ENVIRONMENT_OF_CODE[environment_code]
+    return TokenInfo(platform, group_id, sequence, environment)

@@ -14,7 +14,8 @@ from any number of shards. Kinds and their extra fields:
   ``lag_ms`` to sent and dropped calls, and ``sent_wall`` to sent ones.
 - ``install`` and ``uninstall``: ``device``, ``platform``, ``anonymous_id``.
 - ``token_issued``: ``device``, ``token``, ``platform``, ``reason`` (install, reinstall,
-  fcm_refresh, os_update, restore).
+  fcm_refresh, os_update, restore), and for an iOS token ``environment`` (production, or
+  sandbox for a development build).
 - ``token_died``: ``device``, ``token``, ``reason`` (rotation, restore, reinstall, uninstall),
   ``cause`` (fcm_refresh or os_update for a rotation, else the reason), ``reported_at`` (when
   the push service starts reporting the token as unregistered).
@@ -48,6 +49,8 @@ from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring
 from pathlib import Path
 from typing import IO, Any
+
+from sim.formats.tokens import is_well_formed
 
 SCHEMA_VERSION = 1
 
@@ -224,6 +227,8 @@ class TruthView:
 
     def __init__(self) -> None:
         self.token_lives: dict[str, list[tuple[str, _Interval]]] = {}
+        # Tokens of development builds, which work only with the APNs sandbox.
+        self.sandbox_tokens: set[str] = set()
         self.installs: dict[str, list[_Interval]] = {}
         self.permission: dict[str, _Timeline] = {}
         self.users: dict[str, _Timeline] = {}
@@ -245,6 +250,8 @@ class TruthView:
             self.token_lives.setdefault(record["token"], []).append(
                 (record["device"], _Interval(at))
             )
+            if record.get("environment") == "sandbox":
+                self.sandbox_tokens.add(record["token"])
         elif kind == "token_died":
             lives = self.token_lives.get(record["token"], [])
             if lives and lives[-1][1].end is None:
@@ -286,6 +293,14 @@ class TruthView:
         if holder is None:
             return None
         return TokenOwner(holder, self.person_using(holder, at))
+
+    def environment(self, token: str) -> str | None:
+        """Return the APNs environment an issued iOS token works with, else None."""
+        if token in self.sandbox_tokens:
+            return "sandbox"
+        if token in self.token_lives and is_well_formed(token, "ios"):
+            return "production"
+        return None
 
     def installed(self, device: str, at: float) -> bool:
         """Tell whether the app was installed on ``device`` at ``at``."""

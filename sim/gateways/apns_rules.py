@@ -137,8 +137,12 @@ class ApnsResponse:
 
 def environment_for(authority: str, default: str) -> str:
     """Return the APNs environment a request addresses, from its host name."""
-    host = authority.partition(":")[0].lower()
-    return _APNS_HOSTS.get(host, default)
+    return named_environment(authority) or default
+
+
+def named_environment(authority: str) -> str | None:
+    """Return the environment of Apple's host that ``authority`` names, or None for others."""
+    return _APNS_HOSTS.get(authority.partition(":")[0].lower())
 
 
 def _split_topic(topic: str) -> tuple[str, str]:
@@ -197,6 +201,7 @@ class ApnsRules:
             connection_id=request.connection_id,
             received_at=request.received_at,
             message_id=apns_id,
+            environment=named_environment(request.authority),
         )
 
         fault = self.faults.action(push)
@@ -239,6 +244,7 @@ class ApnsRules:
             return response
         token_reasons = {
             TokenState.UNKNOWN: "BadDeviceToken",
+            TokenState.WRONG_ENVIRONMENT: "BadDeviceToken",
             TokenState.WRONG_AUDIENCE: "DeviceTokenNotForTopic",
             TokenState.THROTTLED: "TooManyRequests",
         }

@@ -45,6 +45,9 @@ class PushRequest:
     priority: str | None = None
     expiration: str | None = None
     push_type: str | None = None
+    # The APNs environment (production or sandbox) the request's host names, or None when the
+    # host is not one of Apple's and so does not say which environment the client meant.
+    environment: str | None = None
 
 
 class TokenState(enum.Enum):
@@ -52,6 +55,7 @@ class TokenState(enum.Enum):
 
     ALIVE = "alive"
     UNKNOWN = "unknown"  # well formed, but never issued to a device of this run
+    WRONG_ENVIRONMENT = "wrong_environment"  # issued for the other APNs environment
     DEAD = "dead"  # invalidated, and the service already reports it gone
     WRONG_AUDIENCE = "wrong_audience"  # issued for another APNs topic or FCM project
     THROTTLED = "throttled"  # too many pushes to this one device in the window

@@ -149,7 +149,8 @@ def node_apn_recipe(
         "notes": (
             "With an address set, node-apn sets production to true only for "
             "api.push.apple.com; production otherwise only picks the default address. "
-            "The mock answers both environments alike."
+            "Only a request to one of Apple's hosts tells the mock which environment it is "
+            "for, so only then does a token of the other environment get BadDeviceToken."
         ),
     }
 

@@ -30,6 +30,7 @@ PLATFORM_OF_SERVICE = {Service.APNS: "ios", Service.FCM: "android"}
 
 UNKNOWN = TokenVerdict(TokenState.UNKNOWN)
 WRONG_AUDIENCE = TokenVerdict(TokenState.WRONG_AUDIENCE)
+WRONG_ENVIRONMENT = TokenVerdict(TokenState.WRONG_ENVIRONMENT)
 THROTTLED = TokenVerdict(TokenState.THROTTLED)
 # The clock of open mode with no run posted: simulated Unix time is wall Unix time.
 WALL_CLOCK = Epoch(wall_t0=0.0, sim_t0=0.0, time_scale=1.0)
@@ -227,6 +228,10 @@ class TokenRegistry:
             return UNKNOWN
         if not audience_ok:
             return WRONG_AUDIENCE
+        # A development build's token works only with the sandbox, and a store build's only
+        # with production, so APNs rejects a token sent to the other environment's host.
+        if request.environment is not None and request.environment != info.environment:
+            return WRONG_ENVIRONMENT
         return self._invalidated(request, config.epoch)
 
     def _invalidated(self, request: PushRequest, epoch: Epoch) -> TokenVerdict:

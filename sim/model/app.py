@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING, Any
 
+from sim.formats.tokens import PRODUCTION
 from sim.model.ports import SdkCall
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Device:
         "agenda",
         "last_product",
         "session_origin",
+        "apns_environment",
     )
 
     def __init__(self, group: ShopperGroup, index: int, platform: str, user: Person):
@@ -63,6 +65,8 @@ class Device:
         self.app_version = ""
         # Android below 13 grants push permission without a prompt.
         self.prompts_for_push = True
+        # The APNs environment of the build: sandbox for a development-signed iOS build.
+        self.apns_environment = PRODUCTION
         self.session_rate = 0.0  # sessions per simulated second
 
         # Who uses the phone: the current person and everyone who shares it.
@@ -185,19 +189,19 @@ class Device:
         if state == self.registered:
             return
         self.registered = state
-        self.send(
-            at,
-            "register_token",
-            token=self.token,
-            attributes={
-                "platform": self.platform,
-                "push_enabled": self.push_enabled,
-                "push_enabled_at": self.permission_at if self.push_enabled else None,
-                "app_version": self.app_version,
-                "os_version": self.os_version,
-                "device_id": self.device_id,
-            },
-        )
+        attributes = {
+            "platform": self.platform,
+            "push_enabled": self.push_enabled,
+            "push_enabled_at": self.permission_at if self.push_enabled else None,
+            "app_version": self.app_version,
+            "os_version": self.os_version,
+            "device_id": self.device_id,
+        }
+        # A development build sends its environment, as SDKs that flag test devices do, so that
+        # a backend can send its pushes to the APNs sandbox. Store builds send no such attribute.
+        if self.apns_environment != PRODUCTION:
+            attributes["apns_environment"] = self.apns_environment
+        self.send(at, "register_token", token=self.token, attributes=attributes)
 
     def set_user(self, at: float, person: Person) -> None:
         """Make ``person`` the one using the phone from ``at`` on."""

@@ -13,6 +13,7 @@ import math
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from sim.formats.tokens import SANDBOX
 from sim.model import permission, tokens
 from sim.model.app import UNASKED, Device
 from sim.model.people import Person
@@ -173,6 +174,13 @@ def new_device(group: ShopperGroup, index: int, user: Person, session_rate: floa
         device.prompts_for_push = modern
     else:
         device.os_version = ("17.6", "18.1", "18.2")[stream.below(3)]
+        # Drawn only when some builds are development builds, so that the default scenario's
+        # streams stay as they were before the setting existed.
+        if population.ios_development_builds > 0.0 and stream.chance(
+            population.ios_development_builds
+        ):
+            device.apns_environment = SANDBOX
+            world.stats.development_builds += 1
     device.app_version = ("5.11.0", "5.12.0", "5.12.1")[stream.below(3)]
     world.stats.devices[platform] += 1
     return device

@@ -22,6 +22,7 @@ class RunStats:
         self.reinstalls: Counter[str] = Counter()
         self.uninstalls: Counter[str] = Counter()
         self.devices: Counter[str] = Counter()  # distinct devices by platform
+        self.development_builds = 0  # iOS devices whose tokens are for the APNs sandbox
         self.multi_device_people = 0
         self.shared_devices = 0
         self.prompts: Counter[str] = Counter()

@@ -56,6 +56,7 @@ def summarise(world: World, recorder: PlanRecorder, plan_hash: str) -> dict[str,
             "devices_by_platform": dict(sorted(stats.devices.items())),
             "multi_device_people": stats.multi_device_people,
             "shared_devices": stats.shared_devices,
+            "ios_development_builds": stats.development_builds,
             "uninstall_30d": {
                 "installs": stats.window_installs,
                 "uninstalled": stats.window_uninstalls,
@@ -120,6 +121,11 @@ def render(summary: dict[str, Any]) -> str:
         f"  devices {_pairs(population['devices_by_platform'])}; multi-device people "
         f"{population['multi_device_people']}, shared devices {population['shared_devices']}",
     ]
+    if population["ios_development_builds"]:
+        lines.append(
+            f"  iOS development builds {population['ios_development_builds']}: their tokens "
+            "work only with the APNs sandbox"
+        )
     window = population["uninstall_30d"]
     if window["installs"]:
         lines.append(f"  uninstalled within 30 days: {window['share']:.1%} of {window['installs']}")

@@ -37,10 +37,15 @@ def issue(device: Device, at: float, reason: str) -> str:
     group = device.group
     world = group.world
     group.token_seq += 1
-    token = issue_token(world.run_key, device.platform, group.group_id, group.token_seq)
+    environment = device.apns_environment
+    token = issue_token(
+        world.run_key, device.platform, group.group_id, group.token_seq, environment
+    )
     device.token = token
     device.token_stuck = False
     world.stats.tokens_issued[reason] += 1
+    # Only APNs has environments, so only an iOS token's record names one.
+    environment_field = {"environment": environment} if device.platform == "ios" else {}
     group.record(
         at,
         "token_issued",
@@ -48,6 +53,7 @@ def issue(device: Device, at: float, reason: str) -> str:
         token=token,
         platform=device.platform,
         reason=reason,
+        **environment_field,
     )
     return token
 

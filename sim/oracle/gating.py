@@ -55,6 +55,7 @@ def gate_metrics(result: OracleResult) -> dict[str, float | None]:
         "retries_before_retry_after": conduct.retries_before_retry_after,
         "device_tokens_lost": conduct.device_tokens_lost,
         "unsent_after_identify": result.unsent_after_identify,
+        "wrong_environment_pushes": sum(result.wrong_environment.values()),
         "trigger_lateness_p99_wall_ms": result.lateness_wall_ms.get("p99"),
         "reachable_share_min": result.reach.lowest_share(),
     }

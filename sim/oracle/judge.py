@@ -167,6 +167,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         unattributed_pushes=sum(1 for push in pushes if push.row.seq not in claimed),
         push_requests=len(pushes),
         unknown_token_pushes=sum(1 for push in pushes if push.holder_person is None),
+        wrong_environment=wrong_environment(pushes, index),
         unsent_after_identify=unsent_after_identify,
         reached=model_reached,
         protocol=scenario.target.protocol,
@@ -174,6 +175,24 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     result.metrics = gate_metrics(result)
     result.gates = evaluate_gates(scenario.gates, result.metrics)
     return result
+
+
+def wrong_environment(pushes: list[Push], index: TruthIndex) -> dict[str, int]:
+    """Count APNs pushes refused for going to the environment their token is not for.
+
+    The gateways return BadDeviceToken for a token this run issued only when the request's host
+    names the other environment. The count therefore takes every such response to a token of
+    the run, except those a gateway fault forced, keyed by the token's environment.
+    """
+    counts: dict[str, int] = {}
+    for push in pushes:
+        row = push.row
+        if row.status != 400 or row.reason != "BadDeviceToken" or row.fault:
+            continue
+        environment = index.view.environment(row.token)
+        if environment is not None:
+            counts[environment] = counts.get(environment, 0) + 1
+    return counts
 
 
 def next_broadcast_starts(journeys: list[Journey], origin: float) -> dict[str, float]:

@@ -336,12 +336,24 @@ def _failure(
         others = sorted({p.owner_person for p in pushes if p.accepted and p.owner_person})
         if others:
             return "not_sent", _joined(f"accepted for a phone used by {', '.join(others)}", merged)
-        statuses = sorted({f"{p.row.status} {p.row.reason or ''}".strip() for p in pushes})
+        statuses = sorted({_response(push, index) for push in pushes})
         responses = (
             ("responses: " + ", ".join(statuses)) if statuses else "no push for this trigger"
         )
         return "not_sent", _joined(responses, merged)
     return "sent_late", _joined(f"first push {good[0].at - due:.0f} s after due", merged)
+
+
+def _response(push: Push, index: TruthIndex) -> str:
+    """Return a push's status and reason, naming the host's environment for BadDeviceToken."""
+    row = push.row
+    text = f"{row.status} {row.reason or ''}".strip()
+    if row.reason == "BadDeviceToken" and not row.fault:
+        environment = index.view.environment(row.token)
+        if environment is not None:
+            other = "sandbox" if environment == "production" else "production"
+            text += f" ({environment} token sent to the {other} host)"
+    return text
 
 
 def merged_anonymous(trigger: Trigger, index: TruthIndex, due: float, journey: Journey) -> bool:

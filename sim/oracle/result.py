@@ -31,6 +31,7 @@ PROBLEM_METRICS = (
     "retries_before_retry_after",
     "device_tokens_lost",
     "unsent_after_identify",
+    "wrong_environment_pushes",
 )
 
 
@@ -131,6 +132,8 @@ class OracleResult:
     unknown_token_pushes: int = 0
     # Triggers made anonymously and identified well before their due time that got no push.
     unsent_after_identify: int = 0
+    # APNs pushes to the environment their token is not for, by the token's environment.
+    wrong_environment: dict[str, int] = field(default_factory=dict)
     # Simulated seconds the models of a partial run reached, or None for a whole run.
     reached: float | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)
@@ -170,6 +173,30 @@ class OracleResult:
             "earlier run's profiles in its store sends to them, and so does one that makes "
             "tokens up. They count as tied to no trigger; start the backend with an empty store "
             "for each run to judge it alone"
+        )
+
+    def wrong_environment_note(self) -> str | None:
+        """Return why some APNs pushes got BadDeviceToken for tokens of this run, or None."""
+        production = self.wrong_environment.get("production", 0)
+        sandbox = self.wrong_environment.get("sandbox", 0)
+        if not production and not sandbox:
+            return None
+        parts = []
+        if production:
+            parts.append(
+                f"{production:,} push(es) took store builds' tokens to the sandbox host; "
+                "send them to api.push.apple.com"
+            )
+        if sandbox:
+            parts.append(
+                f"{sandbox:,} push(es) took development builds' tokens (registered with the "
+                "attribute apns_environment: sandbox) to the production host; send them to "
+                "api.sandbox.push.apple.com"
+            )
+        return (
+            "APNs refused pushes with 400 BadDeviceToken because each went to the environment "
+            f"its device token is not for: {'. '.join(parts)}. A backend that prunes on "
+            "BadDeviceToken deletes these devices' tokens"
         )
 
     def ungated_problems_warning(self) -> str | None:
@@ -265,6 +292,7 @@ def to_summary(result: OracleResult) -> dict[str, Any]:
         "gates_passed": result.gates_passed,
         "no_push_warning": result.no_push_warning(),
         "ungated_problems_warning": result.ungated_problems_warning(),
+        "wrong_environment_warning": result.wrong_environment_note(),
         "gates": [dataclasses.asdict(gate) for gate in result.gates],
         "metrics": result.metrics,
         "journeys": journeys,

@@ -127,6 +127,11 @@ class Population:
     android_13_plus: Probability = setting(
         0.75, "share of Android devices on Android 13 or later, which must prompt for push"
     )
+    ios_development_builds: Probability = setting(
+        0.0,
+        "share of iOS devices running a development-signed build, such as a QA team's phones; "
+        "their device tokens work only with the APNs sandbox",
+    )
     multi_device: Probability = setting(0.1, "share of people who use the app on two devices")
     shared_device: Probability = setting(0.05, "share of devices shared by two people")
     second_device_delay: LogNormal = setting(

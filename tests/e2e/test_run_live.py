@@ -173,6 +173,31 @@ def test_no_pruning_after_410_detected(tmp_path):
     assert summary["backend"] == {"backend": "reference", "naive": ["no_pruning_after_410"]}
 
 
+def test_apns_sandbox_host_fails_environment_gate(tmp_path):
+    # The store builds' tokens work only with production, so APNs refuses every one the
+    # backend sends to the sandbox host, and the backend prunes them.
+    naive = pushsim_run(
+        tmp_path / "naive", "cart_recovery", "--quiet", "--naive", "apns_sandbox_host", *SHORT
+    )
+    assert naive.returncode == 1, naive.stdout[-3000:] + naive.stderr[-3000:]
+    assert "FAIL  wrong_environment_pushes == 0" in naive.stdout
+    assert "push(es) took store builds' tokens to the sandbox host" in naive.stdout
+
+    summary = json.loads((tmp_path / "naive" / "report" / "summary.json").read_text())
+    assert summary["metrics"]["wrong_environment_pushes"] > 0
+    assert "api.push.apple.com" in summary["wrong_environment_warning"]
+    statuses = query(
+        tmp_path / "naive" / "gateways" / "deliveries.sqlite",
+        "SELECT status, reason, COUNT(*) FROM deliveries WHERE service = 'apns' GROUP BY 1, 2",
+    )
+    assert [(status, reason) for status, reason, _ in statuses] == [(400, "BadDeviceToken")]
+    fcm_accepted = query(
+        tmp_path / "naive" / "gateways" / "deliveries.sqlite",
+        "SELECT COUNT(*) FROM deliveries WHERE service = 'fcm' AND status = 200",
+    )
+    assert fcm_accepted[0][0] > 0
+
+
 def test_single_device_per_person_detected(tmp_path):
     second_phones = (
         *SHORT,

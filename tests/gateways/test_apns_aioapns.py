@@ -18,12 +18,15 @@ import time
 
 import pytest
 from aioapns import APNs, NotificationRequest, PushType
-from aioapns.connection import APNsDevelopmentClientProtocol
+from aioapns.connection import APNsDevelopmentClientProtocol, APNsProductionClientProtocol
 from apns_support import TOPIC, RecordingSink, ScriptedTokens, device_token, make_rules
 
 from sim.gateways import pki
 from sim.gateways.apns_server import ApnsGateway, ConnectionScript, GoawayPlan
-from sim.gateways.hooks import TokenState, TokenVerdict
+from sim.gateways.hooks import Service, TokenState, TokenVerdict
+from sim.gateways.registry import TokenRegistry
+from sim.gateways.run import RunState
+from tests.gateways.worldkit import apns_token, run_config
 
 UNKNOWN = device_token(7001)
 
@@ -169,3 +172,40 @@ def test_aioapns_certificate_push_accepted(monkeypatch, credentials, tmp_path):
 
     assert result.is_successful
     assert len(sink.accepted()) == 1
+
+
+@pytest.mark.parametrize("use_sandbox", [False, True])
+def test_aioapns_token_of_other_environment_refused(monkeypatch, credentials, use_sandbox):
+    """A store build's token works only with production, a development build's only with the
+    sandbox; aioapns picks the host, and with it the environment, from ``use_sandbox``."""
+    registry = TokenRegistry(RunState(run_config()))
+    rules = make_rules(credentials, tokens=registry.for_service(Service.APNS))
+    store_build = apns_token(31)
+    development_build = apns_token(32, environment="sandbox")
+
+    async def scenario():
+        gateway = ApnsGateway(rules, ssl_context=pki.server_ssl_context(credentials))
+        port = await gateway.start()
+        protocol = APNsDevelopmentClientProtocol if use_sandbox else APNsProductionClientProtocol
+        monkeypatch.setattr(protocol, "APNS_PORT", port)
+        client = APNs(
+            key=credentials.apns_key.read_text(),
+            key_id=credentials.apns_key_id,
+            team_id=credentials.apns_team_id,
+            topic=TOPIC,
+            use_sandbox=use_sandbox,
+            ssl_context=pki.client_ssl_context(credentials, alpn=None),
+        )
+        results = []
+        for token in (store_build, development_build):
+            request = NotificationRequest(device_token=token, message={"aps": {"alert": "hi"}})
+            results.append(await client.send_notification(request))
+        client.pool.close()
+        await gateway.stop(grace=1.0)
+        return results
+
+    store, development = _run(scenario())
+
+    refused, accepted = (store, development) if use_sandbox else (development, store)
+    assert accepted.is_successful
+    assert (refused.status, refused.description) == ("400", "BadDeviceToken")

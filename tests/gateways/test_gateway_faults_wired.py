@@ -91,6 +91,10 @@ def apns_headers(config) -> list[tuple[str, str]]:
     ]
 
 
+# The run's tokens are store builds' tokens, which APNs accepts only on its production host.
+APNS_HOST = "api.push.apple.com"
+
+
 def apns_path(group_id: int) -> str:
     return f"/3/device/{issue_token(derive_run_key(SEED), 'ios', group_id, 1)}"
 
@@ -146,7 +150,9 @@ def test_goaway_storm_reaches_apns_clients(gateways):
     for attempt in range(2):
         client = RawH2Client(config.apns.h2c_port)
         try:
-            stream_id = client.request(apns_path(attempt), apns_headers(config), PAYLOAD)
+            stream_id = client.request(
+                apns_path(attempt), apns_headers(config), PAYLOAD, authority=APNS_HOST
+            )
             # At 1 GOAWAY per second, a wait over 10 s has a chance of about 5e-5.
             assert client.wait_for(lambda c=client: goaways(c), timeout=10)
             client.wait_for(lambda c=client: c.closed, timeout=2)
@@ -198,7 +204,7 @@ def test_stream_limit_lowers_advertised_limit(gateways):
     before = RawH2Client(config.apns.h2c_port)
     after = None
     try:
-        stream_id = before.request(apns_path(1), apns_headers(config), PAYLOAD)
+        stream_id = before.request(apns_path(1), apns_headers(config), PAYLOAD, authority=APNS_HOST)
         assert before.wait_for(lambda: before.stream_ended(stream_id))
         assert advertised_limits(before) == [1, 1000]
 
@@ -210,7 +216,7 @@ def test_stream_limit_lowers_advertised_limit(gateways):
 
         # A connection opened during the fault authenticates to the fault's limit, not 1000.
         after = RawH2Client(config.apns.h2c_port)
-        stream_id = after.request(apns_path(2), apns_headers(config), PAYLOAD)
+        stream_id = after.request(apns_path(2), apns_headers(config), PAYLOAD, authority=APNS_HOST)
         assert after.wait_for(lambda: after.stream_ended(stream_id))
         assert after.wait_for(lambda: len(advertised_limits(after)) >= 2)
         assert advertised_limits(after) == [1, 3]
@@ -242,7 +248,9 @@ def test_gauges_follow_connections_and_streams(gateways):
             [{"kind": "latency", "service": "both", "duration": "30h",
               "latency": {"median": "1.5s", "sigma": 0.01}}],
         )  # fmt: skip
-        apns_stream = clients[0].request(apns_path(3), apns_headers(config), PAYLOAD)
+        apns_stream = clients[0].request(
+            apns_path(3), apns_headers(config), PAYLOAD, authority=APNS_HOST
+        )
         fcm_stream = fcm_send(
             clients[2], config, {"token": "x", "data": {}}, fcm_access_token(config)
         )
@@ -270,7 +278,7 @@ def test_brownout_retry_after_matches_window(gateways, tmp_path):
     fcm = RawH2Client(config.fcm.plain_port)
     try:
         sent_at = time.time()
-        apns_stream = apns.request(apns_path(4), apns_headers(config), PAYLOAD)
+        apns_stream = apns.request(apns_path(4), apns_headers(config), PAYLOAD, authority=APNS_HOST)
         assert apns.wait_for(lambda: apns.stream_ended(apns_stream))
         message = {
             "token": issue_token(derive_run_key(SEED), "android", 4, 1),
@@ -319,11 +327,11 @@ def test_latency_delays_one_push_only(gateways, tmp_path):
     client = RawH2Client(config.apns.h2c_port)
     try:
         slow_sent = time.time()
-        slow = client.request(apns_path(5), headers, PAYLOAD)
+        slow = client.request(apns_path(5), headers, PAYLOAD, authority=APNS_HOST)
         # The one-second window is over before the second push, on the same connection.
         time.sleep(max(0.0, posted_at + 1.2 - time.time()))
         fast_sent = time.time()
-        fast = client.request(apns_path(6), headers, PAYLOAD)
+        fast = client.request(apns_path(6), headers, PAYLOAD, authority=APNS_HOST)
         assert client.wait_for(lambda: client.stream_ended(fast), timeout=2)
         fast_answered = time.time()
         assert not client.stream_ended(slow)

@@ -40,6 +40,23 @@ def test_token_of_other_platform_unknown():
     assert tokens.check(fcm_on_apns).state is TokenState.UNKNOWN
 
 
+def test_token_of_other_apns_environment_refused():
+    tokens = registry()
+    store_build = apns_token(5)
+    development_build = apns_token(6, environment="sandbox")
+
+    def state(token: str, environment: str | None) -> TokenState:
+        return tokens.check(push(token, received_at=WALL_T0, environment=environment)).state
+
+    assert state(store_build, "production") is TokenState.ALIVE
+    assert state(store_build, "sandbox") is TokenState.WRONG_ENVIRONMENT
+    assert state(development_build, "sandbox") is TokenState.ALIVE
+    assert state(development_build, "production") is TokenState.WRONG_ENVIRONMENT
+    # A host that is not Apple's names no environment, so either token passes.
+    assert state(store_build, None) is TokenState.ALIVE
+    assert state(development_build, None) is TokenState.ALIVE
+
+
 def test_service_policy_rejects_other_service():
     tokens = registry()
     policy = tokens.for_service(Service.FCM)

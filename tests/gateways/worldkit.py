@@ -23,8 +23,10 @@ PROJECT = "pushsim-shop"
 SIM_T0 = 1_795_000_000.0  # 2026-11-18, an arbitrary simulated start
 
 
-def apns_token(group_id: int, sequence: int = 0, run_key: bytes = RUN_KEY) -> str:
-    return issue_token(run_key, "ios", group_id, sequence)
+def apns_token(
+    group_id: int, sequence: int = 0, run_key: bytes = RUN_KEY, environment: str = "production"
+) -> str:
+    return issue_token(run_key, "ios", group_id, sequence, environment)
 
 
 def fcm_token(group_id: int, sequence: int = 0, run_key: bytes = RUN_KEY) -> str:
@@ -40,6 +42,7 @@ def push(
     payload: dict | bytes | None = None,
     message_id: str = "",
     headers: dict[str, str] | None = None,
+    environment: str | None = None,
 ) -> PushRequest:
     """Return a push as a wire server would hand it to the seams."""
     if audience is None:
@@ -56,6 +59,7 @@ def push(
         connection_id="conn-1",
         received_at=time.time() if received_at is None else received_at,
         message_id=message_id,
+        environment=environment,
     )
 
 

@@ -17,7 +17,7 @@ from sim.model.ports import Delivery
 SCENARIO = """
 seed: 99
 clock: {duration: 3d}
-population: {installs: 4000, multi_device: 0.3, shared_device: 0.3}
+population: {installs: 4000, multi_device: 0.3, shared_device: 0.3, ios_development_builds: 0.2}
 sessions: {per_day: 2.0}
 tokens:
   rotation: {fcm_refresh: 10, os_update: 5, restore: 2}
@@ -205,6 +205,11 @@ def test_tokens_parse_back_to_their_group(run):
         assert info is not None, record
         assert info.group_id == record["group"]
         assert info.platform == record["platform"]
+        # Only iOS tokens name an environment, and the token's bytes carry the same one.
+        assert info.environment == record.get("environment", "production")
+        assert ("environment" in record) == (record["platform"] == "ios")
+    environments = {r["environment"] for r in tokens if r["platform"] == "ios"}
+    assert environments == {"production", "sandbox"}
 
 
 def test_delivered_metrics_follow_displays(run):

@@ -163,6 +163,57 @@ def test_events_without_permitted_device(tmp_path):
     assert row.outcome == "events_without_device"
 
 
+def test_not_sent_to_the_other_apns_environment(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.abandon(CART_AT + 60)
+    # The backend sent the store build's token to the sandbox host twice.
+    story.push(DUE, token, status=400, reason="BadDeviceToken")
+    story.push(DUE + 5, token, status=400, reason="BadDeviceToken")
+    # A token no shopper held gets BadDeviceToken for being unknown, not for its environment.
+    story.push(DUE + 9, apns_token(99), status=400, reason="BadDeviceToken")
+
+    row, result = outcome_of(story, tmp_path)
+
+    assert row.outcome == "not_sent"
+    assert "400 BadDeviceToken (production token sent to the sandbox host)" in row.detail
+    assert result.metrics["wrong_environment_pushes"] == 2
+    note = result.wrong_environment_note()
+    assert note is not None
+    assert "2 push(es) took store builds' tokens to the sandbox host" in note
+    assert "api.push.apple.com" in note
+
+
+def test_development_build_token_sent_to_production(tmp_path):
+    story = Story()
+    story.shopper(register=False)
+    sandbox = apns_token(7)
+    story.record("token_issued", 10.0, device="d1-0", token=sandbox, platform="ios",
+                 reason="os_update", environment="sandbox")  # fmt: skip
+    story.add_to_cart(CART_AT)
+    story.abandon(CART_AT + 60)
+    story.push(DUE, sandbox, status=400, reason="BadDeviceToken")
+
+    _, result = outcome_of(story, tmp_path)
+
+    assert result.wrong_environment == {"sandbox": 1}
+    assert "1 push(es) took development builds' tokens" in (result.wrong_environment_note() or "")
+
+
+def test_no_environment_note_without_refusals(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.abandon(CART_AT + 60)
+    story.push(DUE, token)
+
+    _, result = outcome_of(story, tmp_path)
+
+    assert result.metrics["wrong_environment_pushes"] == 0
+    assert result.wrong_environment_note() is None
+
+
 def test_not_sent(tmp_path):
     story = Story()
     token = story.shopper()
