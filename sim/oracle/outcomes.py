@@ -19,7 +19,14 @@ from sim.scenario.schema import Journey
 from sim.scenario.types import minutes_of_day
 
 LEGITIMATE = ("converted_before_delay", "no_permission", "no_device", "capped", "quiet_hours")
-FAILURES = ("stranded_anonymous", "stale_token", "events_without_device", "not_sent", "sent_late")
+FAILURES = (
+    "stranded_anonymous",
+    "stale_token",
+    "events_without_device",
+    "not_sent",
+    "sent_early",
+    "sent_late",
+)
 DELIVERED = ("delivered", "displayed", "opened", "converted")
 OUTCOMES = LEGITIMATE + FAILURES + DELIVERED
 
@@ -34,6 +41,7 @@ MEANINGS = {
     "stale_token": "every push went to a token that had died",
     "events_without_device": "no token that could show the push is on the trigger's profile",
     "not_sent": "the backend sent no accepted push",
+    "sent_early": "pushed only before the due time, by more than its tolerance",
     "sent_late": "pushed after the due time and its tolerance",
     "delivered": "the gateway accepted the push",
     "displayed": "the phone showed it",
@@ -138,8 +146,9 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
     index = context.index
     held_until = quiet_end(trigger, context)
     due = held_until if held_until is not None else trigger.due
-    deadline = due + trigger.window + late_tolerance(journey, trigger.window)
-    deadline += _send_lag(trigger, context)
+    tolerance = late_tolerance(journey, trigger.window)
+    deadline = due + trigger.window + tolerance + _send_lag(trigger, context)
+    earliest = _earliest(trigger, due, journey) - tolerance
     row = TriggerRow(
         journey=trigger.journey,
         trigger_id=trigger.trigger_id,
@@ -164,7 +173,7 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
     # shared phone is not theirs then.
     devices = index.devices_of(trigger.person, due)
     good = [push for push in pushes if _reached_person(push, trigger, devices)]
-    on_time = [push for push in good if push.at <= deadline]
+    on_time = [push for push in good if earliest <= push.at <= deadline]
     if good:
         first = good[0]
         row.first_push_at = first.at
@@ -184,8 +193,36 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
     if on_time:
         row.outcome, row.conversion = _reached(trigger, on_time, context)
         return row
-    row.outcome, row.detail = _failure(trigger, pushes, good, devices, due, context)
+    timing = _Timing(due, earliest, held_until)
+    row.outcome, row.detail = _failure(trigger, pushes, good, devices, timing, context)
     return row
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """When a trigger's push was due, the earliest it may come, and the end of a quiet hold."""
+
+    due: float
+    earliest: float
+    held_until: float | None
+
+
+def _earliest(trigger: Trigger, due: float, journey: Journey) -> float:
+    """Return the earliest moment the trigger's push may be sent, before any tolerance.
+
+    A delay_range journey may send from its shorter delay on, so only that bound is checked
+    for it, quiet hours or not.
+    """
+    if journey.kind == "delay_range":
+        return trigger.at + min(journey.delay, journey.delay_max)
+    return due
+
+
+def _early_detail(first: Push, timing: _Timing) -> str:
+    detail = f"first push {timing.due - first.at:.0f} s before due"
+    if timing.held_until is not None and first.at < timing.held_until:
+        detail += ", inside the shopper's quiet hours"
+    return detail
 
 
 def _reached_person(push: Push, trigger: Trigger, devices: list[str]) -> bool:
@@ -294,10 +331,11 @@ def _failure(
     pushes: list[Push],
     good: list[Push],
     devices: list[str],
-    due: float,
+    timing: _Timing,
     context: JudgeContext,
 ) -> tuple[str, str]:
     index = context.index
+    due = timing.due
     # The tokens of the devices that could have shown the push: the app installed and, when the
     # journey needs it, permission granted. A device with push turned off cannot show it, so
     # its token being on the right profile does not make the push reachable.
@@ -341,7 +379,12 @@ def _failure(
             ("responses: " + ", ".join(statuses)) if statuses else "no push for this trigger"
         )
         return "not_sent", _joined(responses, merged)
-    return "sent_late", _joined(f"first push {good[0].at - due:.0f} s after due", merged)
+    # Every push that reached the person came too early or too late. Any push at or after the
+    # earliest moment makes it late, since a timely one would have counted as reached.
+    timely = [push for push in good if push.at >= timing.earliest]
+    if not timely:
+        return "sent_early", _joined(_early_detail(good[0], timing), merged)
+    return "sent_late", _joined(f"first push {timely[0].at - due:.0f} s after due", merged)
 
 
 def _response(push: Push, index: TruthIndex) -> str:

@@ -101,6 +101,59 @@ def test_quiet_hours_deferred_push_on_time(tmp_path):
     assert row.outcome == "delivered"
 
 
+def test_quiet_hours_push_sent_early(tmp_path):
+    # Due at 00:47 UTC inside quiet hours, which end at 08:00; the backend pushed at 01:00.
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.push(3600.0, token)
+
+    row, _ = outcome_of(story, tmp_path, QUIET_SCENARIO)
+
+    assert row.due_at == 8 * 3600.0
+    assert row.outcome == "sent_early"
+    assert row.detail == "first push 25200 s before due, inside the shopper's quiet hours"
+
+
+def test_push_before_delay_sent_early(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    # A backend that waits one minute instead of the journey's 30.
+    story.push(CART_AT + 60, token)
+
+    row, result = outcome_of(story, tmp_path)
+
+    assert row.outcome == "sent_early"
+    assert row.detail == "first push 1740 s before due"
+    assert row.lateness_s == -1740
+    assert result.metrics["failure_rate"] == 1.0
+
+
+def test_push_early_within_tolerance_counts(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.push(DUE - late_tolerance_for_test() + 1, token)
+
+    row, _ = outcome_of(story, tmp_path)
+
+    assert row.outcome == "delivered"
+
+
+def test_early_then_late_push_sent_late(tmp_path):
+    story = Story()
+    token = story.shopper()
+    story.add_to_cart(CART_AT)
+    story.push(CART_AT + 60, token)
+    story.push(DUE + 3600, token)
+
+    row, _ = outcome_of(story, tmp_path)
+
+    assert row.outcome == "sent_late"
+    assert row.detail == "first push 3600 s after due"
+
+
 def test_stranded_anonymous(tmp_path):
     story = Story()
     token = story.shopper(user_id=None)
