@@ -144,7 +144,7 @@ def decide_runs(
                 decisions.append(Decision(run, CAPPED))
                 continue
 
-        zone = timezone_of(profile["attributes"])
+        zone = timezone_of(profile["attributes"], permitted)
         quiet_end = quiet_hours_end(journey.quiet_hours, sim_now, zone)
         if quiet_end is not None:
             decisions.append(Decision(run, HOLD, due_at=epoch.wall_at(quiet_end)))

@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import logging
 import zoneinfo
+from collections.abc import Iterable
 
 from sim.formats.payload import fill_link
 from sim.scenario.schema import Journey, QuietHours
@@ -61,9 +62,25 @@ def draw_delay(journey: Journey, trigger_event_id: int | None) -> float:
     return journey.delay + fraction * (journey.delay_max - journey.delay)
 
 
-def timezone_of(attributes: dict) -> zoneinfo.ZoneInfo | datetime.timezone:
-    """Return the profile's time zone from its ``timezone`` attribute; UTC without a valid one."""
+def timezone_of(
+    attributes: dict, devices: Iterable[dict] = ()
+) -> zoneinfo.ZoneInfo | datetime.timezone:
+    """Return the profile's time zone from its ``timezone`` attribute; UTC without a valid one.
+
+    Without the profile attribute, the ``timezone`` device attribute of the first of
+    ``devices`` that has one is used, since mobile SDKs report the phone's time zone.
+    """
     name = attributes.get(TIMEZONE_ATTRIBUTE)
+    if not isinstance(name, str) or not name:
+        name = next(
+            (
+                device["attributes"].get(TIMEZONE_ATTRIBUTE)
+                for device in devices
+                if isinstance(device.get("attributes"), dict)
+                and device["attributes"].get(TIMEZONE_ATTRIBUTE)
+            ),
+            None,
+        )
     if not isinstance(name, str) or not name:
         return datetime.UTC
     try:

@@ -196,6 +196,8 @@ class Device:
             "app_version": self.app_version,
             "os_version": self.os_version,
             "device_id": self.device_id,
+            # The phone's IANA time zone, as SDKs collect it, for sends in local time.
+            "timezone": self.group.timezone,
         }
         # A development build sends its environment, as SDKs that flag test devices do, so that
         # a backend can send its pushes to the APNs sandbox. Store builds send no such attribute.

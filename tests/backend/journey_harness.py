@@ -87,9 +87,15 @@ def post_epoch(backend: RunningBackend, sim_t0: float, time_scale: float = TIME_
 
 
 def add_device(
-    track: httpx.Client, person: str, token: str, platform: str, push_enabled: object = True
+    track: httpx.Client,
+    person: str,
+    token: str,
+    platform: str,
+    push_enabled: object = True,
+    **extra: object,
 ) -> None:
     attributes = {} if push_enabled is None else {"push_enabled": push_enabled}
+    attributes.update(extra)
     response = track.put(
         f"/api/v1/customers/{person}/devices",
         json={"device": {"id": token, "platform": platform, "attributes": attributes}},

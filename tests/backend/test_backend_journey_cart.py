@@ -219,6 +219,23 @@ def test_quiet_hours_hold_the_send(make_journey_backend):
     assert 'stage="quiet_held"} 1' in metrics_text(backend)
 
 
+def test_quiet_hours_in_device_timezone(make_journey_backend):
+    # The profile has no timezone attribute, so the phone's own, as SDKs report it, applies.
+    tokyo = datetime.timezone(datetime.timedelta(hours=9))
+    sim_start = datetime.datetime(2026, 11, 27, 21, 50, tzinfo=tokyo).timestamp()
+    quiet_end = datetime.datetime(2026, 11, 27, 22, 40, tzinfo=tokyo).timestamp()
+    journey = cart_recovery(quiet_hours=QuietHours(start="22:00", end="22:40"))
+    backend, sender = make_journey_backend([journey])
+    wall_t0 = post_epoch(backend, sim_start)
+    with backend.track() as track:
+        add_device(track, "ann", "ann-iphone", "ios", timezone="Asia/Tokyo")
+        send_event(track, "ann", "added_to_cart", sku="s", qty=1, cart_id="c1")
+
+    [push] = wait_until(lambda: sender.submitted)
+    sent_sim = sim_start + (push.at - wall_t0) * TIME_SCALE
+    assert sent_sim >= quiet_end - 60
+
+
 def test_quiet_hours_in_utc_without_timezone(make_journey_backend):
     sim_start = datetime.datetime(2026, 11, 27, 21, 50, tzinfo=datetime.UTC).timestamp()
     journey = cart_recovery(quiet_hours=QuietHours(start="22:00", end="22:40"))

@@ -66,6 +66,14 @@ def test_timezone_attribute_or_utc():
     assert timezone_of({"timezone": 5}) is datetime.UTC
 
 
+def test_timezone_falls_back_to_device_attribute():
+    devices = [{"attributes": {}}, {"attributes": {"timezone": "Europe/Berlin"}}]
+
+    assert timezone_of({}, devices) == BERLIN
+    assert timezone_of({"timezone": "UTC"}, devices) == zoneinfo.ZoneInfo("UTC")
+    assert timezone_of({}, [{"attributes": None}]) is datetime.UTC
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

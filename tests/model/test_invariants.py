@@ -13,6 +13,7 @@ from sim.formats.tokens import issue_token, parse_token
 from sim.formats.truth import TruthView, read_records
 from sim.model.plan import run_plan
 from sim.model.ports import Delivery
+from sim.oracle.inputs import group_timezones
 
 SCENARIO = """
 seed: 99
@@ -210,6 +211,20 @@ def test_tokens_parse_back_to_their_group(run):
         assert ("environment" in record) == (record["platform"] == "ios")
     environments = {r["environment"] for r in tokens if r["platform"] == "ios"}
     assert environments == {"production", "sandbox"}
+
+
+def test_registrations_carry_the_report_timezone(run):
+    # The backend holds pushes in quiet hours by this attribute and the report judges them by
+    # the group's zone, so the two must agree.
+    _, records, _, _ = run
+    zones = group_timezones(scenario_from(SCENARIO))
+    registrations = [
+        r for r in records if r["kind"] == "sdk_call" and r["method"] == "register_token"
+    ]
+
+    assert len(registrations) > 1000
+    for call in registrations:
+        assert call["attributes"]["timezone"] == zones[call["group"]], call
 
 
 def test_delivered_metrics_follow_displays(run):
