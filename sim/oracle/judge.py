@@ -241,8 +241,8 @@ def attribute(
     When several triggers share the value (a sku, say), the push goes to the latest one before
     it on the device that owns the token, else the latest one before it of any person.
     """
-    # NOTE: two journeys with the same link template both claim a push. Telling them apart
-    # would need a journey marker in the payload, and no backend is required to send one.
+    # Validation rejects two journeys whose links fit each other's template, so a push fits
+    # one journey, or broadcasts of one link told apart by ``until``.
     if journey.kind in ("broadcast", "inactivity"):
         return _attribute_by_owner(triggers, pushes, journey, until)
     by_value: dict[str | None, list[Trigger]] = defaultdict(list)

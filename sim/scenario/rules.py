@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
+import math
 import zoneinfo
 from urllib.parse import urlparse
 
 from sim import catalogue
 from sim.gates import GATE_METRICS, parse_gate
+from sim.scenario.links import TRIGGERED_KINDS, check_link, check_overlaps
 from sim.scenario.schema import FUNNEL_STATES, PLATFORMS, Journey, Scenario, Spike
 from sim.scenario.source import Path
 from sim.scenario.types import format_duration
@@ -16,10 +17,6 @@ from sim.scenario.validate import Collector, suggest
 SHARE_TOLERANCE = 1e-3
 # A fault window shorter than this in wall time is over before anyone can watch it.
 MIN_WALL_WINDOW = 5.0
-# Journey kinds that start from a tracked trigger event and wait out a delay.
-TRIGGERED_KINDS = ("event", "repeated_event", "delay_range")
-LINK_FIELDS = ("cart_id", "sku", "order_id", "person_id", "product_id")
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 def check(scenario: Scenario, collector: Collector) -> None:
@@ -258,12 +255,15 @@ def _check_journey(journey: Journey, path: Path, collector: Collector) -> None:
     if kind == "broadcast" and journey.at is None and not collector.failed((*path, "at")):
         collector.error((*path, "at"), "missing start time: a broadcast needs at")
 
-    for placeholder in _PLACEHOLDER.findall(journey.link):
-        if placeholder not in LINK_FIELDS:
-            collector.error(
-                (*path, "link"),
-                f"unknown placeholder {{{placeholder}}} in the link; use {', '.join(LINK_FIELDS)}",
-            )
+    check_link(journey, path, collector)
+
+    quiet = journey.quiet_hours
+    if quiet is not None and quiet.start == quiet.end:
+        collector.error(
+            (*path, "quiet_hours"),
+            f"quiet hours start and end at the same time, {quiet.start}, which gives a window "
+            "of no length: remove quiet_hours, or give an end other than the start",
+        )
 
 
 def _check_journeys(scenario: Scenario, collector: Collector) -> None:
@@ -282,6 +282,7 @@ def _check_journeys(scenario: Scenario, collector: Collector) -> None:
         if journey.name in seen:
             collector.error((*path, "name"), f"duplicate journey name {journey.name!r}")
         seen.add(journey.name)
+    check_overlaps(scenario, collector)
 
 
 def _check_delay_judged(
@@ -375,10 +376,26 @@ def _check_gates(scenario: Scenario, collector: Collector) -> None:
         if text is None:
             continue
         try:
-            parse_gate(text)
+            gate = parse_gate(text)
         except ValueError as error:
             message = str(error)
             if message.startswith("unknown gate metric"):
                 metric = text.split()[0]
                 message += f"{suggest(metric, GATE_METRICS)} Metrics: {', '.join(GATE_METRICS)}"
             collector.error(("gates", index), message)
+            continue
+        # A lateness may be negative, so only ratios and counts have bounds.
+        unit = GATE_METRICS[gate.metric].unit
+        bounds = {
+            "ratio 0..1": (0.0, 1.0, "between 0 and 1"),
+            "count": (0.0, math.inf, "of 0 or more"),
+        }
+        if unit not in bounds:
+            continue
+        low, high, wording = bounds[unit]
+        if not low <= gate.threshold <= high:
+            collector.error(
+                ("gates", index),
+                f"threshold {gate.threshold:g} of {gate.metric} is out of range, since the "
+                f"metric is a {unit}: give a threshold {wording}",
+            )

@@ -417,7 +417,10 @@ class Journey:
     body: str = setting("Your cart is waiting for you.", "push body")
     link: str = setting(
         "shop://cart/{cart_id}",
-        "deep-link template; {cart_id}, {sku}, {order_id} and {person_id} are filled in",
+        "deep-link template; {cart_id}, {sku} and {order_id} are filled in from the trigger "
+        "event, which must carry them, and {person_id} with the customer id. A broadcast or "
+        "inactivity journey needs a link of its own, and no two journeys may share one, "
+        "since the report tells pushes apart by their links",
     )
     payload_path: str = setting(
         "",

@@ -122,7 +122,17 @@ def parse_time_of_day(value: object) -> str:
     """Check a ``HH:MM`` local time and return it unchanged."""
     if isinstance(value, str) and _TIME_OF_DAY.match(value):
         return value
-    raise ValueError(f"invalid time of day {value!r}: write it as HH:MM, such as 22:00")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        # YAML 1.1 reads an unquoted 22:00 as the base-60 number 1320.
+        hours, minutes = divmod(value, 60)
+        raise ValueError(
+            f"invalid time of day {value!r}: YAML reads an unquoted {hours}:{minutes:02d} as "
+            f"the number {value}, so quote it: '{hours:02d}:{minutes:02d}'"
+        )
+    raise ValueError(
+        f"invalid time of day {value!r}: write it as HH:MM in quotes, with hours 00 to 23, such "
+        "as '22:00'; midnight is '00:00'"
+    )
 
 
 def minutes_of_day(value: str) -> int:

@@ -17,13 +17,14 @@ population: {installs: 1500, multi_device: 0.2}
 sessions: {per_day: 2.0}
 identity: {signup: 0.3}
 journeys:
-  - {name: winback, kind: inactivity, inactivity: 8h}
-  - {name: everyone, kind: broadcast, at: 2026-11-27T12:00:00Z, segment: all}
-  - {name: members, kind: broadcast, at: 2026-11-27T12:00:00Z, segment: known}
+  - {name: winback, kind: inactivity, inactivity: 8h, link: shop://home}
+  - {name: everyone, kind: broadcast, at: 2026-11-27T12:00:00Z, segment: all, link: shop://deals}
+  - {name: members, kind: broadcast, at: 2026-11-27T12:00:00Z, segment: known, link: shop://deals}
   - name: browsed_thrice
     kind: repeated_event
     trigger: {event: product_viewed, count: 2, window: 1h, same: sku}
     delay: 30m
+    link: shop://product/{sku}
     absence: {event: added_to_cart, match: sku}
 """
 BROADCAST_AT = 36 * 3600.0

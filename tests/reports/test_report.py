@@ -449,22 +449,20 @@ def test_report_command_exit_codes(tmp_path, good_run, capsys):
     shutil.copytree(good_run, failing)
     scenario = failing / "scenario.yaml"
     text = scenario.read_text()
-    text = re.sub(r"(?m)^gates:.*$", "gates:\n  - delivery_rate >= 1.5\n  - "
+    text = re.sub(r"(?m)^gates:.*$", "gates:\n  - delivery_rate < 1\n  - "
                   "wrong_person_pushes == 0", text)  # fmt: skip
     scenario.write_text(text)
     capsys.readouterr()
     assert main(["report", str(failing)]) == 1
     output = capsys.readouterr()
-    assert "FAIL  delivery_rate >= 1.5  (value 1, threshold 1.5)" in output.out
+    assert "FAIL  delivery_rate < 1  (value 1, threshold 1)" in output.out
     assert "pass  wrong_person_pushes == 0" in output.out
     assert output.out.endswith("1 of 2 gate(s) failed\n")
 
     passing = tmp_path / "passing"
     shutil.copytree(failing, passing)
     scenario = passing / "scenario.yaml"
-    scenario.write_text(
-        scenario.read_text().replace("delivery_rate >= 1.5", "delivery_rate >= 0.5")
-    )
+    scenario.write_text(scenario.read_text().replace("delivery_rate < 1", "delivery_rate >= 0.5"))
     assert main(["report", str(passing)]) == 0
     assert capsys.readouterr().out.endswith("all 2 gate(s) passed\n")
 

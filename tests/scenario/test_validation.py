@@ -76,7 +76,38 @@ CASES = [
      "journeys[0].trigger.event", "is an alias",
      "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n"),
     ("missing-trigger-event", "journeys:\n  - name: a\n", "journeys[0].trigger.event",
-     "missing event", "journeys:\n  - name: a\n    trigger: {event: product_viewed}\n"),
+     "missing event", "journeys:\n  - name: a\n    trigger: {event: product_viewed}\n"
+     "    link: shop://product/{sku}\n"),
+    ("link-field-not-carried", "journeys:\n  - name: a\n    trigger: {event: checkout_started}\n"
+     "    link: shop://product/{sku}\n", "journeys[0].link", "{sku} is not carried by the "
+     "trigger event checkout_started", "journeys:\n  - name: a\n"
+     "    trigger: {event: checkout_started}\n    link: shop://cart/{cart_id}\n"),
+    ("link-without-trigger-field", "journeys:\n  - name: a\n    kind: delay_range\n"
+     "    trigger: {event: order_completed}\n    delay_max: 2h\n    link: shop://reorder\n",
+     "journeys[0].link", "such as {order_id}, {cart_id}", "journeys:\n  - name: a\n"
+     "    kind: delay_range\n    trigger: {event: order_completed}\n    delay_max: 2h\n"
+     "    link: shop://reorder/{order_id}\n"),
+    ("broadcast-link-with-trigger-field", "journeys:\n  - name: a\n    kind: broadcast\n"
+     "    at: 2026-11-26T12:00:00Z\n", "journeys[0].link", "no trigger event to fill {cart_id}",
+     "journeys:\n  - name: a\n    kind: broadcast\n    at: 2026-11-26T12:00:00Z\n"
+     "    link: shop://deals\n"),
+    ("journeys-share-link", "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n"
+     "  - name: b\n    trigger: {event: added_to_cart}\n    delay: 6h\n", "journeys[1].link",
+     "cannot tell their pushes apart", "journeys:\n  - name: a\n"
+     "    trigger: {event: added_to_cart}\n  - name: b\n    trigger: {event: added_to_cart}\n"
+     "    delay: 6h\n    link: shop://cart/{cart_id}?journey=b\n"),
+    ("quiet-hours-no-length", "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n"
+     "    quiet_hours: {start: '08:00', end: '08:00'}\n", "journeys[0].quiet_hours",
+     "window of no length", "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n"
+     "    quiet_hours: {start: '22:00', end: '08:00'}\n"),
+    ("unquoted-time-of-day", "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n"
+     "    quiet_hours: {start: 22:00}\n", "journeys[0].quiet_hours.start",
+     "quote it: '22:00'", "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n"
+     "    quiet_hours: {start: '22:00'}\n"),
+    ("gate-ratio-out-of-range", "gates: [delivery_rate >= 1.5]\n", "gates[0]",
+     "give a threshold between 0 and 1", "gates: [delivery_rate >= 0.9]\n"),
+    ("gate-count-negative", "gates: [wrong_person_pushes <= -1]\n", "gates[0]",
+     "give a threshold of 0 or more", "gates: [wrong_person_pushes <= 0]\n"),
     ("unknown-exit-event", "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n"
      "    exit: {event: purchase, match: cart_id}\n", "journeys[0].exit.event",
      "unknown event", "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n"
@@ -86,15 +117,17 @@ CASES = [
      "not carried by order_completed", "journeys:\n  - name: a\n    trigger: "
      "{event: added_to_cart}\n    exit: {event: order_completed, match: cart_id}\n"),
     ("repeated-count-1", "journeys:\n  - name: b\n    kind: repeated_event\n    trigger: "
-     "{event: product_viewed, count: 1, same: sku}\n", "journeys[0].trigger.count",
-     "at least 2", "journeys:\n  - name: b\n    kind: repeated_event\n    trigger: "
-     "{event: product_viewed, count: 2, same: sku}\n"),
+     "{event: product_viewed, count: 1, same: sku}\n    link: shop://product/{sku}\n",
+     "journeys[0].trigger.count", "at least 2", "journeys:\n  - name: b\n"
+     "    kind: repeated_event\n    trigger: {event: product_viewed, count: 2, same: sku}\n"
+     "    link: shop://product/{sku}\n"),
     ("delay-range-reversed", "journeys:\n  - name: r\n    kind: delay_range\n    trigger: "
      "{event: order_completed}\n    delay: 35d\n    delay_max: 21d\n", "journeys[0].delay_max",
      "longer than delay", "journeys:\n  - name: r\n    kind: delay_range\n    trigger: "
      "{event: order_completed}\n    delay: 21d\n    delay_max: 35d\n"),
-    ("broadcast-without-time", "journeys:\n  - name: launch\n    kind: broadcast\n",
-     "journeys[0].at", "needs at", "journeys:\n  - name: launch\n    kind: broadcast\n"
+    ("broadcast-without-time", "journeys:\n  - name: launch\n    kind: broadcast\n"
+     "    link: shop://deals\n", "journeys[0].at", "needs at",
+     "journeys:\n  - name: launch\n    kind: broadcast\n    link: shop://deals\n"
      "    at: 2026-11-27T09:00:00Z\n"),
     ("link-placeholder", "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n"
      "    link: 'shop://cart/{basket}'\n", "journeys[0].link", "unknown placeholder",
@@ -103,7 +136,7 @@ CASES = [
     ("duplicate-journey-name", "journeys:\n  - {name: a, trigger: {event: added_to_cart}}\n"
      "  - {name: a, trigger: {event: product_viewed}}\n", "journeys[1].name", "duplicate",
      "journeys:\n  - {name: a, trigger: {event: added_to_cart}}\n"
-     "  - {name: b, trigger: {event: product_viewed}}\n"),
+     "  - {name: b, trigger: {event: product_viewed}, link: 'shop://product/{sku}'}\n"),
     ("journey-without-name", "journeys:\n  - trigger: {event: added_to_cart}\n",
      "journeys[0].name", "missing name",
      "journeys:\n  - name: c\n    trigger: {event: added_to_cart}\n"),
@@ -141,7 +174,7 @@ CASES = [
     ("duplicate-yaml-key", "seed: 1\nseed: 2\n", "seed", "duplicate key", "seed: 2\n"),
     ("push-metric-trigger", "journeys:\n  - {name: a, trigger: {event: delivered}}\n",
      "journeys[0].trigger.event", "is a push metric",
-     "journeys:\n  - {name: a, trigger: {event: Application Opened}}\n"),
+     "journeys:\n  - {name: a, trigger: {event: checkout_started}}\n"),
 ]  # fmt: skip
 
 
@@ -187,7 +220,7 @@ def test_long_fault_window_passes():
 BROADCAST_AT = """
 clock: {start: 2026-11-26T00:00:00Z, duration: DURATION, drain: 2h}
 journeys:
-  - {name: launch, kind: broadcast, at: AT}
+  - {name: launch, kind: broadcast, at: AT, link: shop://deals}
 """
 
 
@@ -276,13 +309,16 @@ def test_spike_inside_run_in_one_zone_passes():
 
 def test_bad_clock_start_gives_one_problem():
     # The broadcast is not judged against the default start that clock.start fell back to.
-    text = "clock: {start: yesterday}\njourneys:\n  - {name: b, kind: broadcast, at: 2026-12-10}\n"
+    text = (
+        "clock: {start: yesterday}\njourneys:\n"
+        "  - {name: b, kind: broadcast, at: 2026-12-10, link: shop://deals}\n"
+    )
     (finding,) = problems(text)
     assert finding.path == "clock.start"
 
 
 def test_bad_broadcast_time_gives_one_problem():
-    text = "journeys:\n  - {name: b, kind: broadcast, at: tomorrow}\n"
+    text = "journeys:\n  - {name: b, kind: broadcast, at: tomorrow, link: shop://deals}\n"
     (finding,) = problems(text)
     assert finding.path == "journeys[0].at"
     assert "invalid date and time 'tomorrow'" in finding.message
