@@ -12,7 +12,9 @@ from any number of shards. Kinds and their extra fields:
   several joined with commas, or null). The driver adds ``http_status`` to a sent call: the
   first status outside 2xx of its requests, else the last one, and 0 for no response. It adds
   ``lag_ms`` to sent and dropped calls, and ``sent_wall`` to sent ones.
-- ``install`` and ``uninstall``: ``device``, ``platform``, ``anonymous_id``.
+- ``install`` and ``uninstall``: ``device``, ``platform``, ``anonymous_id``. An install also
+  has ``reinstall`` (true for a reinstall) and ``timezone``, the IANA zone of the shopper's
+  group, in which the report reads quiet hours.
 - ``token_issued``: ``device``, ``token``, ``platform``, ``reason`` (install, reinstall,
   fcm_refresh, os_update, restore), and for an iOS token ``environment`` (production, or
   sandbox for a development build).

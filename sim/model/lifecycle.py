@@ -41,6 +41,8 @@ def install(device: Device, at: float, reinstall: bool) -> None:
         platform=device.platform,
         anonymous_id=device.anonymous_id,
         reinstall=reinstall,
+        # The zone in which the report reads the journeys' quiet hours for this phone.
+        timezone=group.timezone,
     )
 
     if device.token is None:

@@ -213,7 +213,7 @@ def test_tokens_parse_back_to_their_group(run):
     assert environments == {"production", "sandbox"}
 
 
-def test_registrations_carry_the_report_timezone(run):
+def test_timezones_match_the_report(run):
     # The backend holds pushes in quiet hours by this attribute and the report judges them by
     # the group's zone, so the two must agree.
     _, records, _, _ = run
@@ -225,6 +225,9 @@ def test_registrations_carry_the_report_timezone(run):
     assert len(registrations) > 1000
     for call in registrations:
         assert call["attributes"]["timezone"] == zones[call["group"]], call
+    installs = [r for r in records if r["kind"] == "install"]
+    for install in installs:
+        assert install["timezone"] == zones[install["group"]], install
 
 
 def test_delivered_metrics_follow_displays(run):
