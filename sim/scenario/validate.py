@@ -180,6 +180,7 @@ class Walker:
         try:
             if DurationMarker in marker_kinds:
                 converted = parse_duration(value)
+                self._check_unit(value, path)
             elif TimeOfDayMarker in marker_kinds:
                 converted = parse_time_of_day(value)
             elif DateTimeMarker in marker_kinds:
@@ -210,6 +211,17 @@ class Walker:
             self.collector.error(path, message)
             return default
         return converted
+
+    def _check_unit(self, value: Any, path: Path) -> None:
+        """Warn about a duration written as a bare number, which reads as seconds."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or value == 0:
+            return
+        number = f"{value:g}"
+        self.collector.warning(
+            path,
+            f"the duration {number} has no unit, so it reads as {number} seconds: write "
+            f"{number}s to keep that, or give the unit you meant, such as {number}m",
+        )
 
     def _list(self, item_type: Any, value: Any, path: Path, default: Any) -> Any:
         if not isinstance(value, list):

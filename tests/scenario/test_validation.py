@@ -328,3 +328,14 @@ def test_problems_follow_file_order():
     # The rules find the gate problem before the clock warning; the list follows the file.
     text = "gates: ['nothing >= 1']\nclock: {duration: 1h, drain: 2h}\n"
     assert [finding.line for finding in problems(text)] == [1, 2]
+
+
+def test_bare_number_duration_warns():
+    text = "journeys:\n  - name: a\n    trigger: {event: added_to_cart}\n    delay: 90\n"
+
+    (finding,) = problems(text)
+
+    assert finding.severity == "warning"
+    assert finding.path == "journeys[0].delay"
+    assert "reads as 90 seconds: write 90s to keep that" in finding.message
+    assert problems(text.replace("delay: 90", "delay: 90s")) == []
