@@ -176,8 +176,8 @@ def new_device(group: ShopperGroup, index: int, user: Person, session_rate: floa
         device.prompts_for_push = modern
     else:
         device.os_version = ("17.6", "18.1", "18.2")[stream.below(3)]
-        # Drawn only when some builds are development builds, so that the default scenario's
-        # streams stay as they were before the setting existed.
+        # Drawn only for a share above 0, so that a scenario without development builds
+        # draws the same numbers whether or not it names the setting.
         if population.ios_development_builds > 0.0 and stream.chance(
             population.ios_development_builds
         ):
