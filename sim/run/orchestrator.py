@@ -324,7 +324,7 @@ class Rehearsal:
                         print(f"warning: {warning}", file=sys.stderr, flush=True)
                         rejection_warned = True
                 if not behind_warned:
-                    warning = behind_warning(tail)
+                    warning = behind_warning(tail, self.run_dir)
                     if warning is not None:
                         print(f"warning: {warning}", file=sys.stderr, flush=True)
                         behind_warned = True

@@ -27,6 +27,9 @@ RATE_WINDOW_S = 3.0
 STALL_S = 6.0
 _BAD_STATUS = re.compile(r"BadStatus\((\d+)\)")
 
+# Below this p95 response time a lane spends little time waiting for the backend, so a driver
+# that falls behind is short of CPU rather than of lanes (wall ms, an estimate).
+FAST_RESPONSE_MS = 50.0
 # Byte patterns of truth ledger lines, as sim.formats.truth and the driver's sdk_call_line write
 # them: compact JSON, "kind" then "status" at the start of every SDK call's line.
 _CONVERTED = b'"step":"converted"'
@@ -44,6 +47,8 @@ class LocustLoad(NamedTuple):
     requests_per_s: float
     requests: int
     failed: int
+    # Locust's 95th percentile response time since the start, in wall ms, or None.
+    p95_ms: float | None = None
 
 
 def _locust_load(run_dir: Path) -> LocustLoad | None:
@@ -62,10 +67,13 @@ def _locust_load(run_dir: Path) -> LocustLoad | None:
         average = float(rows[0].get("Requests/s") or 0.0)
         requests = int(rows[0].get("Request Count") or 0)
         failed = int(rows[0].get("Failure Count") or 0)
+        p95 = rows[0].get("95%")
+        # Locust writes N/A before the first response.
+        p95_ms = float(p95) if p95 and p95 != "N/A" else None
     except (FileNotFoundError, ValueError):
         return None
     current = _current_rate(run_dir / "locust_stats_history.csv")
-    return LocustLoad(average if current is None else current, requests, failed)
+    return LocustLoad(average if current is None else current, requests, failed, p95_ms)
 
 
 def _current_rate(path: Path) -> float | None:
@@ -206,24 +214,36 @@ class LedgerTail:
             self.offsets[path] = offset + complete
 
 
-def behind_warning(tail: LedgerTail) -> str | None:
+def behind_warning(tail: LedgerTail, run_dir: Path | None = None) -> str | None:
     """Return a warning when the driver dropped more SDK calls than a trusted run may, else None.
 
     The report flags such a run at its end, when the backend's figures already rest on less load
-    than the scenario describes.
+    than the scenario describes. With ``run_dir``, Locust's response times there pick the fix:
+    a backend that answers fast leaves only the driver's CPU to blame.
     """
     if not falling_behind(tail.sent, tail.dropped):
         return None
     offered = tail.sent + tail.dropped
+    load = _locust_load(run_dir) if run_dir is not None else None
+    if load is not None and load.p95_ms is not None and load.p95_ms < FAST_RESPONSE_MS:
+        cause = (
+            f"The backend answers fast (p95 {load.p95_ms:.0f} ms), so the driver's process is "
+            "short of CPU: add --processes"
+        )
+    else:
+        p95 = f" (p95 {load.p95_ms:.0f} ms)" if load is not None and load.p95_ms else ""
+        cause = (
+            "The driver's process is short of CPU (add --processes) or every lane waits for "
+            f"slow responses{p95} (add --users)"
+        )
     return (
         f"the driver dropped {tail.dropped:,} of {offered:,} SDK calls so far "
         f"({tail.dropped / offered:.1%}), each more than clock.lag_budget late, so the backend "
         "gets less load than the scenario describes. If more than "
         f"{DROP_SHARE_LIMIT:.0%} of all the run's calls are dropped by its end, the report marks "
         f"the run GENERATOR FELL BEHIND and a gate generator_drops <= {DROP_SHARE_LIMIT:g} fails. "
-        "The driver's process is short of CPU (add --processes) or every lane waits for slow "
-        "responses (add --users); a lower population.installs or clock.time_scale lowers the "
-        "load. The run goes on; Ctrl-C stops it and writes a partial report."
+        f"{cause}; a lower population.installs or clock.time_scale lowers the load. The run "
+        "goes on; Ctrl-C stops it and writes a partial report."
     )
 
 

@@ -67,12 +67,14 @@ def test_progress_without_metrics(tmp_path):
     assert "conversions 0" in text
 
 
-def write_locust_csv(run_dir, requests: int, failed: int, failures: dict[str, int]) -> None:
+def write_locust_csv(
+    run_dir, requests: int, failed: int, failures: dict[str, int], p95: str = "N/A"
+) -> None:
     """Write the two CSV files Locust keeps up to date during a run, as it lays them out."""
     (run_dir / "locust_stats.csv").write_text(
-        "Type,Name,Request Count,Failure Count,Requests/s\n"
-        f"POST,/api/v1/customers/[id],{requests},{failed},12.5\n"
-        f",Aggregated,{requests},{failed},12.5\n"
+        "Type,Name,Request Count,Failure Count,Requests/s,95%\n"
+        f"POST,/api/v1/customers/[id],{requests},{failed},12.5,{p95}\n"
+        f",Aggregated,{requests},{failed},12.5,{p95}\n"
     )
     rows = "".join(
         f"POST,/api/v1/customers/[id],{error},{count}\n" for error, count in failures.items()
@@ -201,6 +203,30 @@ def test_behind_warning_names_fixes(tmp_path):
     assert "add --processes" in warning
     assert "add --users" in warning
     assert warning.endswith("Ctrl-C stops it and writes a partial report.")
+
+
+def test_behind_warning_blames_cpu_when_backend_fast(tmp_path):
+    write_truth(tmp_path / "truth-0.jsonl", sent=980, dropped=20)
+    write_locust_csv(tmp_path, 1000, 0, {}, p95="4")
+    tail = LedgerTail(tmp_path)
+    tail.update()
+
+    warning = behind_warning(tail, tmp_path)
+
+    assert "The backend answers fast (p95 4 ms), so the driver's process is short of CPU" in warning
+    assert "add --processes" in warning
+    assert "add --users" not in warning
+
+
+def test_behind_warning_names_slow_responses(tmp_path):
+    write_truth(tmp_path / "truth-0.jsonl", sent=980, dropped=20)
+    write_locust_csv(tmp_path, 1000, 0, {}, p95="800")
+    tail = LedgerTail(tmp_path)
+    tail.update()
+
+    warning = behind_warning(tail, tmp_path)
+
+    assert "waits for slow responses (p95 800 ms) (add --users)" in warning
 
 
 @pytest.mark.parametrize(
