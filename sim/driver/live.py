@@ -34,6 +34,7 @@ from sim.model.ports import Delivery, SdkCall, TokenInvalidation
 from sim.model.world import World
 from sim.oracle.generator import falling_behind
 from sim.oracle.ledger import UNSENT
+from sim.oracle.outcomes import late_tolerance
 from sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -77,16 +78,21 @@ class TriggerClock:
 
     They let the driver report ``trigger_to_gateway``: the wall time from the SDK call that
     triggered a journey to its push reaching the gateway, net of the journey's scaled delay.
+    Each journey also keeps its late tolerance in wall ms, which an early push must exceed to
+    count as early, as the report counts it.
     """
 
     def __init__(self, scenario: Scenario):
         self.journeys = []
+        self.tolerance_ms: dict[str, float] = {}
+        scale = scenario.clock.time_scale
         for journey in scenario.journeys:
             if journey.kind not in ("event", "repeated_event", "delay_range"):
                 continue
             key = journey.exit.match or journey.trigger.same or "cart_id"
-            delay = journey.delay / scenario.clock.time_scale
+            delay = journey.delay / scale
             self.journeys.append((journey, key, delay))
+            self.tolerance_ms[journey.name] = late_tolerance(journey) / scale * 1000.0
         self.sent: dict[tuple[str, str], float] = {}
 
     def note(self, call: SdkCall, wall: float) -> None:
@@ -97,12 +103,14 @@ class TriggerClock:
                 if isinstance(value, str):
                     self.sent.setdefault((journey.name, value), wall)
 
-    def lateness_ms(self, payload: Any, gateway_wall: float) -> float | None:
+    def lateness_ms(self, payload: Any, gateway_wall: float) -> tuple[float, bool] | None:
+        """Return a push's lateness in wall ms and whether it came early beyond tolerance."""
         for journey, key, delay in self.journeys:
             fields = link_fields(journey.link, find_link(payload, journey.payload_path))
             sent = self.sent.get((journey.name, fields.get(key, "")))
             if sent is not None:
-                return (gateway_wall - sent - delay) * 1000.0
+                lateness = (gateway_wall - sent - delay) * 1000.0
+                return lateness, lateness < -self.tolerance_ms[journey.name]
         return None
 
 
@@ -315,9 +323,13 @@ class LiveRun:
         payload = item.get("payload")
         gateway_wall = float(item.get("wall_time", time.time()))
         self.counters["pushes_received"] += 1
-        lateness = self.triggers.lateness_ms(payload, gateway_wall)
-        if lateness is not None:
+        timing = self.triggers.lateness_ms(payload, gateway_wall)
+        if timing is not None:
+            lateness, early = timing
+            # Locust's response-time histogram holds no negative times, so an early push
+            # counts 0 ms there and is counted apart.
             self.timing.get(TRIGGER_TO_GATEWAY).add(max(0.0, lateness))
+            self.counters["pushes_early"] += early
         delivery = Delivery(item["delivery_id"], item["token"], payload or {})
         self.env.process(self._deliver_at(delivery, self.env.sim_offset_at(gateway_wall)))
 
@@ -393,6 +405,7 @@ class LiveRun:
             "devices": sum(stats.devices.values()),
             "tokens": sum(stats.tokens_issued.values()),
             "pushes_received": self.counters["pushes_received"],
+            "pushes_early": self.counters["pushes_early"],
             "displayed": reactions.get("displayed", 0),
             "opened": reactions.get("opened", 0),
             "converted": reactions.get("converted", 0),
