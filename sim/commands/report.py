@@ -116,6 +116,9 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
     unknown = result.unknown_token_note()
     if unknown is not None:
         print(f"note: {unknown}")
+    faults = result.fault_note()
+    if faults is not None:
+        print(f"note: {faults}")
     environments = result.wrong_environment_note()
     if environments is not None:
         print(f"warning: {environments}")

@@ -23,11 +23,13 @@ from sim.oracle.ledger import TruthIndex
 from sim.oracle.outcomes import (
     DELIVERED,
     EXCLUDED,
+    FAILURES,
     OUTCOMES,
     JudgeContext,
     TriggerRow,
     judge,
     merged_anonymous,
+    trigger_faults,
 )
 from sim.oracle.pacing import broadcast_pacing
 from sim.oracle.problems import PROBLEM_KINDS, find_problems
@@ -69,6 +71,8 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
     # Triggers made anonymously and identified well before their due time (see
     # merged_anonymous) that got no push at all.
     unsent_after_identify = 0
+    # Failed triggers whose own call carried an injected SDK fault, by fault.
+    failures_by_fault: Counter[str] = Counter()
     next_broadcast = next_broadcast_starts(scenario.journeys, origin)
     # A trigger is judged when its due time plus the drain fits before the end. A partial run
     # ends where its models stopped, so a trigger due after that is excluded, not a failure.
@@ -113,13 +117,18 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
             for trigger in triggers.triggers
         ]
         trigger_rows.extend(judged)
-        unsent_after_identify += sum(
-            1
-            for trigger, row in zip(triggers.triggers, judged, strict=True)
-            if row.outcome == "not_sent"
-            and not row.push_count
-            and merged_anonymous(trigger, index, row.due_at, journey)
-        )
+        for trigger, row in zip(triggers.triggers, judged, strict=True):
+            faults = trigger_faults(trigger)
+            if row.outcome in FAILURES:
+                failures_by_fault.update(faults)
+            # A trigger sent under a drifted event name never reached the journey, whatever
+            # the backend does with anonymous activity.
+            unsent_after_identify += (
+                row.outcome == "not_sent"
+                and not row.push_count
+                and "event_name_drift" not in faults
+                and merged_anonymous(trigger, index, row.due_at, journey)
+            )
         attributed_all.extend(
             (trigger, attributed.get(trigger.trigger_id, [])) for trigger in triggers.triggers
         )
@@ -169,6 +178,7 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
         unknown_token_pushes=sum(1 for push in pushes if push.holder_person is None),
         wrong_environment=wrong_environment(pushes, index),
         unsent_after_identify=unsent_after_identify,
+        failures_by_fault=dict(sorted(failures_by_fault.items())),
         reached=model_reached,
         protocol=scenario.target.protocol,
     )

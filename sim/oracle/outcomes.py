@@ -11,6 +11,7 @@ import datetime
 import zoneinfo
 from dataclasses import dataclass, field
 
+from sim.catalogue import canonical_name
 from sim.formats.epoch import Epoch
 from sim.oracle.ledger import TruthIndex
 from sim.oracle.pushes import Push
@@ -195,7 +196,34 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
         return row
     timing = _Timing(due, earliest, held_until)
     row.outcome, row.detail = _failure(trigger, pushes, good, devices, timing, context)
+    row.detail = _joined(row.detail, fault_note(trigger)) if row.detail else fault_note(trigger)
     return row
+
+
+# What each SDK fault on a trigger call did to it, for a failed trigger's detail.
+TRIGGER_FAULT_NOTES = {
+    "event_name_drift": "the app sent it as {event}, a name the journey's trigger does not match "
+    "unless the backend maps it to {canonical}",
+    "anonymous_track_after_identify": "the app sent it anonymously right after identify",
+    "sku_as_object": "the app sent its sku as an object",
+}
+
+
+def trigger_faults(trigger: Trigger) -> list[str]:
+    """Return the SDK faults injected into the trigger's own call."""
+    return [name for name in (trigger.call.get("fault") or "").split(",") if name]
+
+
+def fault_note(trigger: Trigger) -> str:
+    """Return what the SDK faults on the trigger's call did to it, or "" for none."""
+    event = trigger.call.get("event") or ""
+    notes = [
+        TRIGGER_FAULT_NOTES.get(name, "the app injected the SDK fault {name}").format(
+            event=event, canonical=canonical_name(event), name=name
+        )
+        for name in trigger_faults(trigger)
+    ]
+    return f"SDK fault on the trigger call: {'; '.join(notes)}" if notes else ""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ PROBLEM_METRICS = (
     "device_tokens_lost",
     "unsent_after_identify",
     "wrong_environment_pushes",
+    "stranded_anonymous",
 )
 
 
@@ -132,6 +133,8 @@ class OracleResult:
     unknown_token_pushes: int = 0
     # Triggers made anonymously and identified well before their due time that got no push.
     unsent_after_identify: int = 0
+    # Failed triggers whose own call carried an injected SDK fault, by fault.
+    failures_by_fault: dict[str, int] = field(default_factory=dict)
     # APNs pushes to the environment their token is not for, by the token's environment.
     wrong_environment: dict[str, int] = field(default_factory=dict)
     # Simulated seconds the models of a partial run reached, or None for a whole run.
@@ -173,6 +176,17 @@ class OracleResult:
             "earlier run's profiles in its store sends to them, and so does one that makes "
             "tokens up. They count as tied to no trigger; start the backend with an empty store "
             "for each run to judge it alone"
+        )
+
+    def fault_note(self) -> str | None:
+        """Return how many failed triggers had an injected SDK fault on their own call, or None."""
+        if not self.failures_by_fault:
+            return None
+        counts = ", ".join(f"{name} {count:,}" for name, count in self.failures_by_fault.items())
+        return (
+            f"failed triggers whose own call carried an injected SDK fault: {counts}. Their "
+            "details say what each fault did; a backend that maps drifted event names or "
+            "merges anonymous calls recovers some of them"
         )
 
     def wrong_environment_note(self) -> str | None:
@@ -293,6 +307,7 @@ def to_summary(result: OracleResult) -> dict[str, Any]:
         "no_push_warning": result.no_push_warning(),
         "ungated_problems_warning": result.ungated_problems_warning(),
         "wrong_environment_warning": result.wrong_environment_note(),
+        "failures_by_fault": result.failures_by_fault,
         "gates": [dataclasses.asdict(gate) for gate in result.gates],
         "metrics": result.metrics,
         "journeys": journeys,

@@ -95,6 +95,12 @@ class Story:
                   event="added_to_cart", status=status,
                   properties={"sku": "SKU-1", "qty": 1, "cart_id": cart}, **fields)  # fmt: skip
 
+    def calls_renamed(self, event: str, sent_as: str) -> None:
+        """Make every call of ``event`` go out as ``sent_as``, as a drifted app sends it."""
+        for record in self.records:
+            if record["kind"] == "sdk_call" and record.get("event") == event:
+                record["event"] = sent_as
+
     def abandon(self, at: float, cart: str = "c1-1", buy_anyway_at=None) -> None:
         self.record("cart_closed", at, cart_id=cart, outcome="abandoned")
         self.record("latent", at, cart_id=cart, buy_anyway_at=buy_anyway_at)

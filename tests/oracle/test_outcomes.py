@@ -267,6 +267,27 @@ def test_no_environment_note_without_refusals(tmp_path):
     assert result.wrong_environment_note() is None
 
 
+def test_drifted_trigger_names_its_fault(tmp_path):
+    story = Story()
+    story.shopper()
+    story.record("cart", CART_AT, cart_id="c1-1", device="d1-0", person="p1-0", origin="organic")
+    story.call("track", CART_AT, "d1-0", "p1-0", user_id="p1-0", event="add_to_cart",
+               properties={"sku": "SKU-1", "qty": 1, "cart_id": "c1-1"},
+               fault="event_name_drift")  # fmt: skip
+    story.abandon(CART_AT + 60)
+
+    row, result = outcome_of(story, tmp_path)
+
+    assert row.outcome == "not_sent"
+    assert row.detail == (
+        "no push for this trigger; SDK fault on the trigger call: the app sent it as "
+        "add_to_cart, a name the journey's trigger does not match unless the backend maps it "
+        "to added_to_cart"
+    )
+    assert result.failures_by_fault == {"event_name_drift": 1}
+    assert "event_name_drift 1" in (result.fault_note() or "")
+
+
 def test_not_sent(tmp_path):
     story = Story()
     token = story.shopper()
@@ -536,6 +557,25 @@ def test_unmerged_anonymous_trigger_is_named(tmp_path):
     assert "no push for this trigger" in row.detail
     assert "made anonymously as anon-1, which identified as user:p1-0 well before" in row.detail
     assert result.metrics["unsent_after_identify"] == 1
+
+
+def test_drifted_anonymous_trigger_is_not_unmerged(tmp_path):
+    # The same story, but the app sent the cart under its drifted name: no backend that merges
+    # could have started the journey, so the merge metric leaves it out.
+    story = Story()
+    token = story.shopper(user_id=None)
+    story.add_to_cart(CART_AT, user_id=None, fault="event_name_drift")
+    story.calls_renamed("added_to_cart", "add_to_cart")
+    story.abandon(CART_AT + 60)
+    story.call("identify", CART_AT + 300, "d1-0", "p1-0", user_id="p1-0")
+    story.call("register_token", CART_AT + 300, "d1-0", "p1-0", user_id="p1-0", token=token,
+               attributes={"platform": "ios", "push_enabled": True})  # fmt: skip
+
+    row, result = outcome_of(story, tmp_path)
+
+    assert row.outcome == "not_sent"
+    assert "SDK fault on the trigger call" in row.detail
+    assert result.metrics["unsent_after_identify"] == 0
 
 
 def test_identified_trigger_not_sent_is_not_unmerged(tmp_path):

@@ -24,7 +24,7 @@ SUMMARY_KEYS = {
     "journeys", "problems", "trigger_lateness", "backend_conduct", "generator", "reach", "series",
     "push_requests", "unattributed_pushes", "unknown_token_pushes", "partial", "partial_reason",
     "backend_load", "sdk_errors", "backend", "ungated_problems_warning",
-    "wrong_environment_warning",
+    "wrong_environment_warning", "failures_by_fault",
 }  # fmt: skip
 
 
