@@ -54,6 +54,7 @@ class Device:
         "last_product",
         "session_origin",
         "apns_environment",
+        "late_rotation",
     )
 
     def __init__(self, group: ShopperGroup, index: int, platform: str, user: Person):
@@ -84,6 +85,9 @@ class Device:
         self.registered: tuple | None = None
         self.token_stuck = False
         self.sync_deferred = False
+        # True while a background rotation waits for the foreground because of the
+        # late_background_rotation fault, so that the late registration carries its label.
+        self.late_rotation = False
         self.next_track_anonymous = False
 
         self.permission = UNASKED
@@ -203,7 +207,9 @@ class Device:
         # a backend can send its pushes to the APNs sandbox. Store builds send no such attribute.
         if self.apns_environment != PRODUCTION:
             attributes["apns_environment"] = self.apns_environment
-        self.send(at, "register_token", token=self.token, attributes=attributes)
+        fault = "late_background_rotation" if self.late_rotation else None
+        self.late_rotation = False
+        self.send(at, "register_token", token=self.token, attributes=attributes, fault=fault)
 
     def set_user(self, at: float, person: Person) -> None:
         """Make ``person`` the one using the phone from ``at`` on."""

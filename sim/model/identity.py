@@ -22,13 +22,21 @@ def identify(device: Device, at: float, person: Person, how: str) -> None:
         attributes = {**attributes, "created_at": at}
     was_anonymous_token = device.registered is not None and device.registered[1] is None
     device.identified = person.person_id
-    device.send(at, "identify", attributes=attributes)
 
+    # The fault dice are rolled before the call goes out, so that the identify carries the
+    # labels of the faults that change what follows it.
     if world.faults.roll("anonymous_track_after_identify", group.streams):
         device.next_track_anonymous = True
-
     # A token registered while anonymous must be registered again to reach the profile.
-    if was_anonymous_token and world.faults.roll("token_before_identify", group.streams):
+    stuck = was_anonymous_token and world.faults.roll("token_before_identify", group.streams)
+    faults = []
+    if how == "handover":
+        faults.append("handover_reinstall")
+    if stuck:
+        faults.append("token_before_identify")
+    device.send(at, "identify", attributes=attributes, fault=",".join(faults) or None)
+
+    if stuck:
         device.token_stuck = True
         return
     device.sync_token(at)

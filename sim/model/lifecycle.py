@@ -91,6 +91,7 @@ def uninstall(device: Device, at: float) -> float:
     device.registered = None
     device.token_stuck = False
     device.sync_deferred = False
+    device.late_rotation = False
     device.next_track_anonymous = False
     device.permission = UNASKED
     device.permission_at = None

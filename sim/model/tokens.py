@@ -105,5 +105,6 @@ def rotate(device: Device, at: float, cause: str) -> None:
     world = device.group.world
     if world.faults.roll("late_background_rotation", device.group.streams):
         device.sync_deferred = True
+        device.late_rotation = True
         return
     device.sync_token(at)

@@ -184,6 +184,26 @@ def test_fault_rate_over_denominator(busy, fault):
     )
 
 
+def test_faults_label_the_calls_they_change(busy):
+    # Each fault marks the call after which the app behaves wrongly: the identify that leaves
+    # the token behind or that a new owner makes, and the late registration of a rotated token.
+    _, result, records = busy
+    calls = _calls(records)
+    injected = {name: row["injected"] for name, row in result.summary["faults"].items()}
+
+    stuck = [c for c in calls if _has_fault(c, "token_before_identify")]
+    handovers = [c for c in calls if _has_fault(c, "handover_reinstall")]
+    late = [c for c in calls if _has_fault(c, "late_background_rotation")]
+
+    assert len(stuck) == injected["token_before_identify"]
+    assert {c["method"] for c in stuck} == {"identify"}
+    # A handover or a late registration after the end of the run sends no call.
+    assert 0 < len(handovers) <= injected["handover_reinstall"]
+    assert {c["method"] for c in handovers} == {"identify"}
+    assert 0 < len(late) <= injected["late_background_rotation"]
+    assert {c["method"] for c in late} == {"register_token"}
+
+
 def test_handover_opportunities_are_uninstalls(busy):
     _, result, _ = busy
 
