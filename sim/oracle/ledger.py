@@ -29,11 +29,14 @@ def _only_counted(record: dict, events: Collection[str]) -> bool:
     return canonical_name(record.get("event") or "") not in events
 
 
+ANONYMOUS_PREFIX = "anonymous:"
+
+
 def profile_of(call: dict) -> str:
     """Return the backend profile an SDK call lands on: the user id, else the anonymous id."""
     if call.get("user_id"):
         return f"user:{call['user_id']}"
-    return f"anonymous:{call.get('anonymous_id')}"
+    return f"{ANONYMOUS_PREFIX}{call.get('anonymous_id')}"
 
 
 @dataclass
@@ -63,6 +66,13 @@ class Registrations:
         """Tell whether the token was registered on an identified profile by ``at``."""
         index = bisect.bisect_right(self.times, at) - 1
         return self.ever_identified[index] if index >= 0 else False
+
+    def deleted_at(self, at: float) -> float | None:
+        """Return when the token was deleted, if a deletion is its last change by ``at``."""
+        index = bisect.bisect_right(self.times, at) - 1
+        if index >= 0 and self.profiles[index] is None:
+            return self.times[index]
+        return None
 
     def registered_after(self, at: float) -> bool:
         """Tell whether the token was registered again after ``at``."""
@@ -177,10 +187,9 @@ class TruthIndex:
         if method == "register_token" and call.get("token"):
             self.registrations[call["token"]].add(call["at"], profile_of(call))
         elif method == "delete_token" and call.get("token"):
-            registrations = self.registrations[call["token"]]
             # A delete removes the token only from the profile it is sent for.
-            if registrations.profile_at(call["at"]) == profile_of(call):
-                registrations.add(call["at"], None)
+            if self.token_profile(call["token"], call["at"]) == profile_of(call):
+                self.registrations[call["token"]].add(call["at"], None)
         elif method == "identify" and call.get("user_id"):
             self.identified_at.setdefault(call["user_id"], call["at"])
             if call.get("anonymous_id"):
@@ -199,6 +208,28 @@ class TruthIndex:
             if call["at"] <= merged_at <= at:
                 return f"user:{user_id}"
         return profile_of(call)
+
+    def token_profile(self, token: str, at: float) -> str | None:
+        """Return the profile holding ``token`` at ``at``, after the merges a backend makes.
+
+        A token registered on an anonymous profile moves with it when an identify with that
+        anonymous id later merges the profile into a person, since a merge moves the devices
+        too. None means the token is on no profile.
+        """
+        registrations = self.registrations.get(token)
+        if registrations is None:
+            return None
+        position = bisect.bisect_right(registrations.times, at) - 1
+        if position < 0:
+            return None
+        profile = registrations.profiles[position]
+        if profile is None or not profile.startswith(ANONYMOUS_PREFIX):
+            return profile
+        since = registrations.times[position]
+        for merged_at, user_id in self.merges.get(profile.removeprefix(ANONYMOUS_PREFIX), []):
+            if since <= merged_at <= at:
+                return f"user:{user_id}"
+        return profile
 
     def live_token(self, device: str, at: float) -> str | None:
         """Return the device's token that is alive at ``at`` by truth, or None."""

@@ -200,7 +200,7 @@ def judge(trigger: Trigger, pushes: list[Push], context: JudgeContext) -> Trigge
     return row
 
 
-# What each SDK fault on a trigger call did to it, for a failed trigger's detail.
+# The effect of each SDK fault on a trigger call, for a failed trigger's detail.
 TRIGGER_FAULT_NOTES = {
     "event_name_drift": "the app sent it as {event}, a name the journey's trigger does not match "
     "unless the backend maps it to {canonical}",
@@ -228,7 +228,7 @@ def fault_note(trigger: Trigger) -> str:
 
 @dataclass(frozen=True)
 class _Timing:
-    """When a trigger's push was due, the earliest it may come, and the end of a quiet hold."""
+    """Due time of a trigger's push, the earliest it may come, and the end of a quiet hold."""
 
     due: float
     earliest: float
@@ -375,12 +375,14 @@ def _failure(
     ]
     trigger_profile = index.profile_at(trigger.call, due)
 
-    # The trigger reached an identified profile, but the device tokens never left anonymous ones.
+    # The trigger reached an identified profile, but the app registered the device tokens only
+    # on anonymous profiles. A token the app deleted is on no profile, stranded or not.
     if trigger_profile.startswith("user:") and live_tokens:
-        registrations = [index.registrations.get(token) for token in live_tokens]
         anonymous_only = [
-            r is not None and r.registered_before(due) and not r.identified_before(due)
-            for r in registrations
+            token in index.registrations
+            and index.token_profile(token, due) is not None
+            and not index.registrations[token].identified_before(due)
+            for token in live_tokens
         ]
         if all(anonymous_only):
             return "stranded_anonymous", f"token {live_tokens[0][:12]}… never left anonymous"
@@ -388,13 +390,11 @@ def _failure(
     if pushes and all(not push.token_alive for push in pushes):
         return "stale_token", f"{len(pushes)} push(es) to dead tokens"
 
-    profiles = {
-        index.registrations[token].profile_at(due)
-        for token in live_tokens
-        if token in index.registrations
-    }
+    profiles = {index.token_profile(token, due) for token in live_tokens}
     if live_tokens and trigger_profile not in profiles:
-        return "events_without_device", f"trigger on {trigger_profile}"
+        return "events_without_device", _without_device_detail(
+            trigger_profile, live_tokens, due, index
+        )
 
     merged_before = merged_anonymous(trigger, index, due, context.journey)
     merged = _merge_note(trigger, trigger_profile, merged_before)
@@ -413,6 +413,24 @@ def _failure(
     if not timely:
         return "sent_early", _joined(_early_detail(good[0], timing), merged)
     return "sent_late", _joined(f"first push {timely[0].at - due:.0f} s after due", merged)
+
+
+def _without_device_detail(
+    profile: str, live_tokens: list[str], due: float, index: TruthIndex
+) -> str:
+    """Return where a trigger went, noting a token the app deleted from its profile before due."""
+    detail = f"trigger on {profile}"
+    for token in live_tokens:
+        registrations = index.registrations.get(token)
+        if registrations is None or registrations.profile_at(due) is not None:
+            continue
+        deleted_at = registrations.deleted_at(due)
+        if deleted_at is not None:
+            return (
+                f"{detail}; the app deleted token {token[:12]}… from its profile at "
+                f"{deleted_at:.0f} s, as a logout does, and did not register it again"
+            )
+    return detail
 
 
 def _response(push: Push, index: TruthIndex) -> str:

@@ -72,10 +72,9 @@ def reach_over_time(index: TruthIndex, duration: float) -> ReachSeries:
                 continue
             opted.add(person)
             token = index.live_token(device, at)
-            registrations = index.registrations.get(token) if token else None
-            if registrations is None:
+            if token is None:
                 continue
-            if registrations.profile_at(at) == _right_profile(index, device, person, at):
+            if index.token_profile(token, at) == _right_profile(index, device, person, at):
                 reachable.add(person)
 
         live = dead = 0

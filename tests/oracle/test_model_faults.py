@@ -72,6 +72,18 @@ def _showable_token(records: list[dict], device: str, at: float) -> str | None:
     return token if installed and permission == "granted" else None
 
 
+def _merged_into(records: list[dict], holder, since: float, at: float):
+    """Return who holds a token at ``at``: an anonymous holder moves with an identify of its
+    anonymous id between ``since`` (the registration) and ``at``, as a merge moves devices."""
+    if not isinstance(holder, tuple):
+        return holder
+    for r in records:
+        if (r["kind"] == "sdk_call" and r["method"] == "identify"
+                and r["anonymous_id"] == holder[1] and since <= r["at"] <= at):  # fmt: skip
+            return r["user_id"]
+    return holder
+
+
 def _failure(records: list[dict], trigger: dict, token: str, due: float) -> str:
     profile = trigger["user_id"]
     if profile is None:
@@ -87,19 +99,27 @@ def _failure(records: list[dict], trigger: dict, token: str, due: float) -> str:
         if r["kind"] == "sdk_call" and r.get("token") == token and r["at"] <= due
         and r["method"] in ("register_token", "delete_token")
     ]  # fmt: skip
-    registrations = [r for r in registered if r["method"] == "register_token"]
-    if profile is not None and registrations and all(r["user_id"] is None for r in registrations):
-        return "stranded_anonymous"
 
-    holder = None
+    # Who holds the token after each registration and deletion. A delete removes the token
+    # only from the profile it is sent for, which a merge may have moved the token to.
+    holder, since = None, 0.0
     for r in registered:
         key = r["user_id"] or ("anonymous", r["anonymous_id"])
         if r["method"] == "register_token":
-            holder = key
-        elif holder == key:
+            holder, since = key, r["at"]
+        elif _merged_into(records, holder, since, r["at"]) == key:
             holder = None
+
+    registrations = [r for r in registered if r["method"] == "register_token"]
+    anonymous_only = registrations and all(r["user_id"] is None for r in registrations)
+    if profile is not None and anonymous_only and holder is not None:
+        return "stranded_anonymous"
     wanted = profile or ("anonymous", trigger["anonymous_id"])
-    return "not_sent" if holder == wanted else "events_without_device"
+    return (
+        "not_sent"
+        if _merged_into(records, holder, since, due) == wanted
+        else "events_without_device"
+    )
 
 
 def test_faulty_sdk_failures_match_replay(tmp_path):

@@ -165,6 +165,25 @@ def test_stranded_anonymous(tmp_path):
     assert token[:12] in row.detail
 
 
+def test_deleted_token_is_not_stranded(tmp_path):
+    # The token was registered anonymously and never on the person, then a logout deleted it:
+    # it sits on no profile, so the trigger reached a profile without a device.
+    story = Story()
+    token = story.shopper(user_id=None)
+    story.call("identify", 100.0, "d1-0", "p1-0", user_id="p1-0")
+    story.call("delete_token", 200.0, "d1-0", "p1-0", user_id="p1-0", token=token)
+    story.call("identify", 300.0, "d1-0", "p1-0", user_id="p1-0")
+    story.add_to_cart(CART_AT)
+
+    row, _ = outcome_of(story, tmp_path)
+
+    assert row.outcome == "events_without_device"
+    assert row.detail == (
+        f"trigger on user:p1-0; the app deleted token {token[:12]}… from its profile at 200 s, "
+        "as a logout does, and did not register it again"
+    )
+
+
 def test_stale_token_accepted_after_death(tmp_path):
     story = Story()
     old = story.shopper(token=1)

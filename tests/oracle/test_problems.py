@@ -245,8 +245,9 @@ def test_generator_lag_percentiles(tmp_path):
 def test_reach_anonymous_token_unreachable(tmp_path):
     story = Story()
     story.shopper(user_id=None)
-    story.call("identify", 500.0, "d1-0", "p1-0", user_id="p1-0")
-    story.shopper(device="d2-0", person="p2-0", token=2, user_id="p2-0")
+    # The identify carries another anonymous id, so no merge moves the token to the person.
+    story.call("identify", 500.0, "d1-0", "p1-0", user_id="p1-0", anonymous_id="anon-9")
+    story.shopper(device="d2-0", person="p2-0", token=2, user_id="p2-0", anonymous_id="anon-2")
     result = judge_run(story.write(tmp_path))
     reach = result.reach
     assert len(reach.at) == GRID_POINTS
@@ -255,6 +256,19 @@ def test_reach_anonymous_token_unreachable(tmp_path):
     assert reach.reachable[1] == 1
     assert reach.live_tokens[1] == 2
     assert result.metrics["reachable_share_min"] == 0.5
+
+
+def test_reach_follows_a_merge(tmp_path):
+    # The token was registered anonymously, and an identify with the same anonymous id merges
+    # that profile, devices included, into the person.
+    story = Story()
+    story.shopper(user_id=None)
+    story.call("identify", 500.0, "d1-0", "p1-0", user_id="p1-0")
+
+    result = judge_run(story.write(tmp_path))
+
+    assert result.reach.reachable[1] == 1
+    assert result.metrics["reachable_share_min"] == 1.0
 
 
 def test_reach_min_skips_tiny_samples(tmp_path):
