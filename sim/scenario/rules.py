@@ -29,6 +29,7 @@ def check(scenario: Scenario, collector: Collector) -> None:
     _check_reached(scenario, collector)
     _check_target(scenario, collector)
     _check_faults(scenario, collector)
+    _check_sdk_faults(scenario, collector)
     _check_gates(scenario, collector)
 
 
@@ -369,6 +370,30 @@ def _check_faults(scenario: Scenario, collector: Collector) -> None:
             collector.error((*path, "limit"), f"a {fault.kind} fault needs a limit above 0")
         if fault.kind == "quota" and fault.service == "apns":
             collector.error((*path, "service"), "quota faults exist only on FCM: use fcm")
+
+
+def _check_sdk_faults(scenario: Scenario, collector: Collector) -> None:
+    """Warn about an SDK fault rate that the population gives no chance to happen."""
+    faults = scenario.sdk_faults
+    platforms = scenario.population.platforms
+    fcm_refresh = scenario.tokens.rotation.fcm_refresh
+    changes_hands = scenario.identity.logout > 0 or scenario.population.shared_device > 0
+    # Each fault with the condition it needs and what to change when the run lacks it.
+    needs = (
+        ("event_name_drift", bool(platforms.get("ios")),
+         "only the iOS app drifts, and population.platforms has no iOS share"),
+        ("late_background_rotation", bool(platforms.get("android")) and fcm_refresh > 0,
+         "it delays FCM refreshes, and the run has none: give population.platforms an Android "
+         "share and tokens.rotation.fcm_refresh a rate above 0"),
+        ("logout_keeps_device", changes_hands,
+         "no one logs out or switches accounts: give identity.logout or "
+         "population.shared_device a value above 0"),
+    )  # fmt: skip
+    for name, possible, reason in needs:
+        if getattr(faults, name) > 0 and not possible:
+            collector.warning(
+                ("sdk_faults", name), f"this fault never happens in this run: {reason}"
+            )
 
 
 def _check_gates(scenario: Scenario, collector: Collector) -> None:

@@ -67,6 +67,16 @@ def suggest(word: str, choices: typing.Iterable[str]) -> str:
     return f"; did you mean {by_folded[close[0]]!r}?" if close else "."
 
 
+def _section_with(hints: dict[str, Any], key: str) -> str | None:
+    """Return the field among ``hints`` whose own keys include ``key``, for a misplaced key."""
+    for name, hint in hints.items():
+        if typing.get_origin(hint) is typing.Annotated:
+            hint = typing.get_args(hint)[0]
+        if dataclasses.is_dataclass(hint) and key in {f.name for f in dataclasses.fields(hint)}:
+            return name
+    return None
+
+
 def _allowed(choices: typing.Iterable[Any]) -> str:
     return ", ".join(repr(c) if isinstance(c, str) else str(c) for c in choices)
 
@@ -269,9 +279,14 @@ class Walker:
         for key, item in value.items():
             key_path = (*path, key)
             if key not in hints:
+                section = _section_with(hints, key)
+                hint = (
+                    f"; it belongs in the {section} section, as {section}.{key}."
+                    if section is not None
+                    else suggest(key, names)
+                )
                 self.collector.error(
-                    key_path,
-                    f"unknown key {key!r}{suggest(key, names)} Allowed keys: {', '.join(names)}",
+                    key_path, f"unknown key {key!r}{hint} Allowed keys: {', '.join(names)}"
                 )
                 continue
             setattr(instance, key, self.build(hints[key], item, key_path, getattr(instance, key)))

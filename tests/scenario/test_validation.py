@@ -339,3 +339,30 @@ def test_bare_number_duration_warns():
     assert finding.path == "journeys[0].delay"
     assert "reads as 90 seconds: write 90s to keep that" in finding.message
     assert problems(text.replace("delay: 90", "delay: 90s")) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fault"),
+    [
+        (("population.platforms={ios: 0.0, android: 1.0}", "sdk_faults.event_name_drift=0.5"),
+         "event_name_drift"),
+        (("population.platforms={ios: 1.0, android: 0.0}",
+          "sdk_faults.late_background_rotation=0.5"), "late_background_rotation"),
+        (("identity.logout=0", "population.shared_device=0", "sdk_faults.logout_keeps_device=1"),
+         "logout_keeps_device"),
+    ],
+)  # fmt: skip
+def test_impossible_fault_warns(overrides, fault):
+    (finding,) = problems("seed: 1\n", overrides)
+
+    assert finding.severity == "warning"
+    assert finding.path == f"sdk_faults.{fault}"
+    assert finding.message.startswith("this fault never happens in this run: ")
+
+
+def test_fault_at_top_level_names_its_section():
+    (finding,) = problems("event_name_drift: 0.5\n")
+
+    assert "it belongs in the sdk_faults section, as sdk_faults.event_name_drift" in (
+        finding.message
+    )
