@@ -442,7 +442,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
     if fewer_sent:
         lines.append(
             f"better in B but not counted: {', '.join(fewer_sent)}, because B left a larger share "
-            f"of triggers not_sent ({_not_sent_share(a):.1%} against {_not_sent_share(b):.1%}) "
+            f"of the triggers that expected a push not_sent ({_not_sent_share(a):.1%} against "
+            f"{_not_sent_share(b):.1%}) "
             "and lateness counts only the pushes sent"
         )
     if untested:

@@ -855,7 +855,7 @@ def test_compare_lateness_better_with_fewer_sent(tmp_path, good_run):
     assert comparison.better_figures == 0
     assert (
         "better in B but not counted: trigger_lateness_p99, because B left a larger share of "
-        "triggers not_sent"
+        "the triggers that expected a push not_sent"
     ) in comparison.text
 
 
