@@ -110,18 +110,15 @@ def print_verdict(result, load: list[EndpointLoad] | None = None, *, partial: bo
         if warning is not None:
             print(f"warning: {warning}")
 
-    hint = result.stitching_hint()
-    if hint is not None:
-        print(f"note: {hint}")
-    unknown = result.unknown_token_note()
-    if unknown is not None:
-        print(f"note: {unknown}")
-    faults = result.fault_note()
-    if faults is not None:
-        print(f"note: {faults}")
-    environments = result.wrong_environment_note()
-    if environments is not None:
-        print(f"warning: {environments}")
+    explanations = (
+        ("note", result.stitching_hint()),
+        ("note", result.unknown_token_note()),
+        ("note", result.fault_note()),
+        ("warning", result.wrong_environment_note()),
+    )
+    for label, text in explanations:
+        if text is not None:
+            print(f"{label}: {text}")
 
     ungated = result.ungated_problems_warning()
     if ungated is not None:

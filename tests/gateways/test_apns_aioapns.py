@@ -49,15 +49,19 @@ async def _start(monkeypatch, credentials, *, clock=time.time, script=None):
     gateway = ApnsGateway(rules, ssl_context=pki.server_ssl_context(credentials), script=script)
     port = await gateway.start()
     monkeypatch.setattr(APNsDevelopmentClientProtocol, "APNS_PORT", port)
-    client = APNs(
+    return gateway, _client(credentials), sink
+
+
+def _client(credentials, *, use_sandbox: bool = True) -> APNs:
+    """Return an aioapns client with the test's key, trusting the local CA without ALPN."""
+    return APNs(
         key=credentials.apns_key.read_text(),
         key_id=credentials.apns_key_id,
         team_id=credentials.apns_team_id,
         topic=TOPIC,
-        use_sandbox=True,
+        use_sandbox=use_sandbox,
         ssl_context=pki.client_ssl_context(credentials, alpn=None),
     )
-    return gateway, client, sink
 
 
 def _request(number: int) -> NotificationRequest:
@@ -188,14 +192,7 @@ def test_aioapns_token_of_other_environment_refused(monkeypatch, credentials, us
         port = await gateway.start()
         protocol = APNsDevelopmentClientProtocol if use_sandbox else APNsProductionClientProtocol
         monkeypatch.setattr(protocol, "APNS_PORT", port)
-        client = APNs(
-            key=credentials.apns_key.read_text(),
-            key_id=credentials.apns_key_id,
-            team_id=credentials.apns_team_id,
-            topic=TOPIC,
-            use_sandbox=use_sandbox,
-            ssl_context=pki.client_ssl_context(credentials, alpn=None),
-        )
+        client = _client(credentials, use_sandbox=use_sandbox)
         results = []
         for token in (store_build, development_build):
             request = NotificationRequest(device_token=token, message={"aps": {"alert": "hi"}})

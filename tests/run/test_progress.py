@@ -205,28 +205,26 @@ def test_behind_warning_names_fixes(tmp_path):
     assert warning.endswith("Ctrl-C stops it and writes a partial report.")
 
 
-def test_behind_warning_blames_cpu_when_backend_fast(tmp_path):
+@pytest.mark.parametrize(
+    ("p95", "wanted", "unwanted"),
+    [
+        ("4", "The backend answers fast (p95 4 ms), so the driver's process is short of CPU: "
+         "add --processes", "add --users"),
+        ("800", "short of CPU (add --processes) or every lane waits for slow responses "
+         "(p95 800 ms) (add --users)", "answers fast"),
+    ],
+    ids=["fast backend", "slow backend"],
+)  # fmt: skip
+def test_behind_warning_fix_follows_response_times(tmp_path, p95, wanted, unwanted):
     write_truth(tmp_path / "truth-0.jsonl", sent=980, dropped=20)
-    write_locust_csv(tmp_path, 1000, 0, {}, p95="4")
+    write_locust_csv(tmp_path, 1000, 0, {}, p95=p95)
     tail = LedgerTail(tmp_path)
     tail.update()
 
     warning = behind_warning(tail, tmp_path)
 
-    assert "The backend answers fast (p95 4 ms), so the driver's process is short of CPU" in warning
-    assert "add --processes" in warning
-    assert "add --users" not in warning
-
-
-def test_behind_warning_names_slow_responses(tmp_path):
-    write_truth(tmp_path / "truth-0.jsonl", sent=980, dropped=20)
-    write_locust_csv(tmp_path, 1000, 0, {}, p95="800")
-    tail = LedgerTail(tmp_path)
-    tail.update()
-
-    warning = behind_warning(tail, tmp_path)
-
-    assert "waits for slow responses (p95 800 ms) (add --users)" in warning
+    assert wanted in warning
+    assert unwanted not in warning
 
 
 @pytest.mark.parametrize(
