@@ -8,6 +8,7 @@ check reads the truth ledger and the delivery ledger, and fault labels never dec
 from __future__ import annotations
 
 import datetime
+import math
 import zoneinfo
 from dataclasses import dataclass, field
 
@@ -239,10 +240,13 @@ def _earliest(trigger: Trigger, due: float, journey: Journey) -> float:
     """Return the earliest moment the trigger's push may be sent, before any tolerance.
 
     A delay_range journey may send from its shorter delay on, so only that bound is checked
-    for it, quiet hours or not.
+    for it, quiet hours or not. An inactivity journey has no bound: the backend measures
+    inactivity per profile, and a person's activity may be split across profiles.
     """
     if journey.kind == "delay_range":
         return trigger.at + min(journey.delay, journey.delay_max)
+    if journey.kind == "inactivity":
+        return -math.inf
     return due
 
 
