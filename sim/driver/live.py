@@ -326,7 +326,7 @@ class LiveRun:
         timing = self.triggers.lateness_ms(payload, gateway_wall)
         if timing is not None:
             lateness, early = timing
-            # Locust's response-time histogram holds no negative times, so an early push
+            # Locust's response-time histogram has no negative times, so an early push
             # counts 0 ms there and is counted apart.
             self.timing.get(TRIGGER_TO_GATEWAY).add(max(0.0, lateness))
             self.counters["pushes_early"] += early

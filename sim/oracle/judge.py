@@ -252,7 +252,7 @@ def attribute(
     it on the device that owns the token, else the latest one before it of any person.
     """
     # Validation rejects two journeys whose links fit each other's template, so a push fits
-    # one journey, or broadcasts of one link told apart by ``until``.
+    # one journey. Broadcasts that share a link are separated by ``until``.
     if journey.kind in ("broadcast", "inactivity"):
         return _attribute_by_owner(triggers, pushes, journey, until)
     by_value: dict[str | None, list[Trigger]] = defaultdict(list)

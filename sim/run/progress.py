@@ -219,7 +219,7 @@ def behind_warning(tail: LedgerTail, run_dir: Path | None = None) -> str | None:
 
     The report flags such a run at its end, when the backend's figures already rest on less load
     than the scenario describes. With ``run_dir``, Locust's response times there pick the fix:
-    a backend that answers fast leaves only the driver's CPU to blame.
+    a backend that responds fast leaves only the driver's CPU to blame.
     """
     if not falling_behind(tail.sent, tail.dropped):
         return None
@@ -227,7 +227,7 @@ def behind_warning(tail: LedgerTail, run_dir: Path | None = None) -> str | None:
     load = _locust_load(run_dir) if run_dir is not None else None
     if load is not None and load.p95_ms is not None and load.p95_ms < FAST_RESPONSE_MS:
         cause = (
-            f"The backend answers fast (p95 {load.p95_ms:.0f} ms), so the driver's process is "
+            f"The backend responds fast (p95 {load.p95_ms:.0f} ms), so the driver's process is "
             "short of CPU: add --processes"
         )
     else:

@@ -2,7 +2,7 @@
 
 The report attributes a push to a trigger by the values its deep link carries, so a link must
 name a property the trigger event carries, and no two journeys may send links that fit each
-other's template. Broadcasts with the same link are told apart by their start times instead.
+other's template. Broadcasts with the same link are separated by their start times instead.
 """
 
 from __future__ import annotations

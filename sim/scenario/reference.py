@@ -31,7 +31,7 @@ the default shown here.
 
 Units:
 - **duration**: simulated time, written `500ms`, `45s`, `30m`, `6h`, `2d` or `1w`. A bare number
-  other than 0 is seconds, with a warning that asks for the unit. It is scaled to wall time by
+  other than 0 is seconds, with a warning to write the unit. It is scaled to wall time by
   `clock.time_scale`.
 - **wall duration**: wall-clock time, never scaled.
 - **probability**: a number from 0 to 1.

@@ -180,8 +180,8 @@ def test_aioapns_certificate_push_accepted(monkeypatch, credentials, tmp_path):
 
 @pytest.mark.parametrize("use_sandbox", [False, True])
 def test_aioapns_token_of_other_environment_refused(monkeypatch, credentials, use_sandbox):
-    """A store build's token works only with production, a development build's only with the
-    sandbox; aioapns picks the host, and with it the environment, from ``use_sandbox``."""
+    """A store build's token works only with production, and a development build's only with
+    the sandbox. aioapns picks the host, and so the environment, from ``use_sandbox``."""
     registry = TokenRegistry(RunState(run_config()))
     rules = make_rules(credentials, tokens=registry.for_service(Service.APNS))
     store_build = apns_token(31)
@@ -203,6 +203,6 @@ def test_aioapns_token_of_other_environment_refused(monkeypatch, credentials, us
 
     store, development = _run(scenario())
 
-    refused, accepted = (store, development) if use_sandbox else (development, store)
+    rejected, accepted = (store, development) if use_sandbox else (development, store)
     assert accepted.is_successful
-    assert (refused.status, refused.description) == ("400", "BadDeviceToken")
+    assert (rejected.status, rejected.description) == ("400", "BadDeviceToken")

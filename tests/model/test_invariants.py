@@ -214,7 +214,7 @@ def test_tokens_parse_back_to_their_group(run):
 
 
 def test_timezones_match_the_report(run):
-    # The backend holds pushes in quiet hours by this attribute and the report judges them by
+    # The backend delays pushes in quiet hours by this attribute, and the report judges them by
     # the group's zone, so the two must agree.
     _, records, _, _ = run
     zones = group_timezones(scenario_from(SCENARIO))

@@ -73,8 +73,9 @@ def _showable_token(records: list[dict], device: str, at: float) -> str | None:
 
 
 def _merged_into(records: list[dict], holder, since: float, at: float):
-    """Return who holds a token at ``at``: an anonymous holder moves with an identify of its
-    anonymous id between ``since`` (the registration) and ``at``, as a merge moves devices."""
+    """Return the profile of a token at ``at``. An anonymous holder moves to the person of an
+    identify of its anonymous id between ``since`` (the registration) and ``at``, since a merge
+    moves devices."""
     if not isinstance(holder, tuple):
         return holder
     for r in records:
@@ -100,7 +101,7 @@ def _failure(records: list[dict], trigger: dict, token: str, due: float) -> str:
         and r["method"] in ("register_token", "delete_token")
     ]  # fmt: skip
 
-    # Who holds the token after each registration and deletion. A delete removes the token
+    # The token's profile after each registration and deletion. A delete removes the token
     # only from the profile it is sent for, which a merge may have moved the token to.
     holder, since = None, 0.0
     for r in registered:

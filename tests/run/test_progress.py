@@ -208,10 +208,10 @@ def test_behind_warning_names_fixes(tmp_path):
 @pytest.mark.parametrize(
     ("p95", "wanted", "unwanted"),
     [
-        ("4", "The backend answers fast (p95 4 ms), so the driver's process is short of CPU: "
+        ("4", "The backend responds fast (p95 4 ms), so the driver's process is short of CPU: "
          "add --processes", "add --users"),
         ("800", "short of CPU (add --processes) or every lane waits for slow responses "
-         "(p95 800 ms) (add --users)", "answers fast"),
+         "(p95 800 ms) (add --users)", "responds fast"),
     ],
     ids=["fast backend", "slow backend"],
 )  # fmt: skip
