@@ -33,7 +33,7 @@ from sim.oracle.outcomes import (
 )
 from sim.oracle.pacing import broadcast_pacing
 from sim.oracle.problems import PROBLEM_KINDS, find_problems
-from sim.oracle.pushes import Push, link_value, place_pushes
+from sim.oracle.pushes import Push, link_value, place_pushes, rejected_environment
 from sim.oracle.reach import reach_over_time, sample_times
 from sim.oracle.result import JourneyResult, OracleResult
 from sim.oracle.sdk_errors import judge_sdk_errors
@@ -188,21 +188,11 @@ def judge_run(inputs: RunInputs, index: TruthIndex | None = None) -> OracleResul
 
 
 def wrong_environment(pushes: list[Push], index: TruthIndex) -> dict[str, int]:
-    """Count APNs pushes refused for going to the environment their token is not for.
+    """Count APNs pushes rejected for going to the environment their token is not for.
 
-    The gateways return BadDeviceToken for a token this run issued only when the request's host
-    names the other environment. The count therefore takes every such response to a token of
-    the run, except those a gateway fault forced, keyed by the token's environment.
+    The counts are keyed by the token's environment.
     """
-    counts: dict[str, int] = {}
-    for push in pushes:
-        row = push.row
-        if row.status != 400 or row.reason != "BadDeviceToken" or row.fault:
-            continue
-        environment = index.view.environment(row.token)
-        if environment is not None:
-            counts[environment] = counts.get(environment, 0) + 1
-    return counts
+    return dict(Counter(filter(None, (rejected_environment(push, index) for push in pushes))))
 
 
 def next_broadcast_starts(journeys: list[Journey], origin: float) -> dict[str, float]:

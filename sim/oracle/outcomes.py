@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sim.catalogue import canonical_name
 from sim.formats.epoch import Epoch
 from sim.oracle.ledger import TruthIndex
-from sim.oracle.pushes import Push
+from sim.oracle.pushes import Push, rejected_environment
 from sim.oracle.triggers import Trigger
 from sim.scenario.schema import Journey
 from sim.scenario.types import minutes_of_day
@@ -441,11 +441,10 @@ def _response(push: Push, index: TruthIndex) -> str:
     """Return a push's status and reason, naming the host's environment for BadDeviceToken."""
     row = push.row
     text = f"{row.status} {row.reason or ''}".strip()
-    if row.reason == "BadDeviceToken" and not row.fault:
-        environment = index.view.environment(row.token)
-        if environment is not None:
-            other = "sandbox" if environment == "production" else "production"
-            text += f" ({environment} token sent to the {other} host)"
+    environment = rejected_environment(push, index)
+    if environment is not None:
+        other = "sandbox" if environment == "production" else "production"
+        text += f" ({environment} token sent to the {other} host)"
     return text
 
 

@@ -50,6 +50,18 @@ class Push:
         )
 
 
+def rejected_environment(push: Push, index: TruthIndex) -> str | None:
+    """Return the environment of a run's token that APNs rejected on the other host, or None.
+
+    The gateways return 400 BadDeviceToken for a token this run issued only when the request's
+    host names the other environment, so such a response counts unless a gateway fault forced it.
+    """
+    row = push.row
+    if row.status != 400 or row.reason != "BadDeviceToken" or row.fault:
+        return None
+    return index.view.environment(row.token)
+
+
 def decode_payload(payload: bytes | str | None) -> object:
     """Return the decoded JSON payload, or None when it is missing or not JSON."""
     if payload is None:

@@ -208,7 +208,7 @@ class OracleResult:
                 "api.sandbox.push.apple.com"
             )
         return (
-            "APNs refused pushes with 400 BadDeviceToken because each went to the environment "
+            "APNs rejected pushes with 400 BadDeviceToken because each went to the environment "
             f"its device token is not for: {'. '.join(parts)}. A backend that prunes on "
             "BadDeviceToken deletes these devices' tokens"
         )
