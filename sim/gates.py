@@ -127,7 +127,7 @@ GATE_METRICS: dict[str, GateMetric] = {
         ),
         GateMetric(
             "wrong_environment_pushes",
-            "APNs pushes refused with BadDeviceToken because they went to the environment "
+            "APNs pushes rejected with BadDeviceToken because they went to the environment "
             "(production or sandbox) their device token is not for",
             "count",
         ),
